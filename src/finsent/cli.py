@@ -1,9 +1,9 @@
 """The `finsent` command. Heavy imports (torch, transformers) happen inside the commands, so --help is instant.
 
-    finsent --help
-    finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
-    finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --out runs/zero-shot
-    finsent run --config configs/smollm2-cpu.yaml --out runs/demo
+finsent --help
+finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
+finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --out runs/zero-shot
+finsent run --config configs/smollm2-cpu.yaml --out runs/demo
 """
 
 from __future__ import annotations
@@ -42,8 +42,14 @@ def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...]) -> 
         help_text = meta.get("help", "")
         if f.type in ("bool", bool) and meta.get("alias"):
             # `--dedupe` alone means true; the dotted form takes a value (true/false)
-            p.add_argument(meta["alias"], dest=kwargs["dest"], action="store_const", const=True,
-                           default=argparse.SUPPRESS, help=f"{help_text} (same as {flags[0]} true)")
+            p.add_argument(
+                meta["alias"],
+                dest=kwargs["dest"],
+                action="store_const",
+                const=True,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (same as {flags[0]} true)",
+            )
             flags = flags[:1]
             kwargs["metavar"] = "BOOL"
         p.add_argument(*flags, help=f"{help_text} [default: {default!r}]", **kwargs)
@@ -76,10 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, F1 and confusion matrix of a model on a split")
     p.add_argument("--config", help="YAML config file")
-    p.add_argument("--adapter", help="a LoRA adapter folder (its saved config supplies model, labels, template)")
-    p.add_argument("--subset", default="test", choices=("train", "eval", "test"), help="which split to evaluate")
-    p.add_argument("--method", default="score", choices=("score", "generate"),
-                   help="score: full label likelihoods (default); generate: the notebooks' one-token generation")
+    p.add_argument(
+        "--adapter", help="a LoRA adapter folder (its saved config supplies model, labels, template)"
+    )
+    p.add_argument(
+        "--subset", default="test", choices=("train", "eval", "test"), help="which split to evaluate"
+    )
+    p.add_argument(
+        "--method",
+        default="score",
+        choices=("score", "generate"),
+        help="score: full label likelihoods (default); generate: the notebooks' one-token generation",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N sentences of the split")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -120,13 +134,22 @@ def cmd_evaluate(args) -> int:
     model, tokenizer, device = load_model(cfg.model, args.adapter)
     codec = make_codec(cfg, tokenizer)
     metrics, preds, probs = run_evaluation(model, codec, examples, args.batch_size, args.method)
-    metrics.update(model=cfg.model.model, adapter=args.adapter, subset=args.subset, device=device,
-                   dtype=str(model.dtype).replace("torch.", ""))
-    title = f"{cfg.model.model}{' + ' + args.adapter if args.adapter else ''} on {args.subset} ({args.method})"
+    metrics.update(
+        model=cfg.model.model,
+        adapter=args.adapter,
+        subset=args.subset,
+        device=device,
+        dtype=str(model.dtype).replace("torch.", ""),
+    )
+    title = (
+        f"{cfg.model.model}{' + ' + args.adapter if args.adapter else ''} on {args.subset} ({args.method})"
+    )
     report = write_evaluation(args.out, metrics, examples, preds, probs, codec.labels, title)
     save_config(cfg, args.out)
     print(report)
-    print(f"{metrics['examples_per_second']:.1f} sentences/s on {device} ({metrics['dtype']}); wrote {Path(args.out)}/")
+    print(
+        f"{metrics['examples_per_second']:.1f} sentences/s on {device} ({metrics['dtype']}); wrote {Path(args.out)}/"
+    )
     return 0
 
 
@@ -146,4 +169,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

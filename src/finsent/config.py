@@ -47,11 +47,15 @@ class ModelConfig:
         choices=("auto", "bfloat16", "float16", "float32"),
     )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device")
-    load_in_4bit: bool = opt(False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit")
+    load_in_4bit: bool = opt(
+        False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit"
+    )
     bnb_4bit_quant_type: str = opt("nf4", "4-bit quantisation type", choices=("nf4", "fp4"))
     bnb_4bit_use_double_quant: bool = opt(True, "nested quantisation of the 4-bit constants")
     bnb_4bit_compute_dtype: str = opt("float16", "compute dtype of 4-bit layers")
-    cache_dir: str = opt("", "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)")
+    cache_dir: str = opt(
+        "", "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)"
+    )
 
 
 @dataclass
@@ -64,11 +68,15 @@ class DataConfig:
     text_column: str = opt("text", "text column of a CSV/TSV/JSONL/Parquet file", alias="--text-column")
     label_column: str = opt("label", "label column of a CSV/TSV/JSONL/Parquet file", alias="--label-column")
     label_map: str = opt(
-        "", "raw=label pairs, e.g. '0=negative,1=positive,2=neutral' or 'bullish=positive'", alias="--label-map"
+        "",
+        "raw=label pairs, e.g. '0=negative,1=positive,2=neutral' or 'bullish=positive'",
+        alias="--label-map",
     )
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(
-        "seed", "seed (the notebooks' split), stratified, or file (--test-data)", alias="--split",
+        "seed",
+        "seed (the notebooks' split), stratified, or file (--test-data)",
+        alias="--split",
         choices=("seed", "stratified", "file"),
     )
     train_per_label: int = opt(300, "seed split: training sentences per label")
@@ -78,17 +86,24 @@ class DataConfig:
     eval_size: float = opt(0.1, "stratified split: eval share", alias="--eval-size")
     seed: int = opt(42, "split seed", alias="--seed")
     test_data: str = opt("", "explicit test file (split=file)", alias="--test-data")
-    dedupe: bool = opt(False, "drop repeated sentences (keep the first) and sentences with conflicting labels", alias="--dedupe")
+    dedupe: bool = opt(
+        False,
+        "drop repeated sentences (keep the first) and sentences with conflicting labels",
+        alias="--dedupe",
+    )
     skip_invalid: bool = opt(False, "skip and count bad rows instead of stopping", alias="--skip-invalid")
 
 
 @dataclass
 class PromptConfig:
     template: str = opt(
-        "seed", "seed (the notebooks' prompt), chat (the tokenizer's chat template), or a file with {text}",
+        "seed",
+        "seed (the notebooks' prompt), chat (the tokenizer's chat template), or a file with {text}",
         alias="--template",
     )
-    label_words: str = opt("", "label=word pairs for the answer words, e.g. 'positive=bullish'", alias="--label-words")
+    label_words: str = opt(
+        "", "label=word pairs for the answer words, e.g. 'positive=bullish'", alias="--label-words"
+    )
 
 
 @dataclass
@@ -107,7 +122,9 @@ class TrainConfig:
     num_train_epochs: float = opt(3.0, "epochs")
     per_device_train_batch_size: int = opt(1, "micro-batch size")
     gradient_accumulation_steps: int = opt(8, "micro-batches per optimizer step")
-    optim: str = opt("paged_adamw_32bit", "optimizer (paged_* need CUDA; on CPU the plain AdamW equivalent is used)")
+    optim: str = opt(
+        "paged_adamw_32bit", "optimizer (paged_* need CUDA; on CPU the plain AdamW equivalent is used)"
+    )
     save_steps: int = opt(0, "checkpoint every N optimizer steps (0 = every epoch)")
     logging_steps: int = opt(25, "log the loss every N optimizer steps")
     learning_rate: float = opt(2e-4, "peak learning rate")

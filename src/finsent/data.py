@@ -96,14 +96,17 @@ class LabelMapper:
 
 
 def _read_text(path: Path, encoding: str) -> str:
-    try:
-        return path.read_bytes().decode(encoding)
-    except FileNotFoundError:
-        raise FinsentError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise FinsentError(f"{path}: is a folder, expected a file") from None
-    except UnicodeDecodeError as e:
-        raise FinsentError(f"{path}: not readable as {encoding} (byte {e.start})") from None
+    return _check_binary(path, _read_bytes(path)).decode(encoding)
+
+
+def _check_binary(path: Path, raw: bytes) -> bytes:
+    """Latin-1 decodes any bytes, so a UTF-16 or binary file must be caught by its NUL bytes."""
+    if b"\x00" in raw[:65536]:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise FinsentError(
+            f"{path}:{line}: unreadable encoding (NUL bytes: UTF-16 or binary?); save it as UTF-8"
+        )
+    return raw
 
 
 def _rows_phrasebank(path: Path):
@@ -128,7 +131,7 @@ def _rows_headerless_csv(path: Path, text: str):
 
 
 def _decode_any(path: Path) -> str:
-    raw = _read_bytes(path)
+    raw = _check_binary(path, _read_bytes(path))
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -201,7 +204,9 @@ def _rows_table(path: Path, text_column: str, label_column: str | None):
 def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str | None) -> None:
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col and col not in columns:
-            raise FinsentError(f"{path}: no column '{col}' ({flag}); columns are: {', '.join(map(str, columns))}")
+            raise FinsentError(
+                f"{path}: no column '{col}' ({flag}); columns are: {', '.join(map(str, columns))}"
+            )
 
 
 def _looks_headerless_labelled(text: str, mapper: LabelMapper) -> bool:
@@ -229,12 +234,16 @@ def read_file(
     elif suffix in (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet"):
         rows = _rows_table(path, text_column, label_column)
     else:
-        raise FinsentError(f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)")
+        raise FinsentError(
+            f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
+        )
 
     ds = Dataset(str(path), [])
     # line numbers for messages: PhraseBank/JSONL rows are lines; a headed CSV's data row i is line i+2
-    line_of = (lambda i: i + 2) if suffix in (".csv", ".tsv", ".tab") and rows.__name__ == "_rows_table" else (
-        lambda i: i + 1
+    line_of = (
+        (lambda i: i + 2)
+        if suffix in (".csv", ".tsv", ".tab") and rows.__name__ == "_rows_table"
+        else (lambda i: i + 1)
     )
     for i, text, raw_label, error in rows:
         if error:
@@ -295,7 +304,11 @@ def resolve_data(spec: str) -> Path:
     name = FPB_FILES[subset]
     root = os.environ.get(DATA_DIR_ENV)
     if root:
-        for cand in (Path(root) / name, Path(root) / "financial_phrasebank" / name, Path(root) / "FinancialPhraseBank-v1.0" / name):
+        for cand in (
+            Path(root) / name,
+            Path(root) / "financial_phrasebank" / name,
+            Path(root) / "FinancialPhraseBank-v1.0" / name,
+        ):
             if cand.is_file():
                 return cand
     try:
@@ -315,22 +328,34 @@ def _download_fpb(subset: str) -> Path:
         raise ConnectionError("offline mode")
     from datasets import load_dataset
 
-    name = {"50agree": "sentences_50agree", "66agree": "sentences_66agree", "75agree": "sentences_75agree",
-            "allagree": "sentences_allagree"}[subset]
+    name = {
+        "50agree": "sentences_50agree",
+        "66agree": "sentences_66agree",
+        "75agree": "sentences_75agree",
+        "allagree": "sentences_allagree",
+    }[subset]
     ds = load_dataset(HUB_DATASET, name, split="train")
     names = ds.features["label"].names
     from finsent.models import cache_root
 
     out = cache_root() / "data" / FPB_FILES[subset]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes("".join(f"{r['sentence']}@{names[r['label']]}\n" for r in ds).encode("latin-1", "replace"))
+    out.write_bytes(
+        "".join(f"{r['sentence']}@{names[r['label']]}\n" for r in ds).encode("latin-1", "replace")
+    )
     return out
 
 
 def load_dataset_from_config(dc) -> Dataset:
     """Read `dc.data` (a DataConfig) with its column, label and cleaning options."""
     return read_file(
-        resolve_data(dc.data), dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid, dc.dedupe
+        resolve_data(dc.data),
+        dc.labels,
+        dc.label_map,
+        dc.text_column,
+        dc.label_column,
+        dc.skip_invalid,
+        dc.dedupe,
     )
 
 
@@ -338,15 +363,24 @@ def load_dataset_from_config(dc) -> Dataset:
 
 
 def split_seed(
-    examples: list[Example], labels: list[str], train_per_label: int = 300, test_per_label: int = 300,
-    eval_per_label: int = 50, seed: int = 42,
+    examples: list[Example],
+    labels: list[str],
+    train_per_label: int = 300,
+    test_per_label: int = 300,
+    eval_per_label: int = 50,
+    seed: int = 42,
 ) -> dict[str, list[Example]]:
     """The notebooks' split, reproduced exactly (same scikit-learn and pandas calls)."""
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
-    df = pd.DataFrame({"source_row": [e.source_row for e in examples], "text": [e.text for e in examples],
-                       "label": [e.label for e in examples]})
+    df = pd.DataFrame(
+        {
+            "source_row": [e.source_row for e in examples],
+            "text": [e.text for e in examples],
+            "label": [e.label for e in examples],
+        }
+    )
     train, test = [], []
     for lab in labels:
         part = df[df.label == lab]
@@ -355,7 +389,9 @@ def split_seed(
                 f"seed split: label '{lab}' has {len(part)} rows, needs {train_per_label + test_per_label}"
                 " (lower data.train_per_label / data.test_per_label or use --split stratified)"
             )
-        tr, te = train_test_split(part, train_size=train_per_label, test_size=test_per_label, random_state=seed)
+        tr, te = train_test_split(
+            part, train_size=train_per_label, test_size=test_per_label, random_state=seed
+        )
         train.append(tr)
         test.append(te)
     x_train = pd.concat(train).sample(frac=1, random_state=10)
@@ -364,17 +400,23 @@ def split_seed(
     rest = df[~df.index.isin(used)]
     # the notebooks' groupby("sentiment").apply(sample): groups in sorted order, each sampled afresh
     x_eval = pd.concat(
-        [rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
-         for lab in sorted(set(rest.label))]
+        [
+            rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
+            for lab in sorted(set(rest.label))
+        ]
     )
-    return {name: _to_examples(frame) for name, frame in (("train", x_train), ("eval", x_eval), ("test", x_test))}
+    return {
+        name: _to_examples(frame) for name, frame in (("train", x_train), ("eval", x_eval), ("test", x_test))
+    }
 
 
 def _to_examples(frame) -> list[Example]:
     return [Example(int(r.source_row), r.text, r.label) for r in frame.itertuples(index=False)]
 
 
-def split_stratified(examples: list[Example], test_size: float, eval_size: float, seed: int) -> dict[str, list[Example]]:
+def split_stratified(
+    examples: list[Example], test_size: float, eval_size: float, seed: int
+) -> dict[str, list[Example]]:
     from sklearn.model_selection import train_test_split
 
     y = [e.label for e in examples]
@@ -390,13 +432,17 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
     if dc.split == "seed":
-        splits = split_seed(ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed)
+        splits = split_seed(
+            ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
+        )
     elif dc.split == "stratified":
         splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
     else:
         if not dc.test_data:
             raise FinsentError("--split file needs --test-data FILE")
-        test = read_file(dc.test_data, dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid)
+        test = read_file(
+            dc.test_data, dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid
+        )
         from sklearn.model_selection import train_test_split
 
         train, ev = train_test_split(

@@ -1,6 +1,6 @@
 """Evaluate a model (optionally with an adapter) on a data split; write metrics, predictions, a plot.
 
-    finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split seed --subset test --out runs/zs
+finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split seed --subset test --out runs/zs
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ def progress_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
-def run_evaluation(model, codec, examples: list[Example], batch_size: int = 32, method: str = "score",
-                   desc: str = "evaluating") -> tuple[dict, list[str], list[list[float]]]:
+def run_evaluation(
+    model,
+    codec,
+    examples: list[Example],
+    batch_size: int = 32,
+    method: str = "score",
+    desc: str = "evaluating",
+) -> tuple[dict, list[str], list[list[float]]]:
     """Classify `examples`; return metrics (with examples_per_second), predictions and probabilities."""
     from finsent.scoring import classify
 
@@ -41,12 +47,21 @@ def run_evaluation(model, codec, examples: list[Example], batch_size: int = 32, 
         preds, probs = classify(model, codec, texts, batch_size, method, progress=bar.update)
         seconds = time.perf_counter() - start
     metrics = classification_metrics([e.label for e in examples], preds, codec.labels)
-    metrics.update(method=method, seconds=seconds, examples_per_second=len(texts) / seconds if seconds else 0.0)
+    metrics.update(
+        method=method, seconds=seconds, examples_per_second=len(texts) / seconds if seconds else 0.0
+    )
     return metrics, preds, probs
 
 
-def write_evaluation(out: str | Path, metrics: dict, examples: list[Example], preds: list[str],
-                     probs: list[list[float]], labels: list[str], title: str = "") -> str:
+def write_evaluation(
+    out: str | Path,
+    metrics: dict,
+    examples: list[Example],
+    preds: list[str],
+    probs: list[list[float]],
+    labels: list[str],
+    title: str = "",
+) -> str:
     """metrics.json, report.txt, predictions.csv and confusion_matrix.png in `out`; returns the report."""
     out = Path(out)
     report = format_report(metrics, title)

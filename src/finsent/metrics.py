@@ -24,13 +24,21 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         # "accuracy per label" as the notebooks print it: the share of that label's sentences classified right
-        per_label[lab] = {"precision": precision, "recall": recall, "f1": f1, "support": support, "accuracy": recall}
+        per_label[lab] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": support,
+            "accuracy": recall,
+        }
     present = [lab for lab in labels if per_label[lab]["support"]]
     macro_f1 = sum(per_label[lab]["f1"] for lab in present) / len(present) if present else 0.0
     weighted_f1 = sum(per_label[lab]["f1"] * per_label[lab]["support"] for lab in labels) / n if n else 0.0
     unparsed = sum(p == UNPARSED for p in y_pred)
     columns = labels + ([UNPARSED] if unparsed else [])
-    matrix = [[sum(t == row and p == col for t, p in zip(y_true, y_pred)) for col in columns] for row in labels]
+    matrix = [
+        [sum(t == row and p == col for t, p in zip(y_true, y_pred)) for col in columns] for row in labels
+    ]
     return {
         "accuracy": correct / n if n else 0.0,
         "macro_f1": macro_f1,
@@ -47,13 +55,17 @@ def format_report(m: dict, title: str = "") -> str:
     labels = m["confusion_matrix"]["labels"]
     width = max(12, *(len(lab) + 2 for lab in labels))
     lines = [title] if title else []
-    lines.append(f"accuracy {m['accuracy']:.3f}   macro F1 {m['macro_f1']:.3f}   weighted F1 {m['weighted_f1']:.3f}"
-                 f"   n={m['n']}" + (f"   unparsed={m['unparsed']}" if m["unparsed"] else ""))
+    lines.append(
+        f"accuracy {m['accuracy']:.3f}   macro F1 {m['macro_f1']:.3f}   weighted F1 {m['weighted_f1']:.3f}"
+        f"   n={m['n']}" + (f"   unparsed={m['unparsed']}" if m["unparsed"] else "")
+    )
     lines.append(f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}{'accuracy':>10}")
     for lab in labels:
         p = m["per_label"][lab]
-        lines.append(f"{lab:<{width}}{p['precision']:>10.3f}{p['recall']:>10.3f}{p['f1']:>10.3f}"
-                     f"{p['support']:>10}{p['accuracy']:>10.3f}")
+        lines.append(
+            f"{lab:<{width}}{p['precision']:>10.3f}{p['recall']:>10.3f}{p['f1']:>10.3f}"
+            f"{p['support']:>10}{p['accuracy']:>10.3f}"
+        )
     cols = m["confusion_matrix"]["columns"]
     lines.append("confusion matrix (rows: true, columns: predicted)")
     lines.append(f"{'':<{width}}" + "".join(f"{c:>10}" for c in cols))

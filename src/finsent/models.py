@@ -46,7 +46,9 @@ def _convert_gguf(gguf: Path, out: Path) -> Path:
 
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if config.model_type != "llama":
-        raise FinsentError(f"{gguf}: architecture '{config.model_type}' is not Llama; finsent converts Llama GGUFs")
+        raise FinsentError(
+            f"{gguf}: architecture '{config.model_type}' is not Llama; finsent converts Llama GGUFs"
+        )
     print(f"converting {gguf.name} to safetensors under {out} (once) ...", flush=True)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -88,7 +90,9 @@ def resolve_model(spec: str, cache_dir: str = "") -> str:
         return str(path)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return spec  # a hub id: transformers fetches it (online) or finds it in the HF cache
-    raise FinsentError(f"--model {spec}: not a known model name, an existing folder, a .gguf file, or a hub id")
+    raise FinsentError(
+        f"--model {spec}: not a known model name, an existing folder, a .gguf file, or a hub id"
+    )
 
 
 def cpu_has_bf16() -> bool:
@@ -153,7 +157,9 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     kwargs = {"dtype": dtype}
     if mc.load_in_4bit:
         if not device.startswith("cuda"):
-            raise FinsentError("--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')")
+            raise FinsentError(
+                "--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')"
+            )
         kwargs["quantization_config"] = bnb_config(mc)
         kwargs["device_map"] = {"": device}
     try:

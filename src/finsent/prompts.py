@@ -50,7 +50,7 @@ def split_template(raw: str, where: str) -> Template:
     suffix = rest.split("{label}")[0] if "{label}" in rest else rest
     # whitespace before the answer belongs to the answer, as when the notebooks .strip() the test prompt
     stripped = suffix.rstrip()
-    return Template(prefix, stripped, suffix[len(stripped):] or " ")
+    return Template(prefix, stripped, suffix[len(stripped) :] or " ")
 
 
 def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
@@ -118,7 +118,7 @@ class PromptCodec:
         ctx = self._encode(self.template.suffix)
         full = self._encode(self.template.suffix + self.template.answer_sep + word)
         if full[: len(ctx)] == ctx:
-            return full[len(ctx):]
+            return full[len(ctx) :]
         return self._encode(self.template.answer_sep + word)
 
     def body_ids(self, text: str) -> list[int]:

@@ -60,8 +60,13 @@ def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
     return ids.to(device), pos.to(device), mask[:, None].to(device)
 
 
-def token_logprobs(model, prefix_ids: list[int], rows: Sequence[Row], targets: Sequence[Sequence[tuple[int, int]]],
-                   pad_id: int):
+def token_logprobs(
+    model,
+    prefix_ids: list[int],
+    rows: Sequence[Row],
+    targets: Sequence[Sequence[tuple[int, int]]],
+    pad_id: int,
+):
     """Log-probabilities of target tokens: targets[i] lists (position in row i, token id) pairs.
 
     Position p means "the token predicted after position p of the row". Returns a flat float32 tensor
@@ -81,7 +86,11 @@ def token_logprobs(model, prefix_ids: list[int], rows: Sequence[Row], targets: S
             cache.batch_repeat_interleave(len(rows))
     ids, pos, mask = _layout(rows, len(prefix_ids), pad_id, device)
     hidden = decoder(
-        input_ids=ids, position_ids=pos, attention_mask=mask, past_key_values=cache, use_cache=cache is not None
+        input_ids=ids,
+        position_ids=pos,
+        attention_mask=mask,
+        past_key_values=cache,
+        use_cache=cache is not None,
     ).last_hidden_state
     row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
     col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)
@@ -90,7 +99,9 @@ def token_logprobs(model, prefix_ids: list[int], rows: Sequence[Row], targets: S
     return torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0]
 
 
-def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list[tuple[int, int]]], list[list[int]]]:
+def label_rows(
+    codec, bodies: Sequence[list[int]]
+) -> tuple[list[Row], list[list[tuple[int, int]]], list[list[int]]]:
     """Rows that score every label of `codec` after each body, their targets, and which targets sum to
     which label: groups[i][j] is how many targets label j of row i has (its token count)."""
     rows, targets = [], []
@@ -147,7 +158,11 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def classify(
-    model, codec, texts: Sequence[str], batch_size: int = 32, method: str = "score",
+    model,
+    codec,
+    texts: Sequence[str],
+    batch_size: int = 32,
+    method: str = "score",
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[str], list[list[float]]]:
     """Predicted label and per-label probabilities for each text.

@@ -1,0 +1,98 @@
+"""Every bad input: one line naming the file and line or field, exit status 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from finsent.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "finsent.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def one_line_error(capsys, *args: str) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_missing_file(capsys, tmp_path):
+    err = one_line_error(capsys, "data", "--data", str(tmp_path / "nope.csv"))
+    assert "nope.csv: file not found" in err
+
+
+def test_unreadable_encoding(capsys, tmp_path):
+    path = tmp_path / "utf16.csv"
+    path.write_bytes("text,label\nProfit up,positive\n".encode("utf-16"))
+    err = one_line_error(capsys, "data", "--data", str(path))
+    assert "utf16.csv:1: unreadable encoding" in err
+
+
+def test_missing_column(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("sentence,label\nProfit up,positive\n")
+    err = one_line_error(capsys, "data", "--data", str(path))
+    assert "no column 'text' (--text-column)" in err and "sentence, label" in err
+
+
+def test_label_outside_the_label_set(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\nProfit up,positive\nHmm,mixed\n")
+    err = one_line_error(capsys, "data", "--data", str(path))
+    assert "d.csv:3: label 'mixed' is not one of positive, neutral, negative" in err
+
+
+def test_empty_text(capsys, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "Profit up", "label": "positive"}\n{"text": "  ", "label": "neutral"}\n')
+    err = one_line_error(capsys, "data", "--data", str(path))
+    assert "d.jsonl:2: empty text" in err
+
+
+def test_bad_config_key(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lora:\n  rank: 8\n")
+    err = one_line_error(capsys, "evaluate", "--config", str(cfg), "--out", str(tmp_path / "o"))
+    assert "unknown key 'lora.rank'" in err
+
+
+def test_skip_invalid_counts_rows(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    rows = ["Profit up,positive", "Hmm,mixed", " ,neutral", "Loss,negative", "Flat,neutral"]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    from finsent.data import read_file
+
+    ds = read_file(path, ["positive", "neutral", "negative"], skip_invalid=True)
+    assert [e.text for e in ds.examples] == ["Profit up", "Loss", "Flat"]
+    assert len(ds.invalid) == 2 and "d.csv:3" in ds.invalid[0] and "d.csv:4" in ds.invalid[1]
+
+
+def test_malformed_line_is_skipped_and_reported(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_bytes(b"Profit up@positive\nbroken line\nLoss caf\xe9@negative\n")
+    from finsent.data import read_file
+
+    ds = read_file(path, ["positive", "neutral", "negative"])
+    assert [e.text for e in ds.examples] == ["Profit up", "Loss café"]
+    assert ds.malformed == [f"{path}:2: no '@label' in 'broken line'"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["data", "--help"], ["evaluate", "--help"]])
+def test_help_is_instant_and_does_not_import_torch(args):
+    code = (
+        "import sys; from finsent.cli import main\ntry: main(%r)\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+        % args
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().endswith("False")
+
+
+def test_error_exit_status_from_the_console_script(tmp_path):
+    r = run_cli("data", "--data", str(tmp_path / "missing.txt"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.txt: file not found" in r.stderr

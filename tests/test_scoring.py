@@ -1,0 +1,75 @@
+"""The evaluator on a tiny random Llama: multi-token answers, batch-size and padding invariance."""
+
+import pytest
+import torch
+
+from finsent.prompts import PromptCodec, build_template
+from finsent.scoring import classify, score_bodies, score_plain
+
+TEXTS = [
+    "Operating profit rose to EUR 13.1 mn .",
+    "The company said it would cut 120 jobs after net sales fell sharply in the third quarter of the year .",
+    "Contract value EUR 11 million .",
+    "Net sales fell .",
+    "The company said the contract value amounts to about EUR 11 million , operating profit rose .",
+] * 4
+
+
+def codec_for(tokenizer, labels=("positive", "neutral", "negative"), words=None):
+    words = list(words or labels)
+    return PromptCodec(tokenizer, build_template("seed", words), list(labels), words)
+
+
+def test_labels_are_multi_token_here(tiny):
+    _, tok = tiny
+    codec = codec_for(tok)
+    assert all(len(ids) > 1 for ids in codec.label_ids), codec.label_ids
+
+
+def test_full_answer_likelihood_matches_plain_forward(tiny):
+    model, tok = tiny
+    codec = codec_for(tok)
+    texts = TEXTS[:5]
+    fast = score_bodies(model, codec, [codec.body_ids(t) for t in texts])
+    no_prefix = score_bodies(model, codec, [codec.body_ids(t) for t in texts], share_prefix=False)
+    plain = score_plain(model, codec, texts)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(no_prefix, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_mixed_single_and_multi_token_answers(tiny):
+    model, tok = tiny
+    # answers of different token counts in one label set
+    codec = codec_for(tok, ("up", "down", "flat"), ("profit", "the company said", "x"))
+    assert sorted(len(ids) for ids in codec.label_ids) != [len(codec.label_ids[0])] * 3
+    bodies = [codec.body_ids(t) for t in TEXTS[:3]]
+    torch.testing.assert_close(
+        score_bodies(model, codec, bodies), score_plain(model, codec, TEXTS[:3]), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_batch_size_and_padding_side_do_not_change_results(tiny):
+    model, tok = tiny
+    codec = codec_for(tok)
+    p1, pr1 = classify(model, codec, TEXTS, batch_size=1)
+    tok.padding_side = "left"
+    p16, pr16 = classify(model, codec, TEXTS, batch_size=16)
+    assert p1 == p16
+    torch.testing.assert_close(torch.tensor(pr1), torch.tensor(pr16), atol=1e-5, rtol=1e-5)
+
+
+def test_probabilities_sum_to_one(tiny):
+    model, tok = tiny
+    _, probs = classify(model, codec_for(tok), TEXTS, batch_size=7)
+    assert len(probs) == len(TEXTS)
+    for row in probs:
+        assert sum(row) == pytest.approx(1.0, abs=1e-5)
+        assert all(0.0 <= p <= 1.0 for p in row)
+
+
+def test_generate_method_counts_unparsed(tiny):
+    model, tok = tiny
+    preds, probs = classify(model, codec_for(tok), TEXTS[:5], method="generate")
+    # a random model's next token is no label word: every answer is unparsed, never folded into a class
+    assert preds == ["unparsed"] * 5
+    assert all(sum(r) == 0 for r in probs)
