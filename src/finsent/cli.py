@@ -34,7 +34,8 @@ def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...]) -> 
         if sec not in sections:
             continue
         meta = f.metadata
-        flags = [f"--{sec}.{f.name}"] + ([meta["alias"]] if meta.get("alias") else [])
+        alias = meta.get("alias") if meta.get("alias") not in p._option_string_actions else None
+        flags = [f"--{sec}.{f.name}"] + ([alias] if alias else [])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kwargs = {"dest": f"cfg:{sec}.{f.name}", "default": argparse.SUPPRESS, "metavar": f.name.upper()}
         if meta.get("choices"):
@@ -99,6 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     _add_config_flags(p, COMMAND_SECTIONS["evaluate"])
 
+    p = sub.add_parser("train", help="LoRA/QLoRA fine-tuning with TRL's SFTTrainer")
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve everything without weights: parameters, optimizer steps, memory estimate")
+    _add_config_flags(p, COMMAND_SECTIONS["train"])
+
+    p = sub.add_parser("merge", help="merge an adapter into its base in full precision, with a parity check")
+    p.add_argument("--adapter", required=True, help="adapter folder (from finsent train)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the merged model goes")
+    p.add_argument("--min-agreement", type=float, default=0.995,
+                   help="fail unless merged and adapter predictions agree on this share of the eval split")
+    _add_config_flags(p, COMMAND_SECTIONS["merge"])
+
+    p = sub.add_parser("run", help="the whole notebook: split, zero-shot, train, evaluate, merge, report")
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--batch-size", type=int, default=32, help="evaluator batch size")
+    _add_config_flags(p, COMMAND_SECTIONS["run"])
     return parser
 
 
@@ -150,6 +169,45 @@ def cmd_evaluate(args) -> int:
     print(
         f"{metrics['examples_per_second']:.1f} sentences/s on {device} ({metrics['dtype']}); wrote {Path(args.out)}/"
     )
+    return 0
+
+
+def cmd_train(args) -> int:
+    cfg = resolve_config(args)
+    if args.dry_run:
+        from finsent.train import dry_run
+
+        info = dry_run(cfg)
+        mem = info["memory_estimate_gb"]
+        print(f"model            {info['model']}")
+        print(f"parameters       {info['total_parameters']:,} total, {info['trainable_parameters']:,} trainable "
+              f"({info['trainable_percent']:.2f}%)")
+        print(f"optimizer steps  {info['optimizer_steps']} ({info['train_examples']} examples, "
+              f"{cfg.train.num_train_epochs:g} epochs, {cfg.train.per_device_train_batch_size} x "
+              f"{cfg.train.gradient_accumulation_steps} per step)")
+        print(f"memory estimate  {mem['total']} GB (weights {mem['weights']}, LoRA + optimizer "
+              f"{mem['lora_and_optimizer']}, activations {mem['activations']})")
+        return 0
+    from finsent.train import train
+
+    adapter = train(cfg)
+    print(f"adapter saved to {adapter}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from finsent.merge import merge
+
+    cfg = resolve_config(args, args.adapter)
+    merge(cfg, args.adapter, args.out, args.min_agreement)
+    print(f"merged model saved to {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from finsent.run import run
+
+    run(resolve_config(args), args.out, args.batch_size)
     return 0
 
 

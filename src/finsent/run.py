@@ -1,0 +1,156 @@
+"""The whole notebook as one command: split, zero-shot, train, evaluate, merge, evaluate, report.
+
+    finsent run --config configs/smollm2-cpu.yaml --data ../shared/data/kaggle_all_data/all-data.csv --out runs/demo
+
+Writes into --out: baseline/, finetuned/, merged/ (each evaluation's metrics.json, predictions.csv,
+confusion_matrix.png), train/ (checkpoints, adapter/, TensorBoard logs), merged_model/ (the merged model),
+report.md, loss_curve.png and summary.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+from finsent.config import Config, save_config
+
+
+def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
+    from finsent.data import make_splits
+    from finsent.evaluate import make_codec, run_evaluation, write_evaluation
+    from finsent.fsio import write_json
+    from finsent.merge import merge
+    from finsent.models import load_model
+    from finsent.train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.output_dir = str(out / "train")
+    save_config(cfg, out)
+    timings: dict[str, float] = {}
+    results: dict[str, dict] = {}
+
+    def stage(name: str):
+        print(f"\n=== {name} ===", flush=True)
+        return time.perf_counter()
+
+    t = stage("data")
+    ds, splits = make_splits(cfg.data)
+    for flaw in ds.flaws():
+        print(f"data: {flaw}")
+    test = splits["test"]
+    timings["data"] = time.perf_counter() - t
+
+    def evaluate(name: str, model_cfg, adapter=None):
+        model, tokenizer, _ = load_model(model_cfg, adapter)
+        codec = make_codec(cfg, tokenizer)
+        metrics, preds, probs = run_evaluation(model, codec, test, batch_size, desc=name)
+        print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
+        results[name] = metrics
+
+    t = stage("zero-shot baseline")
+    evaluate("baseline", cfg.model)
+    timings["baseline"] = time.perf_counter() - t
+
+    t = stage("train")
+    adapter = train(cfg, splits)
+    timings["train"] = time.perf_counter() - t
+
+    t = stage("evaluate the adapter")
+    evaluate("finetuned", cfg.model, str(adapter))
+    timings["finetuned"] = time.perf_counter() - t
+
+    t = stage("merge")
+    merged_dir = out / "merged_model"
+    parity = merge(cfg, adapter, merged_dir, eval_examples=splits["eval"], batch_size=batch_size)
+    timings["merge"] = time.perf_counter() - t
+
+    t = stage("evaluate the merged model")
+    merged_model = copy.deepcopy(cfg.model)
+    merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
+    evaluate("merged", merged_model)
+    results["merged"]["merge_parity"] = parity
+    timings["merged"] = time.perf_counter() - t
+
+    timings["total"] = sum(timings.values())
+    summary = {**{k: results[k] for k in ("baseline", "finetuned", "merged")}, "timings": timings,
+               "config": cfg.to_dict()}
+    history = _loss_history(out / "train" / "train_log.json")
+    if history:
+        plot_loss(history, out / "loss_curve.png")
+    write_json(out / "summary.json", summary)
+    from finsent.fsio import write_text
+
+    write_text(out / "report.md", render_report(summary, bool(history)))
+    print(f"\nreport: {out / 'report.md'}")
+    return summary
+
+
+def _loss_history(path: Path) -> list[dict]:
+    import json
+
+    if not path.is_file():
+        return []
+    return [h for h in json.loads(path.read_text())["log_history"] if "loss" in h or "eval_accuracy" in h]
+
+
+def plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finsent.fsio import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [h["step"] for h in history if "loss" in h]
+    ax.plot(steps, [h["loss"] for h in history if "loss" in h], label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    acc = [(h["step"], h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
+    if acc:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*acc), "o-", color="tab:orange", label="eval accuracy")
+        ax2.set_ylabel("eval accuracy")
+        ax2.set_ylim(0, 1)
+    ax.set_title("training")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def render_report(summary: dict, has_loss: bool) -> str:
+    names = {"baseline": "zero-shot", "finetuned": "fine-tuned (adapter)", "merged": "merged"}
+    labels = summary["baseline"]["confusion_matrix"]["labels"]
+    cfg = summary["config"]
+    lines = [
+        "# finsent run",
+        "",
+        f"Model `{cfg['model']['model']}`, data `{cfg['data']['data']}`, split `{cfg['data']['split']}`, "
+        f"test sentences: {summary['baseline']['n']}.",
+        "",
+        "| model | accuracy | macro F1 | " + " | ".join(f"acc. {lab}" for lab in labels) + " | unparsed | sent/s |",
+        "|---|---|---|" + "---|" * len(labels) + "---|---|",
+    ]
+    for key, title in names.items():
+        m = summary[key]
+        lines.append(
+            f"| {title} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | "
+            + " | ".join(f"{m['per_label'][lab]['accuracy']:.3f}" for lab in labels)
+            + f" | {m['unparsed']} | {m['examples_per_second']:.1f} |"
+        )
+    parity = summary["merged"].get("merge_parity", {})
+    if parity:
+        lines += ["", f"Merge parity on the eval split: {parity['agreement']:.1%} identical predictions "
+                      f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}."]
+    lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings"].items()]
+    lines += ["", "## Confusion matrices", ""]
+    lines += [f"![{names[k]}]({k}/confusion_matrix.png)" for k in names]
+    if has_loss:
+        lines += ["", "## Training", "", "![loss](loss_curve.png)"]
+    lines += ["", "Resolved configuration: `finsent_config.yaml`; all metrics: `summary.json`.", ""]
+    return "\n".join(lines)
