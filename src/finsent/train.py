@@ -72,7 +72,6 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
         lr_scheduler_type=tc.lr_scheduler_type,
         report_to=[] if tc.report_to in ("none", "") else [tc.report_to],
-        logging_dir=str(Path(tc.output_dir) / "logs"),
         eval_strategy=evaluation,
         eval_steps=tc.eval_steps or None,
         gradient_checkpointing=tc.gradient_checkpointing and not tc.fast,
@@ -110,19 +109,34 @@ def tokenize_examples(codec, examples, max_len: int) -> list[dict]:
 
 
 def make_trainer_class():
-    """SFTTrainer with finsent's fast loss; built lazily so importing this module stays light."""
+    """SFTTrainer with finsent's fast loss and evaluation; built lazily so importing this module stays light."""
     from trl import SFTTrainer
 
     class FinsentTrainer(SFTTrainer):
-        def __init__(self, *args, codec=None, fast=False, **kwargs):
+        def __init__(self, *args, codec=None, fast=False, eval_examples=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.codec, self.fast = codec, fast
+            self.codec, self.fast, self.eval_examples = codec, fast, eval_examples or []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not (self.fast and model.training):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = answer_loss(model, self.codec, inputs, num_items_in_batch)
             return (loss, None) if return_outputs else loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            """Classification accuracy on the eval split with the fast evaluator (not generation, and
+            not the token-level loss over full-vocabulary logits that the stock loop computes)."""
+            from finsent.metrics import classification_metrics
+            from finsent.scoring import classify
+
+            exs = self.eval_examples
+            preds, _ = classify(self.model, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size)
+            m = classification_metrics([e.label for e in exs], preds, self.codec.labels)
+            metrics = {f"{metric_key_prefix}_accuracy": m["accuracy"], f"{metric_key_prefix}_macro_f1": m["macro_f1"]}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            print(f"\neval accuracy {m['accuracy']:.3f} at step {self.state.global_step}", file=sys.stderr)
+            return metrics
 
     return FinsentTrainer
 
@@ -143,26 +157,6 @@ def answer_loss(model, codec, inputs, num_items_in_batch=None):
     logp = token_logprobs(model, codec.prefix_ids, rows, targets, codec.tokenizer.pad_token_id)
     denom = num_items_in_batch if num_items_in_batch is not None else logp.numel()
     return -logp.sum() / denom
-
-
-def accuracy_callback(codec, examples, batch_size: int):
-    """Classification accuracy on the eval split at every evaluation, with the fast evaluator."""
-    from transformers import TrainerCallback
-
-    from finsent.metrics import classification_metrics
-    from finsent.scoring import classify
-
-    class EvalAccuracy(TrainerCallback):
-        def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
-            preds, _ = classify(model, codec, [e.text for e in examples], batch_size)
-            m = classification_metrics([e.label for e in examples], preds, codec.labels)
-            if metrics is not None:
-                metrics["eval_accuracy"] = m["accuracy"]
-                metrics["eval_macro_f1"] = m["macro_f1"]
-            state.log_history.append({"eval_accuracy": m["accuracy"], "epoch": state.epoch, "step": state.global_step})
-            print(f"\neval accuracy {m['accuracy']:.3f} at step {state.global_step}", file=sys.stderr)
-
-    return EvalAccuracy()
 
 
 def train(cfg: Config, splits=None) -> Path:
@@ -205,9 +199,9 @@ def train(cfg: Config, splits=None) -> Path:
         eval_dataset=eval_ds if len(eval_ds) else None,
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
-        callbacks=[accuracy_callback(codec, splits["eval"], tc.eval_batch_size)] if len(eval_ds) else None,
         codec=codec,
         fast=tc.fast,
+        eval_examples=splits["eval"],
     )
     trainer.model.print_trainable_parameters()
     save_config(cfg, out)
