@@ -4,3 +4,12 @@ finsent run --out runs/demo          # split, zero-shot, train, evaluate, merge,
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `from finsent import Classifier` without importing torch at `import finsent`
+    if name == "Classifier":
+        from finsent.api import Classifier
+
+        return Classifier
+    raise AttributeError(name)

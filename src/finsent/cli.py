@@ -25,7 +25,6 @@ COMMAND_SECTIONS = {
     "merge": ("model",),
     "predict": ("model",),
     "serve": ("model",),
-    "export": ("model",),
 }
 
 
@@ -102,15 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="LoRA/QLoRA fine-tuning with TRL's SFTTrainer")
     p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="resolve everything without weights: parameters, optimizer steps, memory estimate")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve everything without weights: parameters, optimizer steps, memory estimate",
+    )
     _add_config_flags(p, COMMAND_SECTIONS["train"])
 
     p = sub.add_parser("merge", help="merge an adapter into its base in full precision, with a parity check")
     p.add_argument("--adapter", required=True, help="adapter folder (from finsent train)")
     p.add_argument("--out", required=True, metavar="DIR", help="where the merged model goes")
-    p.add_argument("--min-agreement", type=float, default=0.995,
-                   help="fail unless merged and adapter predictions agree on this share of the eval split")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.995,
+        help="fail unless merged and adapter predictions agree on this share of the eval split",
+    )
     _add_config_flags(p, COMMAND_SECTIONS["merge"])
 
     p = sub.add_parser("run", help="the whole notebook: split, zero-shot, train, evaluate, merge, report")
@@ -118,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--batch-size", type=int, default=32, help="evaluator batch size")
     _add_config_flags(p, COMMAND_SECTIONS["run"])
+
+    p = sub.add_parser("predict", help="classify texts, a CSV/JSONL/TXT file, or stdin")
+    p.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin)")
+    p.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
+    p.add_argument("--input", help="CSV/TSV (header row), JSONL or TXT file; '-' for stdin")
+    p.add_argument("--output", help="CSV or JSONL file (by suffix); CSV on stdout when omitted")
+    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL input")
+    p.add_argument("--id-column", help="column copied to the output (default: id or source_row when present)")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass")
+    _add_config_flags(p, COMMAND_SECTIONS["predict"])
+
+    p = sub.add_parser("serve", help="HTTP service: POST /v1/classify, GET /v1/model, a page at /")
+    p.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=2000, help="characters per text")
+    p.add_argument("--max-body", type=int, default=1_000_000, help="bytes per request body")
+    p.add_argument("--max-batch", type=int, default=64, help="texts per forward pass across requests")
+    _add_config_flags(p, COMMAND_SECTIONS["serve"])
     return parser
 
 
@@ -180,13 +207,19 @@ def cmd_train(args) -> int:
         info = dry_run(cfg)
         mem = info["memory_estimate_gb"]
         print(f"model            {info['model']}")
-        print(f"parameters       {info['total_parameters']:,} total, {info['trainable_parameters']:,} trainable "
-              f"({info['trainable_percent']:.2f}%)")
-        print(f"optimizer steps  {info['optimizer_steps']} ({info['train_examples']} examples, "
-              f"{cfg.train.num_train_epochs:g} epochs, {cfg.train.per_device_train_batch_size} x "
-              f"{cfg.train.gradient_accumulation_steps} per step)")
-        print(f"memory estimate  {mem['total']} GB (weights {mem['weights']}, LoRA + optimizer "
-              f"{mem['lora_and_optimizer']}, activations {mem['activations']})")
+        print(
+            f"parameters       {info['total_parameters']:,} total, {info['trainable_parameters']:,} trainable "
+            f"({info['trainable_percent']:.2f}%)"
+        )
+        print(
+            f"optimizer steps  {info['optimizer_steps']} ({info['train_examples']} examples, "
+            f"{cfg.train.num_train_epochs:g} epochs, {cfg.train.per_device_train_batch_size} x "
+            f"{cfg.train.gradient_accumulation_steps} per step)"
+        )
+        print(
+            f"memory estimate  {mem['total']} GB (weights {mem['weights']}, LoRA + optimizer "
+            f"{mem['lora_and_optimizer']}, activations {mem['activations']})"
+        )
         return 0
     from finsent.train import train
 
@@ -208,6 +241,37 @@ def cmd_run(args) -> int:
     from finsent.run import run
 
     run(resolve_config(args), args.out, args.batch_size)
+    return 0
+
+
+def _classifier(args):
+    from finsent.api import Classifier
+
+    overrides = {k.split(".", 1)[1]: v for k, v in _overrides(args).items()}
+    model = overrides.pop("model", "smollm2-135m")
+    return Classifier.load(model, args.adapter, getattr(args, "batch_size", 32), **overrides)
+
+
+def cmd_predict(args) -> int:
+    from finsent.predict import predict
+
+    if not args.texts and args.input is None and sys.stdin.isatty():
+        raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    summary = predict(
+        _classifier(args), args.texts, args.input, args.output, args.text_column, args.id_column, args.strict
+    )
+    return 0 if summary["predicted"] or not summary["bad"] else 1
+
+
+def cmd_serve(args) -> int:
+    from finsent.serve import Limits, serve
+
+    serve(
+        _classifier(args),
+        args.host,
+        args.port,
+        Limits(args.max_texts, args.max_chars, args.max_body, args.max_batch),
+    )
     return 0
 
 

@@ -17,8 +17,14 @@ from finsent.config import Config, save_config
 from finsent.errors import FinsentError
 
 
-def merge(cfg: Config, adapter: str | Path, out: str | Path, min_agreement: float = 0.995,
-          eval_examples=None, batch_size: int = 32) -> dict:
+def merge(
+    cfg: Config,
+    adapter: str | Path,
+    out: str | Path,
+    min_agreement: float = 0.995,
+    eval_examples=None,
+    batch_size: int = 32,
+) -> dict:
     import torch
 
     from finsent.data import make_splits
@@ -28,7 +34,9 @@ def merge(cfg: Config, adapter: str | Path, out: str | Path, min_agreement: floa
     from finsent.scoring import classify
 
     full = copy.deepcopy(cfg)
-    full.model.load_in_4bit = False  # merge into an unquantised base: rounding the sum to 4 bits loses accuracy
+    full.model.load_in_4bit = (
+        False  # merge into an unquantised base: rounding the sum to 4 bits loses accuracy
+    )
     model, tokenizer, _ = load_model(full.model, str(adapter), dtype=torch.float32)
     codec = make_codec(cfg, tokenizer)
     if eval_examples is None:
@@ -48,12 +56,21 @@ def merge(cfg: Config, adapter: str | Path, out: str | Path, min_agreement: floa
     merged_cfg.model.model = str(out.resolve())
     merged_cfg.model.load_in_4bit = False
     save_config(merged_cfg, out)
-    parity = {"agreement": agree, "n": len(texts), "max_probability_difference": max_diff,
-              "min_agreement": min_agreement, "adapter": str(adapter)}
+    parity = {
+        "agreement": agree,
+        "n": len(texts),
+        "max_probability_difference": max_diff,
+        "min_agreement": min_agreement,
+        "adapter": str(adapter),
+    }
     write_json(out / "merge_parity.json", parity)
-    print(f"merge parity on {len(texts)} eval sentences: {agree:.1%} identical predictions, "
-          f"max probability difference {max_diff:.2e}")
+    print(
+        f"merge parity on {len(texts)} eval sentences: {agree:.1%} identical predictions, "
+        f"max probability difference {max_diff:.2e}"
+    )
     if agree < min_agreement:
-        raise FinsentError(f"merged model agrees with the adapter on only {agree:.1%} of the eval split "
-                           f"(< {min_agreement:.1%}); {out} is not a faithful merge")
+        raise FinsentError(
+            f"merged model agrees with the adapter on only {agree:.1%} of the eval split "
+            f"(< {min_agreement:.1%}); {out} is not a faithful merge"
+        )
     return parity

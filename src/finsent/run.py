@@ -75,8 +75,11 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     timings["merged"] = time.perf_counter() - t
 
     timings["total"] = sum(timings.values())
-    summary = {**{k: results[k] for k in ("baseline", "finetuned", "merged")}, "timings": timings,
-               "config": cfg.to_dict()}
+    summary = {
+        **{k: results[k] for k in ("baseline", "finetuned", "merged")},
+        "timings": timings,
+        "config": cfg.to_dict(),
+    }
     history = _loss_history(out / "train" / "train_log.json")
     if history:
         plot_loss(history, out / "loss_curve.png")
@@ -132,7 +135,9 @@ def render_report(summary: dict, has_loss: bool) -> str:
         f"Model `{cfg['model']['model']}`, data `{cfg['data']['data']}`, split `{cfg['data']['split']}`, "
         f"test sentences: {summary['baseline']['n']}.",
         "",
-        "| model | accuracy | macro F1 | " + " | ".join(f"acc. {lab}" for lab in labels) + " | unparsed | sent/s |",
+        "| model | accuracy | macro F1 | "
+        + " | ".join(f"acc. {lab}" for lab in labels)
+        + " | unparsed | sent/s |",
         "|---|---|---|" + "---|" * len(labels) + "---|---|",
     ]
     for key, title in names.items():
@@ -144,8 +149,11 @@ def render_report(summary: dict, has_loss: bool) -> str:
         )
     parity = summary["merged"].get("merge_parity", {})
     if parity:
-        lines += ["", f"Merge parity on the eval split: {parity['agreement']:.1%} identical predictions "
-                      f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}."]
+        lines += [
+            "",
+            f"Merge parity on the eval split: {parity['agreement']:.1%} identical predictions "
+            f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}.",
+        ]
     lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings"].items()]
     lines += ["", "## Confusion matrices", ""]

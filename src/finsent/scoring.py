@@ -99,6 +99,13 @@ def token_logprobs(
     return torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0]
 
 
+def _cache_argument(decoder) -> str:
+    """transformers 5.24 renamed the decoder's `past_key_values` argument to `cache`."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
 def label_rows(
     codec, bodies: Sequence[list[int]]
 ) -> tuple[list[Row], list[list[tuple[int, int]]], list[list[int]]]:

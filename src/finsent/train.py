@@ -25,11 +25,19 @@ def lora_config(cfg: Config):
     from peft import LoraConfig
 
     lc = cfg.lora
-    targets = lc.target_modules if lc.target_modules == "all-linear" else [
-        t.strip() for t in lc.target_modules.split(",") if t.strip()
-    ]
-    return LoraConfig(r=lc.r, lora_alpha=lc.lora_alpha, lora_dropout=lc.lora_dropout, bias=lc.bias,
-                      task_type=lc.task_type, target_modules=targets)
+    targets = (
+        lc.target_modules
+        if lc.target_modules == "all-linear"
+        else [t.strip() for t in lc.target_modules.split(",") if t.strip()]
+    )
+    return LoraConfig(
+        r=lc.r,
+        lora_alpha=lc.lora_alpha,
+        lora_dropout=lc.lora_dropout,
+        bias=lc.bias,
+        task_type=lc.task_type,
+        target_modules=targets,
+    )
 
 
 def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
@@ -51,7 +59,11 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         if fp16:
             note("fp16 mixed precision needs CUDA; training in the model's dtype on CPU")
             fp16 = False
-    save = {"save_strategy": "steps", "save_steps": tc.save_steps} if tc.save_steps else {"save_strategy": "epoch"}
+    save = (
+        {"save_strategy": "steps", "save_steps": tc.save_steps}
+        if tc.save_steps
+        else {"save_strategy": "epoch"}
+    )
     evaluation = tc.evaluation_strategy if n_eval else "no"
     return SFTConfig(
         output_dir=tc.output_dir,
@@ -130,9 +142,14 @@ def make_trainer_class():
             from finsent.scoring import classify
 
             exs = self.eval_examples
-            preds, _ = classify(self.model, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size)
+            preds, _ = classify(
+                self.model, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size
+            )
             m = classification_metrics([e.label for e in exs], preds, self.codec.labels)
-            metrics = {f"{metric_key_prefix}_accuracy": m["accuracy"], f"{metric_key_prefix}_macro_f1": m["macro_f1"]}
+            metrics = {
+                f"{metric_key_prefix}_accuracy": m["accuracy"],
+                f"{metric_key_prefix}_macro_f1": m["macro_f1"],
+            }
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             print(f"\neval accuracy {m['accuracy']:.3f} at step {self.state.global_step}", file=sys.stderr)
@@ -147,8 +164,9 @@ def answer_loss(model, codec, inputs, num_items_in_batch=None):
 
     n_prefix = len(codec.prefix_ids)
     rows, targets = [], []
-    for ids, mask, labels in zip(inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(),
-                                 inputs["labels"].tolist()):
+    for ids, mask, labels in zip(
+        inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), inputs["labels"].tolist()
+    ):
         n = sum(mask)
         seq, lab = ids[:n], labels[:n]
         body = seq[n_prefix:]
@@ -219,13 +237,16 @@ def train(cfg: Config, splits=None) -> Path:
         tokenizer.save_pretrained(adapter)
         save_config(cfg, adapter)
         history = trainer.state.log_history
-        write_json(out / "train_log.json", {
-            "train_runtime": result.metrics.get("train_runtime"),
-            "train_samples_per_second": result.metrics.get("train_samples_per_second"),
-            "train_loss": result.metrics.get("train_loss"),
-            "global_step": trainer.state.global_step,
-            "log_history": history,
-        })
+        write_json(
+            out / "train_log.json",
+            {
+                "train_runtime": result.metrics.get("train_runtime"),
+                "train_samples_per_second": result.metrics.get("train_samples_per_second"),
+                "train_loss": result.metrics.get("train_loss"),
+                "global_step": trainer.state.global_step,
+                "log_history": history,
+            },
+        )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return adapter
@@ -247,14 +268,26 @@ def dry_run(cfg: Config) -> dict:
     tc = cfg.train
     n_train = _train_size(cfg)
     per_step = tc.per_device_train_batch_size * tc.gradient_accumulation_steps
-    steps = tc.max_steps if tc.max_steps > 0 else math.ceil(n_train / per_step) * math.ceil(tc.num_train_epochs)
-    bytes_per = 0.5 if cfg.model.load_in_4bit else (2 if cfg.model.dtype in ("auto", "bfloat16", "float16") else 4)
+    steps = (
+        tc.max_steps if tc.max_steps > 0 else math.ceil(n_train / per_step) * math.ceil(tc.num_train_epochs)
+    )
+    bytes_per = (
+        0.5 if cfg.model.load_in_4bit else (2 if cfg.model.dtype in ("auto", "bfloat16", "float16") else 4)
+    )
     base_gb = total * bytes_per / 1e9
     # LoRA weights in fp32 + their grads + two AdamW moments
     lora_gb = trainable * 4 * 4 / 1e9
     seq = 128  # a PhraseBank prompt is under 128 tokens
     layers, hidden = model_cfg.num_hidden_layers, model_cfg.hidden_size
-    act_gb = tc.per_device_train_batch_size * seq * hidden * layers * (2 if tc.gradient_checkpointing else 34) * 2 / 1e9
+    act_gb = (
+        tc.per_device_train_batch_size
+        * seq
+        * hidden
+        * layers
+        * (2 if tc.gradient_checkpointing else 34)
+        * 2
+        / 1e9
+    )
     return {
         "model": cfg.model.model,
         "total_parameters": total,
@@ -262,8 +295,12 @@ def dry_run(cfg: Config) -> dict:
         "trainable_percent": 100 * trainable / total,
         "train_examples": n_train,
         "optimizer_steps": steps,
-        "memory_estimate_gb": {"weights": round(base_gb, 2), "lora_and_optimizer": round(lora_gb, 2),
-                               "activations": round(act_gb, 2), "total": round(base_gb + lora_gb + act_gb, 2)},
+        "memory_estimate_gb": {
+            "weights": round(base_gb, 2),
+            "lora_and_optimizer": round(lora_gb, 2),
+            "activations": round(act_gb, 2),
+            "total": round(base_gb + lora_gb + act_gb, 2),
+        },
     }
 
 
@@ -278,12 +315,25 @@ def _train_size(cfg: Config) -> int:
 
 # Architectures of the notebooks' models, so --dry-run works offline without their weights.
 KNOWN_ARCHITECTURES = {
-    "meta-llama/Llama-3.2-1B": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                                    tie_word_embeddings=True, rope_theta=500000.0),
-    "meta-llama/Llama-2-7b-hf": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
-                                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
-                                     tie_word_embeddings=False),
+    "meta-llama/Llama-3.2-1B": dict(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
+    "meta-llama/Llama-2-7b-hf": dict(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        tie_word_embeddings=False,
+    ),
 }
 KNOWN_ARCHITECTURES["NousResearch/Llama-2-7b-hf"] = KNOWN_ARCHITECTURES["meta-llama/Llama-2-7b-hf"]
 

@@ -1,0 +1,131 @@
+"""Classification speed: the notebooks' prediction loop against finsent's evaluator, same model, same run.
+
+    .venv/bin/python bench/predict.py            # 300 test sentences
+    .venv/bin/python bench/predict.py --quick    # 60 sentences, under 3 minutes
+
+The notebooks build a text-generation pipeline for every sentence, generate one token, and look for a
+label word in it. finsent scores every label's full answer in one batched pass (scoring.py). Both run
+on the same model object, the same sentences (the seed split's test set) and this machine. Also
+reported: the share of finsent predictions identical to the plain full-precision scoring path (one
+ordinary forward per sentence and label, float32), and achieved FLOP/s against a measured matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (
+    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
+    / "kaggle_all_data"
+    / "all-data.csv"
+)
+
+
+def matmul_peak(dtype) -> float:
+    """FLOP/s of a 2048^3 matmul in `dtype` on this machine."""
+    import torch
+
+    a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+    a @ b
+    start, n = time.perf_counter(), 3
+    for _ in range(n):
+        a @ b
+    return 2 * 2048**3 * n / (time.perf_counter() - start)
+
+
+def notebook_predict(model, tokenizer, prompts: list[str]) -> list[str]:
+    """The notebooks' loop, as written: a new pipeline per sentence, one new token, substring parsing."""
+    from tqdm import tqdm
+    from transformers import pipeline
+
+    y_pred = []
+    for prompt in tqdm(prompts, desc="notebook loop", file=sys.stderr):
+        pipe = pipeline(
+            task="text-generation", model=model, tokenizer=tokenizer, max_new_tokens=1, temperature=0.001
+        )
+        result = pipe(prompt)
+        answer = result[0]["generated_text"].split("=")[-1]
+        if "positive" in answer:
+            y_pred.append("positive")
+        elif "negative" in answer:
+            y_pred.append("negative")
+        elif "neutral" in answer:
+            y_pred.append("neutral")
+        else:
+            y_pred.append("none")
+    return y_pred
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="60 sentences instead of 300")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    n = 60 if args.quick else 300
+
+    import torch
+
+    from finsent.config import Config
+    from finsent.data import read_file, split_seed
+    from finsent.evaluate import make_codec
+    from finsent.models import load_model
+    from finsent.scoring import classify, score_plain
+
+    cfg = Config()
+    cfg.model.model = args.model
+    examples = split_seed(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)["test"]
+    examples = examples[:: len(examples) // n][:n]  # every label represented
+    texts, gold = [e.text for e in examples], [e.label for e in examples]
+    model, tokenizer, device = load_model(cfg.model)
+    codec = make_codec(cfg, tokenizer)
+    prompts = [codec.template.render(t) for t in texts]
+    print(f"model {args.model} ({model.dtype}, {device}), {n} sentences, {torch.get_num_threads()} threads")
+
+    start = time.perf_counter()
+    nb = notebook_predict(model, tokenizer, prompts)
+    t_nb = time.perf_counter() - start
+
+    classify(model, codec, texts[:4], args.batch_size)  # warm-up, as the pipeline's first call warmed up
+    start = time.perf_counter()
+    ours, _ = classify(model, codec, texts, args.batch_size)
+    t_ours = time.perf_counter() - start
+
+    plain = score_plain(model, codec, texts).argmax(-1).tolist()
+    plain_labels = [codec.labels[i] for i in plain]
+
+    # FLOPs actually needed: 2 x non-embedding parameters per processed token (+ the scored logits)
+    n_params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    prefix, bodies = len(codec.prefix_ids), sum(len(codec.body_ids(t)) for t in texts)
+    batches = -(-n // args.batch_size)
+    our_flops = 2 * n_params * (bodies + prefix * batches)
+    nb_tokens = sum(len(tokenizer(p)["input_ids"]) + 1 for p in prompts)
+    vocab = model.get_output_embeddings().weight.numel()
+    nb_flops = 2 * n_params * nb_tokens + 2 * vocab * nb_tokens  # full-vocabulary logits at every position
+    peak = matmul_peak(model.dtype)
+
+    acc = lambda preds: sum(p == g for p, g in zip(preds, gold)) / n  # noqa: E731
+    print(
+        f"notebook loop : {n / t_nb:7.2f} sentences/s  accuracy {acc(nb):.3f}  "
+        f"unparsed {sum(p == 'none' for p in nb)}  {nb_flops / t_nb / 1e9:.1f} GFLOP/s"
+    )
+    print(
+        f"finsent       : {n / t_ours:7.2f} sentences/s  accuracy {acc(ours):.3f}  unparsed 0  "
+        f"{our_flops / t_ours / 1e9:.1f} GFLOP/s"
+    )
+    print(f"speed-up      : {t_nb / t_ours:.1f}x")
+    print(f"identical to plain float32 scoring: {sum(a == b for a, b in zip(ours, plain_labels)) / n:.1%}")
+    print(f"identical to the notebook loop    : {sum(a == b for a, b in zip(ours, nb)) / n:.1%}")
+    print(
+        f"matmul peak ({model.dtype}): {peak / 1e9:.0f} GFLOP/s; finsent reaches "
+        f"{our_flops / t_ours / peak:.0%} of it, the notebook loop {nb_flops / t_nb / peak:.0%}"
+    )
+
+
+if __name__ == "__main__":
+    main()

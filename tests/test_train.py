@@ -1,0 +1,195 @@
+"""Training, merging and resuming on the tiny random Llama (real PEFT, real SFTTrainer)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from finsent.config import Config, build_config, load_saved_config
+from finsent.data import Example
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = ["profit", "loss", "contract", "sales", "jobs", "company", "value", "period"]
+
+
+def toy_splits(n_per_label: int = 24):
+    """A learnable task: the label is decided by one word of the sentence."""
+    import random
+
+    rng = random.Random(0)
+    key = {"positive": "rose", "negative": "fell", "neutral": "said"}
+    out = {"train": [], "eval": [], "test": []}
+    row = 0
+    for split, n in (("train", n_per_label), ("eval", 6), ("test", 6)):
+        for label, verb in key.items():
+            for _ in range(n):
+                text = f"The {rng.choice(WORDS)} {verb} {rng.choice(WORDS)} ."
+                out[split].append(Example(row, text, label))
+                row += 1
+    return out
+
+
+def tiny_config(model_dir, out, **train) -> Config:
+    cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
+    cfg.model.model = str(model_dir)
+    cfg.model.dtype = "float32"
+    cfg.train.output_dir = str(out)
+    cfg.train.report_to = "none"
+    cfg.train.logging_steps = 1
+    cfg.train.learning_rate = 5e-3
+    cfg.lora.r = 8
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_only_lora_weights_change_and_loss_falls(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from finsent.train import train
+
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=4.0)
+    adapter = train(cfg, toy_splits())
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)
+    # the base folder is untouched: every base weight equals the saved tiny model's
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    from peft import PeftModel
+
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), adapter
+    )
+    base_sd = base.state_dict()
+    for name, p in tuned.named_parameters():
+        if "lora_" not in name:
+            key = name.replace("base_model.model.", "").replace(".base_layer", "")
+            assert torch.equal(p, base_sd[key]), name
+    log = json.loads((tmp_path / "t" / "train_log.json").read_text())
+    losses = [h["loss"] for h in log["log_history"] if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert any("eval_accuracy" in h for h in log["log_history"])
+    assert load_saved_config(adapter).model.model == str(tiny_model_dir)
+
+
+def test_save_load_identical_logits_and_merged_equals_unmerged(tiny_model_dir, tmp_path):
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finsent.train import lora_config
+
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), lora_config(cfg)
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # B starts at zero; make the adapter do something
+    model.eval()
+    ids = torch.tensor([[1, 5, 9, 30, 42, 7]])
+    before = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path / "a")
+    loaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), tmp_path / "a"
+    ).eval()
+    after = loaded(input_ids=ids).logits
+    assert torch.equal(before, after)
+    base_logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)(
+        input_ids=ids
+    ).logits
+    assert not torch.allclose(before, base_logits, atol=1e-3)
+    merged = loaded.merge_and_unload()
+    torch.testing.assert_close(merged(input_ids=ids).logits, before, atol=1e-5, rtol=1e-5)
+
+
+def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
+    from finsent.merge import merge
+    from finsent.train import train
+
+    splits = toy_splits(8)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    adapter = train(cfg, splits)
+    parity = merge(cfg, adapter, tmp_path / "merged", eval_examples=splits["eval"])
+    assert parity["agreement"] == 1.0 and parity["max_probability_difference"] < 1e-4
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    assert load_saved_config(tmp_path / "merged").model.model == str((tmp_path / "merged").resolve())
+
+
+def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
+    from finsent.train import train
+
+    splits = toy_splits(8)  # 48 examples, batch 16: 3 steps per epoch, a checkpoint per epoch
+    full = tiny_config(tiny_model_dir, tmp_path / "full", num_train_epochs=2.0)
+    train(full, splits)
+    # "killed" after epoch 1: run one epoch with the 2-epoch schedule by stopping at max_steps=3
+    part = tiny_config(tiny_model_dir, tmp_path / "part", num_train_epochs=2.0, max_steps=3)
+    train(part, splits)
+    assert (tmp_path / "part" / "checkpoint-3").is_dir()
+    resumed = tiny_config(tiny_model_dir, tmp_path / "part", num_train_epochs=2.0, resume=True)
+    train(resumed, splits)
+
+    def final_loss(folder):
+        log = json.loads((folder / "train_log.json").read_text())["log_history"]
+        return [h["loss"] for h in log if "loss" in h][-1]
+
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "part" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+    assert final_loss(tmp_path / "full") == pytest.approx(final_loss(tmp_path / "part"), rel=1e-3)
+
+
+def test_truncation_guard(tiny_model_dir, tmp_path):
+    from finsent.errors import FinsentError
+    from finsent.train import train
+
+    cfg = tiny_config(tiny_model_dir, tmp_path, max_seq_length=20)
+    with pytest.raises(FinsentError, match="cut off the label"):
+        train(cfg, toy_splits(2))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses_and_dry_runs(name):
+    text = (ROOT / "configs" / name).read_text()
+    assert text.startswith("# finsent "), "each config opens with the command that runs it"
+    r = subprocess.run(
+        [sys.executable, "-m", "finsent.cli", "train", "--config", f"configs/{name}", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "trainable" in r.stdout and "optimizer steps" in r.stdout and "memory estimate" in r.stdout
+
+
+def test_notebook_names_map_onto_todays_api(tiny_model_dir, tmp_path):
+    from finsent.train import sft_config
+
+    cfg = build_config(ROOT / "configs" / "llama-3.2-1b-notebook.yaml")
+    cfg.train.output_dir = str(tmp_path)
+    args = sft_config(cfg, on_cuda=False, n_eval=10)
+    assert args.optim == "adamw_torch" and not args.fp16  # CUDA-only choices swapped on CPU, with a note
+    assert args.warmup_steps == pytest.approx(0.03)  # warmup_ratio
+    assert args.train_sampling_strategy == "group_by_length"  # group_by_length
+    assert args.eval_strategy == "epoch"  # evaluation_strategy
+    assert args.max_length == 512  # max_seq_length
+    assert args.gradient_accumulation_steps == 8 and args.max_grad_norm == 0.3
+    assert args.lr_scheduler_type == "cosine" and args.weight_decay == 0.001
+
+
+def test_4bit_config_is_the_notebooks(tiny_model_dir):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is a GPU extra")
+    from finsent.models import bnb_config
+
+    cfg = build_config(ROOT / "configs" / "llama-2-7b-notebook.yaml")
+    q = bnb_config(cfg.model)
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.float16
