@@ -1,0 +1,152 @@
+"""Training speed: the notebooks' SFTTrainer recipe against `finsent train`, same model, data and machine.
+
+    .venv/bin/python bench/train.py              # 240 training sentences, 1 epoch each
+    .venv/bin/python bench/train.py --quick      # 48 sentences, under 3 minutes
+    .venv/bin/python bench/train.py --samples 900 --epochs 3    # the notebooks' whole run (hours here)
+
+Both sides start from the same base model (the embedded SmolLM2-135M unless --model), train on the same
+first N sentences of the seed split's training set for the same number of epochs, and are then scored
+on the seed eval split (150 sentences) by the same evaluator. Each side runs in its own process so its
+peak memory (max RSS) is its own.
+
+The notebooks' recipe, as close as a CPU allows: LoRA r=64/alpha 16/dropout 0.1/all-linear, batch 1 x
+gradient accumulation 8, gradient checkpointing, lr 2e-4, cosine, warm-up 0.03, weight decay 0.001,
+max_grad_norm 0.3, group_by_length, the prompt+label text with loss on every token; adamw_torch instead of
+paged_adamw_32bit and float32 instead of fp16 (neither exists on a CPU). finsent: configs/smollm2-cpu.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data")) / "kaggle_all_data" / "all-data.csv"
+
+
+def setup(model_name: str, samples: int):
+    from finsent.config import build_config
+    from finsent.data import read_file, split_seed
+
+    cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
+    cfg.model.model = model_name
+    splits = split_seed(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
+    splits["train"] = splits["train"][:samples]
+    return cfg, splits
+
+
+def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from finsent.evaluate import make_codec
+    from finsent.models import load_model
+
+    model, tokenizer, _ = load_model(cfg.model, trainable=True)
+    codec = make_codec(cfg, tokenizer)
+    texts = [codec.template.render(e.text) + codec.template.answer_sep + e.label for e in splits["train"]]
+    args = SFTConfig(
+        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=1, gradient_accumulation_steps=8,
+        gradient_checkpointing=True, optim="adamw_torch", save_strategy="no", logging_steps=25, learning_rate=2e-4,
+        weight_decay=0.001, fp16=False, bf16=False, max_grad_norm=0.3, max_steps=-1, warmup_steps=0.03,
+        train_sampling_strategy="group_by_length", lr_scheduler_type="cosine", report_to=[], eval_strategy="no",
+        dataset_text_field="text", max_length=512, packing=False, use_cpu=True, seed=42,
+        dataset_kwargs={"add_special_tokens": False, "append_concat_token": False},
+    )
+    peft = LoraConfig(lora_alpha=16, lora_dropout=0.1, r=64, bias="none", target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
+                         processing_class=tokenizer, peft_config=peft)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) * epochs
+    return finish(trainer.model, codec, splits, seconds, tokens, flops_per_token_factor=6)  # 2 fwd + 2 recompute + 2 bwd
+
+
+def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
+    from finsent.evaluate import make_codec
+    from finsent.models import load_model
+    from finsent.train import train
+
+    cfg.train.num_train_epochs = epochs
+    cfg.train.output_dir = str(out)
+    cfg.train.report_to = "none"
+    cfg.train.evaluation_strategy = "no"
+    start = time.perf_counter()
+    adapter = train(cfg, splits)
+    seconds = time.perf_counter() - start
+    model, tokenizer, _ = load_model(cfg.model, str(adapter))
+    codec = make_codec(cfg, tokenizer)
+    bs = cfg.train.per_device_train_batch_size
+    n = len(splits["train"])
+    tokens = (sum(len(codec.train_ids(e.text, e.label)[0]) - len(codec.prefix_ids) for e in splits["train"])
+              + len(codec.prefix_ids) * -(-n // bs)) * epochs
+    return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=4)  # 2 fwd + 2 bwd (frozen base)
+
+
+def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: int) -> dict:
+    from finsent.metrics import classification_metrics
+    from finsent.scoring import classify
+
+    exs = splits["eval"]
+    preds, _ = classify(model, codec, [e.text for e in exs])
+    acc = classification_metrics([e.label for e in exs], preds, codec.labels)["accuracy"]
+    n_params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lora_" not in name)
+    return {"seconds": seconds, "samples": len(splits["train"]), "eval_accuracy": acc,
+            "flops": flops_per_token_factor * n_params * tokens,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="48 sentences, 1 epoch")
+    ap.add_argument("--samples", type=int, default=240)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--side", choices=("notebook", "finsent"), help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    samples = 48 if args.quick else args.samples
+
+    if args.side:  # a child process: one side, result as JSON
+        cfg, splits = setup(args.model, samples)
+        with tempfile.TemporaryDirectory() as tmp:
+            fn = run_notebook if args.side == "notebook" else run_finsent
+            Path(args.result).write_text(json.dumps(fn(cfg, splits, args.epochs, Path(tmp))))
+        return
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from predict import matmul_peak
+
+    results = {}
+    for side in ("notebook", "finsent"):
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, __file__, "--side", side, "--samples", str(samples), "--epochs", str(args.epochs),
+                   "--model", args.model, "--result", f.name]
+            print(f"--- {side}: {samples} sentences x {args.epochs:g} epochs", flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            results[side] = json.loads(Path(f.name).read_text())
+    peak = matmul_peak(torch.float32)
+    for side, r in results.items():
+        sps = r["samples"] * args.epochs / r["seconds"]
+        print(f"{side:9}: {sps:6.2f} samples/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
+              f"eval accuracy {r['eval_accuracy']:.3f}  {r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s "
+              f"({r['flops'] / r['seconds'] / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)")
+    nb, fs = results["notebook"], results["finsent"]
+    print(f"speed-up: {nb['seconds'] / fs['seconds']:.1f}x samples/s; "
+          f"accuracy difference {fs['eval_accuracy'] - nb['eval_accuracy']:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
