@@ -28,7 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data")) / "kaggle_all_data" / "all-data.csv"
+DATA = (
+    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
+    / "kaggle_all_data"
+    / "all-data.csv"
+)
 
 
 def setup(model_name: str, samples: int):
@@ -54,22 +58,49 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     codec = make_codec(cfg, tokenizer)
     texts = [codec.template.render(e.text) + codec.template.answer_sep + e.label for e in splits["train"]]
     args = SFTConfig(
-        output_dir=str(out), num_train_epochs=epochs, per_device_train_batch_size=1, gradient_accumulation_steps=8,
-        gradient_checkpointing=True, optim="adamw_torch", save_strategy="no", logging_steps=25, learning_rate=2e-4,
-        weight_decay=0.001, fp16=False, bf16=False, max_grad_norm=0.3, max_steps=-1, warmup_steps=0.03,
-        train_sampling_strategy="group_by_length", lr_scheduler_type="cosine", report_to=[], eval_strategy="no",
-        dataset_text_field="text", max_length=512, packing=False, use_cpu=True, seed=42,
+        output_dir=str(out),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=8,
+        gradient_checkpointing=True,
+        optim="adamw_torch",
+        save_strategy="no",
+        logging_steps=25,
+        learning_rate=2e-4,
+        weight_decay=0.001,
+        fp16=False,
+        bf16=False,
+        max_grad_norm=0.3,
+        max_steps=-1,
+        warmup_steps=0.03,
+        train_sampling_strategy="group_by_length",
+        lr_scheduler_type="cosine",
+        report_to=[],
+        eval_strategy="no",
+        dataset_text_field="text",
+        max_length=512,
+        packing=False,
+        use_cpu=True,
+        seed=42,
         dataset_kwargs={"add_special_tokens": False, "append_concat_token": False},
     )
-    peft = LoraConfig(lora_alpha=16, lora_dropout=0.1, r=64, bias="none", target_modules="all-linear",
-                      task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": texts}),
-                         processing_class=tokenizer, peft_config=peft)
+    peft = LoraConfig(
+        lora_alpha=16, lora_dropout=0.1, r=64, bias="none", target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict({"text": texts}),
+        processing_class=tokenizer,
+        peft_config=peft,
+    )
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) * epochs
-    return finish(trainer.model, codec, splits, seconds, tokens, flops_per_token_factor=6)  # 2 fwd + 2 recompute + 2 bwd
+    return finish(
+        trainer.model, codec, splits, seconds, tokens, flops_per_token_factor=6
+    )  # 2 fwd + 2 recompute + 2 bwd
 
 
 def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
@@ -88,9 +119,13 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
     codec = make_codec(cfg, tokenizer)
     bs = cfg.train.per_device_train_batch_size
     n = len(splits["train"])
-    tokens = (sum(len(codec.train_ids(e.text, e.label)[0]) - len(codec.prefix_ids) for e in splits["train"])
-              + len(codec.prefix_ids) * -(-n // bs)) * epochs
-    return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=4)  # 2 fwd + 2 bwd (frozen base)
+    tokens = (
+        sum(len(codec.train_ids(e.text, e.label)[0]) - len(codec.prefix_ids) for e in splits["train"])
+        + len(codec.prefix_ids) * -(-n // bs)
+    ) * epochs
+    return finish(
+        model, codec, splits, seconds, tokens, flops_per_token_factor=4
+    )  # 2 fwd + 2 bwd (frozen base)
 
 
 def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: int) -> dict:
@@ -100,10 +135,16 @@ def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_
     exs = splits["eval"]
     preds, _ = classify(model, codec, [e.text for e in exs])
     acc = classification_metrics([e.label for e in exs], preds, codec.labels)["accuracy"]
-    n_params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name and "lora_" not in name)
-    return {"seconds": seconds, "samples": len(splits["train"]), "eval_accuracy": acc,
-            "flops": flops_per_token_factor * n_params * tokens,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+    n_params = sum(
+        p.numel() for name, p in model.named_parameters() if "embed" not in name and "lora_" not in name
+    )
+    return {
+        "seconds": seconds,
+        "samples": len(splits["train"]),
+        "eval_accuracy": acc,
+        "flops": flops_per_token_factor * n_params * tokens,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+    }
 
 
 def main() -> None:
@@ -132,20 +173,36 @@ def main() -> None:
     results = {}
     for side in ("notebook", "finsent"):
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            cmd = [sys.executable, __file__, "--side", side, "--samples", str(samples), "--epochs", str(args.epochs),
-                   "--model", args.model, "--result", f.name]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--samples",
+                str(samples),
+                "--epochs",
+                str(args.epochs),
+                "--model",
+                args.model,
+                "--result",
+                f.name,
+            ]
             print(f"--- {side}: {samples} sentences x {args.epochs:g} epochs", flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             results[side] = json.loads(Path(f.name).read_text())
     peak = matmul_peak(torch.float32)
     for side, r in results.items():
         sps = r["samples"] * args.epochs / r["seconds"]
-        print(f"{side:9}: {sps:6.2f} samples/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
-              f"eval accuracy {r['eval_accuracy']:.3f}  {r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s "
-              f"({r['flops'] / r['seconds'] / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)")
+        print(
+            f"{side:9}: {sps:6.2f} samples/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
+            f"eval accuracy {r['eval_accuracy']:.3f}  {r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s "
+            f"({r['flops'] / r['seconds'] / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)"
+        )
     nb, fs = results["notebook"], results["finsent"]
-    print(f"speed-up: {nb['seconds'] / fs['seconds']:.1f}x samples/s; "
-          f"accuracy difference {fs['eval_accuracy'] - nb['eval_accuracy']:+.3f}")
+    print(
+        f"speed-up: {nb['seconds'] / fs['seconds']:.1f}x samples/s; "
+        f"accuracy difference {fs['eval_accuracy'] - nb['eval_accuracy']:+.3f}"
+    )
 
 
 if __name__ == "__main__":

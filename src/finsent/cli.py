@@ -25,6 +25,7 @@ COMMAND_SECTIONS = {
     "merge": ("model",),
     "predict": ("model",),
     "serve": ("model",),
+    "export": ("model",),
 }
 
 
@@ -145,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body", type=int, default=1_000_000, help="bytes per request body")
     p.add_argument("--max-batch", type=int, default=64, help="texts per forward pass across requests")
     _add_config_flags(p, COMMAND_SECTIONS["serve"])
+
+    p = sub.add_parser(
+        "export", help="export a merged Llama model to GGUF (llama.cpp, Ollama) with a parity check"
+    )
+    p.add_argument("--format", default="gguf", choices=("gguf",))
+    p.add_argument("--out", required=True, metavar="FILE.gguf")
+    p.add_argument("--min-agreement", type=float, help="default: 99.5%% for f16/bf16, 98%% for q8_0")
+    p.add_argument(
+        "--dtype", dest="gguf_dtype", default="f16", choices=("f16", "bf16", "q8_0"), help="GGUF tensor type"
+    )
+    _add_config_flags(p, COMMAND_SECTIONS["export"])
     return parser
 
 
@@ -273,6 +285,18 @@ def cmd_serve(args) -> int:
         Limits(args.max_texts, args.max_chars, args.max_body, args.max_batch),
     )
     return 0
+
+
+def cmd_export(args) -> int:
+    from finsent.export import export
+
+    cfg = resolve_config(args, _model_arg(args))
+    export(cfg, cfg.model.model, args.out, args.gguf_dtype, min_agreement=args.min_agreement)
+    return 0
+
+
+def _model_arg(args) -> str | None:
+    return _overrides(args).get("model.model")
 
 
 def main(argv: list[str] | None = None) -> int:

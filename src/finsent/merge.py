@@ -30,6 +30,7 @@ def merge(
     from finsent.data import make_splits
     from finsent.evaluate import make_codec
     from finsent.fsio import write_json
+    from finsent.model_card import write_model_card
     from finsent.models import load_model
     from finsent.scoring import classify
 
@@ -64,6 +65,15 @@ def merge(
         "adapter": str(adapter),
     }
     write_json(out / "merge_parity.json", parity)
+    write_model_card(
+        out,
+        cfg,
+        "merged",
+        extra={
+            "merged from adapter": adapter,
+            "merge parity (eval split)": f"{agree:.1%} identical predictions",
+        },
+    )
     print(
         f"merge parity on {len(texts)} eval sentences: {agree:.1%} identical predictions, "
         f"max probability difference {max_diff:.2e}"

@@ -186,6 +186,7 @@ def train(cfg: Config, splits=None) -> Path:
     from finsent.data import make_splits
     from finsent.evaluate import make_codec
     from finsent.fsio import write_json
+    from finsent.model_card import write_model_card
     from finsent.models import load_model
 
     tc = cfg.train
@@ -237,6 +238,18 @@ def train(cfg: Config, splits=None) -> Path:
         tokenizer.save_pretrained(adapter)
         save_config(cfg, adapter)
         history = trainer.state.log_history
+        evals = [h for h in history if "eval_accuracy" in h]
+        write_model_card(
+            adapter,
+            cfg,
+            "adapter",
+            extra={
+                "final eval-split accuracy": f"{evals[-1]['eval_accuracy']:.3f}"
+                if evals
+                else "not evaluated",
+                "optimizer steps": trainer.state.global_step,
+            },
+        )
         write_json(
             out / "train_log.json",
             {

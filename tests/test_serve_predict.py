@@ -1,0 +1,160 @@
+"""The Python API, `finsent predict` and a real HTTP server on a free loopback port (tiny model)."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from finsent.api import Classifier
+from finsent.cli import main
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_model_dir):
+    return Classifier.load(str(tiny_model_dir), dtype="float32")
+
+
+def test_api_returns_labels_and_probabilities(clf):
+    out = clf(["Operating profit rose .", "Net sales fell ."])
+    assert len(out) == 2
+    for r in out:
+        assert r["label"] in clf.labels
+        assert set(r["probabilities"]) == set(clf.labels)
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_file_keeps_ids_and_reports_bad_rows(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps({"id": f"a{i}", "sentence": f"Profit rose {i} %"}) for i in range(300)]
+    lines.insert(5, "{broken")
+    lines.insert(9, json.dumps({"id": "empty", "sentence": "  "}))
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "float32",
+            "--input",
+            str(src),
+            "--text-column",
+            "sentence",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "in.jsonl:6: invalid JSON" in err and "in.jsonl:10: empty text" in err
+    assert "300 predicted, 2 bad rows skipped" in err
+    import csv
+
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 300 and rows[0]["id"] == "a0" and rows[-1]["id"] == "a299"
+    assert {"text", "predicted", "p_positive", "p_neutral", "p_negative"} <= set(rows[0])
+
+
+def test_predict_strict_stops_and_leaves_no_partial_output(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("Profit rose\n\nSales fell\n")
+    out = tmp_path / "out.jsonl"
+    code = main(
+        ["predict", "--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--strict"]
+    )
+    assert code == 2 and not out.exists()
+    assert "in.txt:2: empty text (--strict)" in capsys.readouterr().err
+
+
+def test_predict_texts_to_jsonl(tiny_model_dir, tmp_path):
+    out = tmp_path / "o.jsonl"
+    assert (
+        main(["predict", "--model", str(tiny_model_dir), "Profit rose", "Sales fell", "--output", str(out)])
+        == 0
+    )
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in recs] == ["Profit rose", "Sales fell"]
+    assert set(recs[0]["probabilities"]) == {"positive", "neutral", "negative"}
+
+
+@pytest.fixture(scope="module")
+def server(clf):
+    import uvicorn
+
+    from finsent.serve import Limits, create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_classify_model_health(server, clf):
+    r = httpx.post(f"{server}/v1/classify", json={"texts": ["Profit rose .", "Sales fell ."]})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["label"] for p in preds] == [p["label"] for p in clf(["Profit rose .", "Sales fell ."])]
+    m = httpx.get(f"{server}/v1/model").json()
+    assert m["labels"] == ["positive", "neutral", "negative"] and "{text}" in m["template"]
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    assert "openapi" in httpx.get(f"{server}/openapi.json").json()
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "/v1/classify" in page.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ('{"texts": ["a"', 400, "malformed JSON"),
+        ('{"texts": "not a list"}', 422, "texts"),
+        ('{"nope": []}', 422, "texts"),
+        ('{"texts": []}', 422, "at least one"),
+        (json.dumps({"texts": ["x"] * 9}), 413, "limit of 8"),
+        (json.dumps({"texts": ["x" * 201]}), 422, "limit of 200"),
+        (json.dumps({"texts": ["y" * 150] * 30}), 413, "exceeds the limit of 4000"),
+    ],
+)
+def test_limits_and_bad_requests(server, body, status, message):
+    r = httpx.post(f"{server}/v1/classify", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_concurrent_requests_are_micro_batched(server):
+    before = httpx.get(f"{server}/health").json()["batches"]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            rs = await asyncio.gather(
+                *(
+                    client.post(f"{server}/v1/classify", json={"texts": [f"Profit rose {i} ."]})
+                    for i in range(32)
+                )
+            )
+        return rs
+
+    rs = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in rs)
+    assert all(len(r.json()["predictions"]) == 1 for r in rs)
+    batches = httpx.get(f"{server}/health").json()["batches"] - before
+    assert batches < 32, f"{batches} forward passes for 32 concurrent requests"
