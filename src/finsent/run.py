@@ -21,6 +21,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.evaluate import make_codec, run_evaluation, write_evaluation
     from finsent.fsio import write_json
     from finsent.merge import merge
+    from finsent.model_card import write_model_card
     from finsent.models import load_model
     from finsent.train import train
 
@@ -72,6 +73,16 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
     evaluate("merged", merged_model)
     results["merged"]["merge_parity"] = parity
+    write_model_card(
+        merged_dir,
+        cfg,
+        "merged",
+        metrics=results["merged"],
+        extra={
+            "merged from adapter": adapter,
+            "merge parity (eval split)": f"{parity['agreement']:.1%} identical predictions",
+        },
+    )
     timings["merged"] = time.perf_counter() - t
 
     timings["total"] = sum(timings.values())

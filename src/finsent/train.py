@@ -198,6 +198,14 @@ def train(cfg: Config, splits=None) -> Path:
         _, splits = make_splits(cfg.data)
     model, tokenizer, device = load_model(cfg.model, trainable=True)
     codec = make_codec(cfg, tokenizer)
+    import os
+
+    if tc.fast and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # DDP synchronises gradients inside its own forward; the fast loss calls the decoder directly
+        note(
+            "train.fast is single-process; under DDP the standard SFTTrainer loss (answer tokens only) is used"
+        )
+        tc.fast = False
     if tc.fast and tc.packing:
         raise FinsentError("train.fast and train.packing exclude each other (fast shares the prompt prefix)")
     if tc.fast and tc.gradient_checkpointing:

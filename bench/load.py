@@ -1,0 +1,116 @@
+"""Load test of `finsent serve`: 1,000 requests from 16 concurrent clients on loopback.
+
+    .venv/bin/python bench/load.py --model runs/demo/merged_model
+    .venv/bin/python bench/load.py --quick          # 200 requests, embedded base model
+
+Starts the real server in a subprocess on a free loopback port, waits for /health, sends the requests
+(one PhraseBank test sentence each), and prints throughput, p50/p99 latency, the number of forward passes
+the micro-batcher used, and errors (which must be zero). Bounded: it stops after the requests or 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (
+    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
+    / "kaggle_all_data"
+    / "all-data.csv"
+)
+
+
+async def client(url: str, texts: list[str], queue: asyncio.Queue, latencies: list[float], errors: list[str]):
+    import httpx
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            start = time.perf_counter()
+            try:
+                r = await http.post(f"{url}/v1/classify", json={"texts": [texts[i % len(texts)]]})
+                if r.status_code != 200:
+                    errors.append(f"{r.status_code} {r.text[:80]}")
+            except Exception as e:  # counted, never hidden
+                errors.append(type(e).__name__)
+            latencies.append(time.perf_counter() - start)
+
+
+async def load(url: str, texts: list[str], n: int, concurrency: int):
+    queue: asyncio.Queue = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(client(url, texts, queue, latencies, errors) for _ in range(concurrency))),
+        timeout=600,
+    )
+    return time.perf_counter() - start, latencies, errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    n = 200 if args.quick else args.requests
+
+    import httpx
+
+    from finsent.data import read_file
+
+    texts = [e.text for e in read_file(DATA, ["positive", "neutral", "negative"]).examples[:n]]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "finsent.cli", "serve", "--model", args.model, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("server did not start")
+        before = httpx.get(f"{url}/health").json()["batches"]
+        seconds, lat, errors = asyncio.run(load(url, texts, n, args.concurrency))
+        batches = httpx.get(f"{url}/health").json()["batches"] - before
+    finally:
+        server.terminate()
+        server.wait(30)
+    lat.sort()
+    print(f"{n} requests, {args.concurrency} concurrent clients, model {args.model}")
+    print(
+        f"throughput {n / seconds:.1f} requests/s   p50 {statistics.median(lat) * 1000:.0f} ms   "
+        f"p99 {lat[int(0.99 * (len(lat) - 1))] * 1000:.0f} ms   errors {len(errors)}   "
+        f"forward passes {batches} (mean batch {n / max(batches, 1):.1f})"
+    )
+    if errors:
+        print("errors:", errors[:5])
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Two CPU processes (gloo) through torchrun: one adapter saved, the same loss as one process."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_data(path: Path) -> None:
+    rows = []
+    for label, verb in (("positive", "rose"), ("negative", "fell"), ("neutral", "said")):
+        rows += [f"{label},The company {verb} {i} ." for i in range(12)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def train_args(model_dir, data, out):
+    # lr ~ 0: the epoch's mean loss is then the mean over the same 24 examples whatever the order
+    return [
+        "train",
+        "--config",
+        str(ROOT / "configs" / "smollm2-cpu.yaml"),
+        "--model",
+        str(model_dir),
+        "--dtype",
+        "float32",
+        "--data",
+        str(data),
+        "--data.train_per_label",
+        "8",
+        "--data.test_per_label",
+        "2",
+        "--data.eval_per_label",
+        "2",
+        "--train.num_train_epochs",
+        "1",
+        "--train.learning_rate",
+        "1e-9",
+        "--train.per_device_train_batch_size",
+        "4",
+        "--train.report_to",
+        "none",
+        "--train.fast",
+        "false",
+        "--train.evaluation_strategy",
+        "no",
+        "--train.group_by_length",
+        "false",
+        "--out",
+        str(out),
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+    reason="torchrun not installed",
+)
+def test_ddp_two_processes_match_one(tiny_model_dir, tmp_path):
+    data = tmp_path / "d.csv"
+    write_data(data)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    two = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "finsent.cli",
+            *train_args(tiny_model_dir, data, tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    args = train_args(tiny_model_dir, data, tmp_path / "one")
+    args[args.index("--train.per_device_train_batch_size") + 1] = "8"  # same global batch
+    one = subprocess.run(
+        [sys.executable, "-m", "finsent.cli", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    adapters = list((tmp_path / "ddp").glob("**/adapter_model.safetensors"))
+    assert [p.parent.name for p in adapters] == ["adapter"]
+
+    def mean_loss(folder):
+        return json.loads((folder / "train_log.json").read_text())["train_loss"]
+
+    assert mean_loss(tmp_path / "ddp") == pytest.approx(mean_loss(tmp_path / "one"), rel=2e-3)
