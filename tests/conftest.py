@@ -95,3 +95,43 @@ def all_data() -> Path:
 @pytest.fixture(scope="session")
 def fpb_dir() -> Path:
     return FPB_DIR
+
+
+@pytest.fixture(scope="session")
+def clf(tiny_model_dir):
+    from finsent.api import Classifier
+
+    return Classifier.load(str(tiny_model_dir), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def server(clf):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from finsent.serve import Limits, create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+

@@ -2,20 +2,11 @@
 
 import asyncio
 import json
-import socket
-import threading
-import time
-
 import httpx
 import pytest
 
 from finsent.api import Classifier
 from finsent.cli import main
-
-
-@pytest.fixture(scope="module")
-def clf(tiny_model_dir):
-    return Classifier.load(str(tiny_model_dir), dtype="float32")
 
 
 def test_api_returns_labels_and_probabilities(clf):
@@ -80,33 +71,6 @@ def test_predict_texts_to_jsonl(tiny_model_dir, tmp_path):
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in recs] == ["Profit rose", "Sales fell"]
     assert set(recs[0]["probabilities"]) == {"positive", "neutral", "negative"}
-
-
-@pytest.fixture(scope="module")
-def server(clf):
-    import uvicorn
-
-    from finsent.serve import Limits, create_app
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
 
 
 def test_classify_model_health(server, clf):
