@@ -133,5 +133,3 @@ def server(clf):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
-
-

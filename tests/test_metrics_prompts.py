@@ -64,3 +64,23 @@ def test_unparsed_is_never_a_class():
     assert m["confusion_matrix"]["columns"] == ["positive", "neutral", UNPARSED]
     assert m["confusion_matrix"]["matrix"] == [[1, 0, 0], [0, 0, 1]]
     assert m["per_label"]["neutral"]["recall"] == 0.0
+
+
+def test_chat_template_wraps_the_sentence(tiny):
+    _, tok = tiny
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    t = build_template("chat", ["positive", "neutral", "negative"], tok)
+    rendered = t.render("Profit rose")
+    assert rendered.startswith("<|user|>Classify the sentiment")
+    assert rendered.endswith("Profit rose</s><|assistant|>")
+    assert t.answer_sep == ""
+
+
+def test_chat_template_needs_one(tiny):
+    _, tok = tiny
+    tok.chat_template = None
+    with pytest.raises(Exception, match="no chat template"):
+        build_template("chat", ["positive", "negative"], tok)

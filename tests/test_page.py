@@ -17,8 +17,15 @@ def test_type_a_sentence_and_see_probability_bars(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         page = browser.new_page()
         page.goto(server + "/")
@@ -32,8 +39,9 @@ def test_type_a_sentence_and_see_probability_bars(server, tmp_path):
         assert first.locator(".label").inner_text().lower() in {"positive", "neutral", "negative"}
         assert "Operating profit rose" in first.locator(".sentence").inner_text()
         assert first.locator(".bar").count() == 3
-        widths = [float(b.get_attribute("style").split(":")[1].strip(" %;"))
-                  for b in first.locator(".fill").all()]
+        widths = [
+            float(b.get_attribute("style").split(":")[1].strip(" %;")) for b in first.locator(".fill").all()
+        ]
         assert sum(widths) == pytest.approx(100, abs=0.5)
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()

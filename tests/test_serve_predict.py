@@ -2,10 +2,10 @@
 
 import asyncio
 import json
+
 import httpx
 import pytest
 
-from finsent.api import Classifier
 from finsent.cli import main
 
 
