@@ -61,6 +61,8 @@ def build_tiny_llama(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        # larger than the default 0.02 so that the frozen random output head can express what LoRA learns
+        initializer_range=0.2,
     )
     return LlamaForCausalLM(cfg).eval()
 

@@ -20,7 +20,8 @@ def write_data(path: Path) -> None:
 
 
 def train_args(model_dir, data, out):
-    # lr ~ 0: the epoch's mean loss is then the mean over the same 24 examples whatever the order
+    # file order (no shuffling): global batch k holds the same 8 examples in both runs, so with
+    # gradients averaged over all ranks' answer tokens the updates, losses and adapters must agree
     return [
         "train",
         "--config",
@@ -38,9 +39,11 @@ def train_args(model_dir, data, out):
         "--data.eval_per_label",
         "2",
         "--train.num_train_epochs",
-        "1",
+        "2",
         "--train.learning_rate",
-        "1e-9",
+        "5e-3",
+        "--train.shuffle",
+        "false",
         "--train.per_device_train_batch_size",
         "4",
         "--train.report_to",
@@ -87,10 +90,22 @@ def test_ddp_two_processes_match_one(tiny_model_dir, tmp_path):
         [sys.executable, "-m", "finsent.cli", *args], capture_output=True, text=True, env=env, timeout=600
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    adapters = list((tmp_path / "ddp").glob("**/adapter_model.safetensors"))
-    assert [p.parent.name for p in adapters] == ["adapter"]
+    saved = [p.parent.name for p in (tmp_path / "ddp").glob("**/adapter_model.safetensors")]
+    assert sorted(n for n in saved if not n.startswith("checkpoint-")) == [
+        "adapter"
+    ]  # one adapter, not one per rank
 
     def mean_loss(folder):
         return json.loads((folder / "train_log.json").read_text())["train_loss"]
 
-    assert mean_loss(tmp_path / "ddp") == pytest.approx(mean_loss(tmp_path / "one"), rel=2e-3)
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+    # the logged loss is rank 0's share of the global token mean (x world size), so it matches closely,
+    # not exactly; the weights above are the exact check
+    assert mean_loss(tmp_path / "ddp") == pytest.approx(mean_loss(tmp_path / "one"), rel=2e-2)

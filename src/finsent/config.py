@@ -47,6 +47,13 @@ class ModelConfig:
         choices=("auto", "bfloat16", "float16", "float32"),
     )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device")
+    quantize: str = opt(
+        "none",
+        "CPU inference only: int8 = dynamic int8 quantisation of the linear layers (faster matmuls on CPUs "
+        "without fast bf16); never used for training or merging",
+        alias="--quantize",
+        choices=("none", "int8"),
+    )
     load_in_4bit: bool = opt(
         False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit"
     )
@@ -135,6 +142,9 @@ class TrainConfig:
     max_steps: int = opt(-1, "stop after N optimizer steps (-1 = by epochs)")
     warmup_ratio: float = opt(0.03, "share of steps for linear warm-up")
     group_by_length: bool = opt(True, "batch sentences of similar length together")
+    shuffle: bool = opt(
+        True, "without group_by_length: shuffle each epoch (false = file order, reproducible)"
+    )
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule")
     report_to: str = opt("tensorboard", "tensorboard or none")
     evaluation_strategy: str = opt("epoch", "when to evaluate on the eval split: epoch, steps or no")

@@ -81,7 +81,11 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         max_grad_norm=tc.max_grad_norm,
         max_steps=tc.max_steps,
         warmup_steps=tc.warmup_ratio,
-        train_sampling_strategy="group_by_length" if tc.group_by_length else "random",
+        train_sampling_strategy="group_by_length"
+        if tc.group_by_length
+        else "random"
+        if tc.shuffle
+        else "sequential",
         lr_scheduler_type=tc.lr_scheduler_type,
         report_to=[] if tc.report_to in ("none", "") else [tc.report_to],
         eval_strategy=evaluation,
@@ -234,10 +238,14 @@ def train(cfg: Config, splits=None) -> Path:
     save_config(cfg, out)
 
     # --- train (from the last checkpoint with --resume)
-    resume = bool(tc.resume) and any(out.glob("checkpoint-*"))
-    if tc.resume and not resume:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(out)) if tc.resume and out.is_dir() else None
+    if tc.resume and not last:
         note(f"--resume: no checkpoint in {out}; starting from scratch")
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    elif last:
+        print(f"resuming from {last}", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=last)
 
     # --- save: adapter + tokenizer + config + training log
     adapter = out / ADAPTER_DIRNAME
@@ -265,6 +273,7 @@ def train(cfg: Config, splits=None) -> Path:
                 "train_samples_per_second": result.metrics.get("train_samples_per_second"),
                 "train_loss": result.metrics.get("train_loss"),
                 "global_step": trainer.state.global_step,
+                "resumed_from": Path(last).name if last else None,
                 "log_history": history,
             },
         )
