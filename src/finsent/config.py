@@ -47,13 +47,6 @@ class ModelConfig:
         choices=("auto", "bfloat16", "float16", "float32"),
     )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device")
-    quantize: str = opt(
-        "none",
-        "CPU inference only: int8 = dynamic int8 quantisation of the linear layers (faster matmuls on CPUs "
-        "without fast bf16); never used for training or merging",
-        alias="--quantize",
-        choices=("none", "int8"),
-    )
     load_in_4bit: bool = opt(
         False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit"
     )

@@ -179,29 +179,5 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     if not trainable:
         model.eval()
-        if mc.quantize == "int8":
-            model = quantize_int8(model, device)
     return model, tokenizer, device
 
-
-def quantize_int8(model, device: str):
-    """Dynamic int8 quantisation of every nn.Linear except the output head (CPU inference).
-
-    Weights are stored as int8 per channel, activations quantised on the fly: on an AVX2 CPU without
-    fast bf16 the decoder's matmuls run about twice as fast as float32. The output head stays float32
-    (it is computed only at answer positions anyway). bench/predict.py measures the agreement with
-    float32 scoring.
-    """
-    import warnings
-
-    import torch
-
-    if not device.startswith("cpu"):
-        raise FinsentError(
-            "--quantize int8 is CPU-only; on CUDA use --dtype bfloat16/float16 or --load-in-4bit"
-        )
-    head = model.get_output_embeddings()
-    names = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model.float(), names, dtype=torch.qint8)
