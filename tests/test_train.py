@@ -195,3 +195,33 @@ def test_4bit_config_is_the_notebooks(tiny_model_dir):
     q = bnb_config(cfg.model)
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.float16
+
+
+def test_evaluate_reads_base_model_and_labels_from_the_adapter(tiny_model_dir, tmp_path, all_data):
+    """`finsent evaluate --adapter DIR` needs no --model, --labels or --template: the adapter's config has them."""
+    from finsent.cli import main
+    from finsent.train import train
+
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    cfg.prompt.label_words = "positive=up,negative=down,neutral=flat"
+    adapter = train(cfg, toy_splits(4))
+    out = tmp_path / "ev"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--adapter",
+                str(adapter),
+                "--data",
+                str(all_data),
+                "--limit",
+                "6",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["model"] == str(tiny_model_dir) and m["adapter"] == str(adapter) and m["n"] == 6
+    assert load_saved_config(out).prompt.label_words == "positive=up,negative=down,neutral=flat"

@@ -180,4 +180,3 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     if not trainable:
         model.eval()
     return model, tokenizer, device
-

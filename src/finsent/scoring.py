@@ -78,10 +78,11 @@ def token_logprobs(
 
     device = model.get_input_embeddings().weight.device
     decoder = model.get_decoder()
+    cache_kw = _cache_argument(decoder)
     cache = None
     if prefix_ids:
         cache = DynamicCache(config=model.config)
-        decoder(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True)
+        decoder(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True, **{cache_kw: cache})
         if len(rows) > 1:
             cache.batch_repeat_interleave(len(rows))
     ids, pos, mask = _layout(rows, len(prefix_ids), pad_id, device)
@@ -89,8 +90,8 @@ def token_logprobs(
         input_ids=ids,
         position_ids=pos,
         attention_mask=mask,
-        past_key_values=cache,
         use_cache=cache is not None,
+        **{cache_kw: cache},
     ).last_hidden_state
     row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
     col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)

@@ -7,7 +7,6 @@ Concurrent requests are micro-batched: a single worker takes every text waiting 
 --max-batch), runs one forward pass, and answers each request with its own slice. OpenAPI docs at /docs.
 """
 
-
 import asyncio
 from dataclasses import dataclass
 from importlib import resources

@@ -286,10 +286,9 @@ def dry_run(cfg: Config) -> dict:
     """Resolve everything without weights: the architecture on the meta device, LoRA attached."""
     import torch
     from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    path = _config_source(cfg.model.model, cfg.model.cache_dir)
-    model_cfg = AutoConfig.from_pretrained(path) if not isinstance(path, dict) else _llama_config(path)
+    model_cfg = _architecture(cfg.model.model, cfg.model.cache_dir)
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(model_cfg)
     total = sum(p.numel() for p in base.parameters())
@@ -368,20 +367,15 @@ KNOWN_ARCHITECTURES = {
 KNOWN_ARCHITECTURES["NousResearch/Llama-2-7b-hf"] = KNOWN_ARCHITECTURES["meta-llama/Llama-2-7b-hf"]
 
 
-def _config_source(spec: str, cache_dir: str):
+def _architecture(spec: str, cache_dir: str):
+    """The model's config: from the HF cache or local folder, else (offline) the known architecture."""
+    from transformers import AutoConfig, LlamaConfig
+
     from finsent.models import resolve_model
 
     if spec in KNOWN_ARCHITECTURES:
         try:
-            from transformers import AutoConfig
-
-            return AutoConfig.from_pretrained(spec, local_files_only=True) and spec
+            return AutoConfig.from_pretrained(spec, local_files_only=True)
         except OSError:
-            return KNOWN_ARCHITECTURES[spec]
-    return resolve_model(spec, cache_dir)
-
-
-def _llama_config(kwargs: dict):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(**kwargs)
+            return LlamaConfig(**KNOWN_ARCHITECTURES[spec])
+    return AutoConfig.from_pretrained(resolve_model(spec, cache_dir))
