@@ -41,6 +41,7 @@ def tiny_config(model_dir, out, **train) -> Config:
     cfg.train.logging_steps = 1
     cfg.train.learning_rate = 5e-3
     cfg.lora.r = 8
+    cfg.lora.lora_alpha = 16
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
