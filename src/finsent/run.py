@@ -49,6 +49,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         codec = make_codec(cfg, tokenizer)
         metrics, preds, probs = run_evaluation(model, codec, test, batch_size, desc=name)
         print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
+        print(f"{metrics['examples_per_second']:.1f} sentences/s")
         results[name] = metrics
 
     t = stage("zero-shot baseline")
