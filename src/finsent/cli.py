@@ -41,10 +41,10 @@ def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...]) -> 
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
         help_text = meta.get("help", "")
-        if f.type in ("bool", bool) and meta.get("alias"):
+        if f.type in ("bool", bool) and alias:
             # `--dedupe` alone means true; the dotted form takes a value (true/false)
             p.add_argument(
-                meta["alias"],
+                alias,
                 dest=kwargs["dest"],
                 action="store_const",
                 const=True,
