@@ -107,11 +107,9 @@ def _cache_argument(decoder) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
-def label_rows(
-    codec, bodies: Sequence[list[int]]
-) -> tuple[list[Row], list[list[tuple[int, int]]], list[list[int]]]:
-    """Rows that score every label of `codec` after each body, their targets, and which targets sum to
-    which label: groups[i][j] is how many targets label j of row i has (its token count)."""
+def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list[tuple[int, int]]]]:
+    """Rows that score every label of `codec` after each body, and their targets: for each row, every
+    label's answer tokens in label order (so label j owns len(codec.label_ids[j]) consecutive targets)."""
     rows, targets = [], []
     for body in bodies:
         branches = [ids[:-1] for ids in codec.label_ids if len(ids) > 1]
