@@ -227,29 +227,25 @@ def read_file(
     path = Path(path)
     mapper = LabelMapper(labels, label_map)
     suffix = path.suffix.lower()
+    header_lines = 0  # lines before data row 0, for messages
     if suffix == ".txt":
         rows = _rows_phrasebank(path)
-    elif suffix == ".csv" and _looks_headerless_labelled(_decode_any(path), mapper):
-        rows = _rows_headerless_csv(path, _decode_any(path))
+    elif suffix == ".csv" and _looks_headerless_labelled(content := _decode_any(path), mapper):
+        rows = _rows_headerless_csv(path, content)
     elif suffix in (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet"):
         rows = _rows_table(path, text_column, label_column)
+        header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
     else:
         raise FinsentError(
             f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
         )
 
     ds = Dataset(str(path), [])
-    # line numbers for messages: PhraseBank/JSONL rows are lines; a headed CSV's data row i is line i+2
-    line_of = (
-        (lambda i: i + 2)
-        if suffix in (".csv", ".tsv", ".tab") and rows.__name__ == "_rows_table"
-        else (lambda i: i + 1)
-    )
     for i, text, raw_label, error in rows:
         if error:
             ds.malformed.append(error)
             continue
-        where = f"{path}:{line_of(i)}" if suffix != ".parquet" else f"{path}: row {i}"
+        where = f"{path}:{i + 1 + header_lines}" if suffix != ".parquet" else f"{path}: row {i}"
         problem = None
         if text is None or not str(text).strip():
             problem = f"{where}: empty text"
