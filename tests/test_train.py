@@ -226,3 +226,44 @@ def test_evaluate_reads_base_model_and_labels_from_the_adapter(tiny_model_dir, t
     m = json.loads((out / "metrics.json").read_text())
     assert m["model"] == str(tiny_model_dir) and m["adapter"] == str(adapter) and m["n"] == 6
     assert load_saved_config(out).prompt.label_words == "positive=up,negative=down,neutral=flat"
+
+
+def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
+    """`finsent run` end to end: zero-shot, train, adapter and merged evaluations, parity on the test split."""
+    import csv
+
+    from finsent.run import run
+
+    data = tmp_path / "toy.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for split in toy_splits(30).values():
+            w.writerows([e.text, e.label] for e in split)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=6.0)
+    cfg.data.data, cfg.data.split = str(data), "stratified"
+    summary = run(cfg, tmp_path / "run")
+    n_test = summary["baseline"]["n"]
+    assert n_test == summary["finetuned"]["n"] == summary["merged"]["n"] > 0
+    assert summary["finetuned"]["accuracy"] > summary["baseline"]["accuracy"]
+    parity = summary["merged"]["merge_parity"]
+    assert parity["split"] == "test split" and parity["n"] == n_test and parity["agreement"] == 1.0
+    assert set(summary["timings"]) == {"data", "baseline", "train", "finetuned", "merge", "merged", "total"}
+    out = tmp_path / "run"
+    assert "Merge parity (test split): 100.0%" in (out / "report.md").read_text()
+    assert json.loads((out / "merged_model" / "merge_parity.json").read_text()) == parity
+    for f in ("summary.json", "loss_curve.png", "finsent_config.yaml", "merged_model/model.safetensors"):
+        assert (out / f).is_file(), f
+
+
+def test_parity_check_fails_below_the_required_agreement(tmp_path):
+    from finsent.errors import FinsentError
+    from finsent.merge import check_parity
+
+    adapter = (["positive", "negative"], [[0.9, 0.1], [0.2, 0.8]])
+    same = check_parity(adapter, adapter, tmp_path, "eval split")
+    assert same["agreement"] == 1.0 and same["max_probability_difference"] == 0.0
+    flipped = (["positive", "positive"], [[0.9, 0.1], [0.6, 0.4]])
+    with pytest.raises(FinsentError, match="only 50.0% of the eval split"):
+        check_parity(adapter, flipped, tmp_path, "eval split")
+    assert json.loads((tmp_path / "merge_parity.json").read_text())["agreement"] == 0.5

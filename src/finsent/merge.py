@@ -4,8 +4,9 @@
 
 The notebooks merged into a half-precision copy and lost 4.5 points. Here the base is loaded in
 float32 (a 4-bit base is dequantised by loading it unquantised), the LoRA delta is added in float32, and
-the merged model's predictions are compared with the adapter's on the eval split: below the required
-agreement the command fails and says so.
+the merged model's predictions are compared with the adapter's: below the required agreement the command
+fails and says so. `finsent merge` compares on the eval split; `finsent run` compares the two full
+test-split evaluations it makes anyway.
 """
 
 from __future__ import annotations
@@ -25,62 +26,82 @@ def merge(
     eval_examples=None,
     batch_size: int = 32,
 ) -> dict:
-    import torch
-
+    """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
     from finsent.data import make_splits
     from finsent.evaluate import make_codec
-    from finsent.fsio import write_json
-    from finsent.model_card import write_model_card
-    from finsent.models import load_model
     from finsent.scoring import classify
+
+    if eval_examples is None:
+        eval_examples = make_splits(cfg.data)[1]["eval"]
+    texts = [e.text for e in eval_examples]
+    peft_model, tokenizer = _load_unquantised(cfg, adapter)
+    codec = make_codec(cfg, tokenizer)
+    before = classify(peft_model, codec, texts, batch_size)
+    merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
+    after = classify(merged, codec, texts, batch_size)
+    return check_parity(before, after, Path(out), "eval split", min_agreement)
+
+
+def _load_unquantised(cfg: Config, adapter):
+    import torch
+
+    from finsent.models import load_model
 
     full = copy.deepcopy(cfg)
     full.model.load_in_4bit = (
         False  # merge into an unquantised base: rounding the sum to 4 bits loses accuracy
     )
     model, tokenizer, _ = load_model(full.model, str(adapter), dtype=torch.float32)
-    codec = make_codec(cfg, tokenizer)
-    if eval_examples is None:
-        eval_examples = make_splits(cfg.data)[1]["eval"]
-    texts = [e.text for e in eval_examples]
-    before, p_before = classify(model, codec, texts, batch_size)
-    merged = model.merge_and_unload()
-    after, p_after = classify(merged, codec, texts, batch_size)
-    agree = sum(a == b for a, b in zip(before, after)) / len(texts)
-    max_diff = float((torch.tensor(p_before) - torch.tensor(p_after)).abs().max())
+    return model, tokenizer
 
+
+def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
+    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config, card) to `out`."""
+    import torch
+
+    from finsent.model_card import write_model_card
+
+    if peft_model is None:
+        peft_model, tokenizer = _load_unquantised(cfg, adapter)
+    merged = peft_model.merge_and_unload()
     out = Path(out)
-    target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype not in ("auto",) else torch.float32
+    target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
     merged.to(target_dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
     merged_cfg = copy.deepcopy(cfg)
     merged_cfg.model.model = str(out.resolve())
     merged_cfg.model.load_in_4bit = False
     save_config(merged_cfg, out)
+    write_model_card(out, cfg, "merged", extra={"merged from adapter": adapter})
+    return merged
+
+
+def check_parity(before, after, out: Path, where: str, min_agreement: float = 0.995) -> dict:
+    """Compare (predictions, probabilities) of the adapter and of the merged model; write
+    merge_parity.json into `out`; fail below `min_agreement`."""
+    import torch
+
+    from finsent.fsio import write_json
+
+    (preds_a, probs_a), (preds_b, probs_b) = before, after
+    n = len(preds_a)
+    agree = sum(a == b for a, b in zip(preds_a, preds_b)) / n
+    max_diff = float((torch.tensor(probs_a) - torch.tensor(probs_b)).abs().max())
     parity = {
         "agreement": agree,
-        "n": len(texts),
+        "n": n,
+        "split": where,
         "max_probability_difference": max_diff,
         "min_agreement": min_agreement,
-        "adapter": str(adapter),
     }
     write_json(out / "merge_parity.json", parity)
-    write_model_card(
-        out,
-        cfg,
-        "merged",
-        extra={
-            "merged from adapter": adapter,
-            "merge parity (eval split)": f"{agree:.1%} identical predictions",
-        },
-    )
     print(
-        f"merge parity on {len(texts)} eval sentences: {agree:.1%} identical predictions, "
+        f"merge parity on {n} sentences ({where}): {agree:.1%} identical predictions, "
         f"max probability difference {max_diff:.2e}"
     )
     if agree < min_agreement:
         raise FinsentError(
-            f"merged model agrees with the adapter on only {agree:.1%} of the eval split "
+            f"merged model agrees with the adapter on only {agree:.1%} of the {where} "
             f"(< {min_agreement:.1%}); {out} is not a faithful merge"
         )
     return parity

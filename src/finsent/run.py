@@ -20,7 +20,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.data import make_splits
     from finsent.evaluate import make_codec, run_evaluation, write_evaluation
     from finsent.fsio import write_json
-    from finsent.merge import merge
+    from finsent.merge import check_parity, merge_and_save
     from finsent.model_card import write_model_card
     from finsent.models import load_model
     from finsent.train import train
@@ -51,6 +51,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
         print(f"{metrics['examples_per_second']:.1f} sentences/s")
         results[name] = metrics
+        return preds, probs
 
     t = stage("zero-shot baseline")
     evaluate("baseline", cfg.model)
@@ -61,18 +62,20 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     timings["train"] = time.perf_counter() - t
 
     t = stage("evaluate the adapter")
-    evaluate("finetuned", cfg.model, str(adapter))
+    tuned = evaluate("finetuned", cfg.model, str(adapter))
     timings["finetuned"] = time.perf_counter() - t
 
     t = stage("merge")
     merged_dir = out / "merged_model"
-    parity = merge(cfg, adapter, merged_dir, eval_examples=splits["eval"], batch_size=batch_size)
+    merge_and_save(cfg, adapter, merged_dir)
     timings["merge"] = time.perf_counter() - t
 
+    # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
     t = stage("evaluate the merged model")
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
-    evaluate("merged", merged_model)
+    merged = evaluate("merged", merged_model)
+    parity = check_parity(tuned, merged, merged_dir, "test split")
     results["merged"]["merge_parity"] = parity
     write_model_card(
         merged_dir,
@@ -81,7 +84,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         metrics=results["merged"],
         extra={
             "merged from adapter": adapter,
-            "merge parity (eval split)": f"{parity['agreement']:.1%} identical predictions",
+            "merge parity (test split)": f"{parity['agreement']:.1%} identical predictions",
         },
     )
     timings["merged"] = time.perf_counter() - t
@@ -163,7 +166,7 @@ def render_report(summary: dict, has_loss: bool) -> str:
     if parity:
         lines += [
             "",
-            f"Merge parity on the eval split: {parity['agreement']:.1%} identical predictions "
+            f"Merge parity ({parity['split']}): {parity['agreement']:.1%} identical predictions "
             f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}.",
         ]
     lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]

@@ -3,8 +3,8 @@
     python -c "from finsent import Classifier; print(Classifier.load('smollm2-135m').predict(['Profit rose.']))"
 
 Why it is fast (see bench/predict.py):
-- the instruction prefix, the same ~50 tokens in every prompt, is run once per batch and its key/value
-  cache shared by every row;
+- the instruction prefix, the same ~50 tokens in every prompt, is run once (once per batch in
+  training, where the weights change) and its key/value states shared by every row;
 - every label is scored in full in the same pass: a row holds the sentence, then one branch per label
   with that label's answer tokens (all but the last), and a 4-D attention mask lets each branch see the
   sentence and itself only. Single-token labels (the common case) need no branch at all;
@@ -60,38 +60,52 @@ def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
     return ids.to(device), pos.to(device), mask[:, None].to(device)
 
 
+def prefix_states(model, prefix_ids: list[int]) -> list[tuple]:
+    """The prefix's key/value states, one (keys, values) pair per layer, batch 1."""
+    import torch
+    from transformers import DynamicCache
+
+    decoder = model.get_decoder()
+    cache = DynamicCache(config=model.config)
+    ids = torch.tensor([prefix_ids], device=model.get_input_embeddings().weight.device)
+    decoder(input_ids=ids, use_cache=True, **{_cache_argument(decoder): cache})
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
 def token_logprobs(
     model,
     prefix_ids: list[int],
     rows: Sequence[Row],
     targets: Sequence[Sequence[tuple[int, int]]],
     pad_id: int,
+    prefix_kv: list[tuple] | None = None,
 ):
     """Log-probabilities of target tokens: targets[i] lists (position in row i, token id) pairs.
 
     Position p means "the token predicted after position p of the row". Returns a flat float32 tensor
     in the order of the targets, differentiable when grad is enabled. The prefix is run once (batch 1)
-    and its key/value cache repeated over the batch, so gradients still flow through it.
+    and its key/value states shared by the batch, so gradients still flow through it; `prefix_kv`
+    (from prefix_states) skips even that, for inference over many batches with the same weights.
     """
     import torch
     from transformers import DynamicCache
 
     device = model.get_input_embeddings().weight.device
     decoder = model.get_decoder()
-    cache_kw = _cache_argument(decoder)
     cache = None
     if prefix_ids:
-        cache = DynamicCache(config=model.config)
-        decoder(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True, **{cache_kw: cache})
-        if len(rows) > 1:
-            cache.batch_repeat_interleave(len(rows))
+        kv = prefix_kv if prefix_kv is not None else prefix_states(model, prefix_ids)
+        n = len(rows)
+        cache = DynamicCache(
+            [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv], model.config
+        )
     ids, pos, mask = _layout(rows, len(prefix_ids), pad_id, device)
     hidden = decoder(
         input_ids=ids,
         position_ids=pos,
         attention_mask=mask,
         use_cache=cache is not None,
-        **{cache_kw: cache},
+        **{_cache_argument(decoder): cache},
     ).last_hidden_state
     row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
     col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)
@@ -124,7 +138,7 @@ def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list
     return rows, targets
 
 
-def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool = True):
+def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool = True, prefix_kv=None):
     """(B, L) float32 tensor: log p(label answer | prompt), summed over each answer's tokens."""
     import torch
 
@@ -133,7 +147,7 @@ def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool =
     else:
         prefix, bodies = [], [codec.prefix_ids + b for b in bodies]
     rows, targets = label_rows(codec, bodies)
-    flat = token_logprobs(model, prefix, rows, targets, codec.tokenizer.pad_token_id)
+    flat = token_logprobs(model, prefix, rows, targets, codec.tokenizer.pad_token_id, prefix_kv)
     sizes = torch.tensor([len(ids) for ids in codec.label_ids], device=flat.device)
     label_of = torch.repeat_interleave(torch.arange(len(sizes), device=flat.device), sizes).repeat(len(rows))
     row_of = torch.arange(len(rows), device=flat.device).repeat_interleave(int(sizes.sum()))
@@ -185,9 +199,12 @@ def classify(
     was_training = model.training
     model.eval()
     with torch.inference_mode():
+        # the weights are fixed here, so the prefix is run once for all batches, not once per batch
+        kv = prefix_states(model, codec.prefix_ids) if method == "score" and codec.prefix_ids else None
         for batch in length_batches([len(b) for b in bodies], batch_size):
             if method == "score":
-                p = torch.softmax(score_bodies(model, codec, [bodies[i] for i in batch]), dim=-1).cpu()
+                scores = score_bodies(model, codec, [bodies[i] for i in batch], prefix_kv=kv)
+                p = torch.softmax(scores, dim=-1).cpu()
                 for i, row in zip(batch, p.tolist()):
                     probs[i] = row
                     preds[i] = codec.labels[max(range(len(row)), key=row.__getitem__)]
