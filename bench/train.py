@@ -120,12 +120,16 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
         sum(len(codec.train_ids(e.text, e.label)[0]) - len(codec.prefix_ids) for e in splits["train"])
         + len(codec.prefix_ids) * -(-n // bs)
     ) * epochs
-    return finish(
-        model, codec, splits, seconds, tokens, flops_per_token_factor=4
-    )  # 2 fwd + 2 bwd (frozen base)
+    # 2 fwd + 2 bwd (frozen base: input gradients only), the backward only from the lowest adapted layer up
+    from finsent.train import parse_layers
+
+    layers = parse_layers(cfg.lora.layers_to_transform)
+    n_layers = model.config.num_hidden_layers
+    backward_share = (n_layers - min(layers)) / n_layers if layers else 1.0
+    return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=2 + 2 * backward_share)
 
 
-def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: int) -> dict:
+def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: float) -> dict:
     from finsent.metrics import classification_metrics
     from finsent.scoring import classify
 
@@ -187,13 +191,15 @@ def main() -> None:
             print(f"--- {side}: {samples} sentences x {args.epochs:g} epochs", flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             results[side] = json.loads(Path(f.name).read_text())
-    peak = matmul_peak(torch.float32)
+    peak, bf16_peak = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     for side, r in results.items():
         sps = r["samples"] * args.epochs / r["seconds"]
+        rate = r["flops"] / r["seconds"]
         print(
             f"{side:9}: {sps:6.2f} samples/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
-            f"eval accuracy {r['eval_accuracy']:.3f}  {r['flops'] / r['seconds'] / 1e9:.0f} GFLOP/s "
-            f"({r['flops'] / r['seconds'] / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)"
+            f"eval accuracy {r['eval_accuracy']:.3f}  {rate / 1e9:.0f} GFLOP/s "
+            f"({rate / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak, "
+            f"{rate / bf16_peak:.0%} of the {bf16_peak / 1e9:.0f} GFLOP/s bf16 one)"
         )
     nb, fs = results["notebook"], results["finsent"]
     print(

@@ -267,3 +267,58 @@ def test_parity_check_fails_below_the_required_agreement(tmp_path):
     with pytest.raises(FinsentError, match="only 50.0% of the eval split"):
         check_parity(adapter, flipped, tmp_path, "eval split")
     assert json.loads((tmp_path / "merge_parity.json").read_text())["agreement"] == 0.5
+
+
+def test_parse_layers():
+    from finsent.errors import FinsentError
+    from finsent.train import parse_layers
+
+    assert parse_layers("all") is None
+    assert parse_layers("15-17") == [15, 16, 17]
+    assert parse_layers("0, 2,4-5") == [0, 2, 4, 5]
+    for bad in ("top", "5-2", "-1", "1-x", ""):
+        with pytest.raises(FinsentError, match="lora.layers_to_transform"):
+            parse_layers(bad)
+
+
+def test_lora_on_the_top_layers_only(tiny_model_dir, tmp_path):
+    """layers_to_transform with all-linear: every linear layer of layer 1 gets LoRA, none of layer 0,
+    the adapter trains and reloads."""
+    from safetensors.torch import load_file
+
+    from finsent.train import train
+
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    cfg.lora.layers_to_transform = "1"
+    adapter = train(cfg, toy_splits(8))
+    names = list(load_file(adapter / "adapter_model.safetensors"))
+    assert names and all(".layers.1." in n for n in names)
+    modules = {n.split(".layers.1.")[1].rsplit(".lora_", 1)[0] for n in names}
+    assert modules == {f"self_attn.{p}_proj" for p in "qkvo"} | {
+        f"mlp.{p}_proj" for p in ("gate", "up", "down")
+    }
+    from finsent.models import load_model
+
+    model, _, _ = load_model(cfg.model, str(adapter))  # PEFT reloads it onto a fresh base
+    assert sum("lora_A" in n for n, _ in model.named_parameters()) == 7
+
+
+def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
+    """TRL casts a 4-bit model's LoRA weights to bf16, which fp16's gradient scaler cannot unscale (seen
+    on an H100): upcast_trainable puts the trainable ones back in float32 and leaves frozen weights alone."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from finsent.train import lora_config, upcast_trainable
+
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16), lora_config(cfg)
+    )
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)  # what TRL's SFTTrainer does to a quantized model's adapter
+    n_lora = sum(p.requires_grad for p in model.parameters())
+    assert upcast_trainable(model) == n_lora > 0
+    for p in model.parameters():
+        assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16)

@@ -114,6 +114,11 @@ class LoraConfig:
     bias: str = opt("none", "which biases train", choices=("none", "all", "lora_only"))
     task_type: str = opt("CAUSAL_LM", "PEFT task type")
     target_modules: str = opt("all-linear", "all-linear, or comma-separated module names")
+    layers_to_transform: str = opt(
+        "all",
+        "decoder layers that get LoRA: 'all', or indices and ranges such as '15-29' or '0,2,4-6'; "
+        "layers below the lowest adapted one need no backward pass",
+    )
 
 
 @dataclass

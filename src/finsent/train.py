@@ -21,15 +21,19 @@ from finsent.errors import FinsentError
 ADAPTER_DIRNAME = "adapter"
 
 
-def lora_config(cfg: Config):
+def lora_config(cfg: Config, model=None):
+    """PEFT's LoraConfig. `model` is needed only to spell out 'all-linear' when the layers are restricted
+    (PEFT accepts layers_to_transform only with a list of module names)."""
     from peft import LoraConfig
 
     lc = cfg.lora
-    targets = (
-        lc.target_modules
-        if lc.target_modules == "all-linear"
-        else [t.strip() for t in lc.target_modules.split(",") if t.strip()]
-    )
+    layers = parse_layers(lc.layers_to_transform)
+    if lc.target_modules != "all-linear":
+        targets = [t.strip() for t in lc.target_modules.split(",") if t.strip()]
+    elif layers is not None and model is not None:
+        targets = linear_module_names(model)
+    else:
+        targets = lc.target_modules
     return LoraConfig(
         r=lc.r,
         lora_alpha=lc.lora_alpha,
@@ -37,7 +41,41 @@ def lora_config(cfg: Config):
         bias=lc.bias,
         task_type=lc.task_type,
         target_modules=targets,
+        layers_to_transform=layers,
     )
+
+
+def linear_module_names(model) -> list[str]:
+    """What PEFT's 'all-linear' means: the names of every linear layer but the output head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not head
+        }
+    )
+
+
+def parse_layers(spec: str) -> list[int] | None:
+    """'all' -> None (every layer); '15-29' or '0,2,4-6' -> sorted layer indices."""
+    if spec.strip() == "all":
+        return None
+    layers: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            first, last = 0, -1
+        if first < 0 or last < first:
+            raise FinsentError(
+                f"lora.layers_to_transform: {part.strip()!r} is not a layer index or range (e.g. '15-29')"
+            )
+        layers.update(range(first, last + 1))
+    return sorted(layers)
 
 
 def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
@@ -162,6 +200,20 @@ def make_trainer_class():
     return FinsentTrainer
 
 
+def upcast_trainable(model) -> int:
+    """Trainable bf16 weights to float32; returns how many. TRL 1.x stores a 4-bit model's LoRA weights
+    in bf16, and fp16 mixed precision's gradient scaler cannot unscale bf16 gradients (found on an H100
+    with the notebooks' QLoRA + fp16 recipe), so that recipe keeps its LoRA weights in float32."""
+    import torch
+
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype == torch.bfloat16:
+            p.data = p.data.float()
+            n += 1
+    return n
+
+
 def answer_loss(model, codec, inputs, num_items_in_batch=None):
     """Mean NLL of the answer tokens, through the shared-prefix forward (same tokens as the scorer)."""
     from finsent.scoring import Row, token_logprobs
@@ -217,7 +269,10 @@ def train(cfg: Config, splits=None) -> Path:
     if cfg.model.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tc.gradient_checkpointing)
+        # (the fast path needs the key/value cache, which gradient checkpointing turns off)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=tc.gradient_checkpointing and not tc.fast
+        )
     train_ds = Dataset.from_list(tokenize_examples(codec, splits["train"], tc.max_seq_length))
     eval_ds = Dataset.from_list(tokenize_examples(codec, splits["eval"], tc.max_seq_length))
 
@@ -229,11 +284,13 @@ def train(cfg: Config, splits=None) -> Path:
         train_dataset=train_ds,
         eval_dataset=eval_ds if len(eval_ds) else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=lora_config(cfg, model),
         codec=codec,
         fast=tc.fast,
         eval_examples=splits["eval"],
     )
+    if args.fp16:
+        upcast_trainable(trainer.model)
     trainer.model.print_trainable_parameters()
     save_config(cfg, out)
 
@@ -292,7 +349,7 @@ def dry_run(cfg: Config) -> dict:
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(model_cfg)
     total = sum(p.numel() for p in base.parameters())
-    peft_model = get_peft_model(base, lora_config(cfg))
+    peft_model = get_peft_model(base, lora_config(cfg, base))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     tc = cfg.train
     n_train = _train_size(cfg)
