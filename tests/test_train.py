@@ -83,9 +83,8 @@ def test_save_load_identical_logits_and_merged_equals_unmerged(tiny_model_dir, t
     from finsent.train import lora_config
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), lora_config(cfg)
-    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(base, lora_config(cfg, base))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -312,9 +311,8 @@ def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
     from finsent.train import lora_config, upcast_trainable
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16), lora_config(cfg)
-    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model = get_peft_model(base, lora_config(cfg, base))
     for p in model.parameters():
         if p.requires_grad:
             p.data = p.data.to(torch.bfloat16)  # what TRL's SFTTrainer does to a quantized model's adapter

@@ -29,6 +29,7 @@ def merge(
     """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
     from finsent.data import make_splits
     from finsent.evaluate import make_codec
+    from finsent.model_card import write_model_card
     from finsent.scoring import classify
 
     if eval_examples is None:
@@ -39,7 +40,17 @@ def merge(
     before = classify(peft_model, codec, texts, batch_size)
     merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
     after = classify(merged, codec, texts, batch_size)
-    return check_parity(before, after, Path(out), "eval split", min_agreement)
+    parity = check_parity(before, after, Path(out), "eval split", min_agreement)
+    write_model_card(
+        Path(out),
+        cfg,
+        "merged",
+        extra={
+            "merged from adapter": adapter,
+            "merge parity (eval split)": f"{parity['agreement']:.1%} identical predictions",
+        },
+    )
+    return parity
 
 
 def _load_unquantised(cfg: Config, adapter):
@@ -56,10 +67,9 @@ def _load_unquantised(cfg: Config, adapter):
 
 
 def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
-    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config, card) to `out`."""
+    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config) to `out`.
+    The caller writes the model card once it has checked parity."""
     import torch
-
-    from finsent.model_card import write_model_card
 
     if peft_model is None:
         peft_model, tokenizer = _load_unquantised(cfg, adapter)
@@ -72,7 +82,6 @@ def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
     merged_cfg.model.model = str(out.resolve())
     merged_cfg.model.load_in_4bit = False
     save_config(merged_cfg, out)
-    write_model_card(out, cfg, "merged", extra={"merged from adapter": adapter})
     return merged
 
 

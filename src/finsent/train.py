@@ -21,16 +21,16 @@ from finsent.errors import FinsentError
 ADAPTER_DIRNAME = "adapter"
 
 
-def lora_config(cfg: Config, model=None):
-    """PEFT's LoraConfig. `model` is needed only to spell out 'all-linear' when the layers are restricted
-    (PEFT accepts layers_to_transform only with a list of module names)."""
+def lora_config(cfg: Config, model):
+    """PEFT's LoraConfig for `model` (which spells out 'all-linear' when the layers are restricted:
+    PEFT accepts layers_to_transform only with a list of module names)."""
     from peft import LoraConfig
 
     lc = cfg.lora
     layers = parse_layers(lc.layers_to_transform)
     if lc.target_modules != "all-linear":
         targets = [t.strip() for t in lc.target_modules.split(",") if t.strip()]
-    elif layers is not None and model is not None:
+    elif layers is not None:
         targets = linear_module_names(model)
     else:
         targets = lc.target_modules
