@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from finsent.models import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
     Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -63,7 +65,7 @@ async def load(url: str, texts: list[str], n: int, concurrency: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--quick", action="store_true")

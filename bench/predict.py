@@ -5,7 +5,7 @@
 
 The notebooks build a text-generation pipeline for every sentence, generate one token, and look for a
 label word in it. finsent scores every label's full answer in one batched pass (scoring.py). Both run
-on the same model object, the same sentences (the seed split's test set) and this machine. Also
+on the same model object, the same sentences (the notebook split's test set) and this machine. Also
 reported: the share of finsent predictions identical to the plain scoring path (one ordinary forward per
 sentence and label, in the model's dtype: float32 on a CPU without bf16 matmuls), and achieved FLOP/s
 against a measured matmul peak.
@@ -18,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from finsent.models import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
@@ -69,7 +71,7 @@ def notebook_predict(model, tokenizer, prompts: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="60 sentences instead of 300")
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
     n = 60 if args.quick else 300
@@ -77,18 +79,18 @@ def main() -> None:
     import torch
 
     from finsent.config import Config
-    from finsent.data import read_file, split_seed
-    from finsent.evaluate import make_codec
+    from finsent.data import read_file, split_notebook
     from finsent.models import load_model
+    from finsent.prompts import PromptCodec
     from finsent.scoring import classify, score_plain
 
     cfg = Config()
     cfg.model.model = args.model
-    examples = split_seed(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)["test"]
+    examples = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)["test"]
     examples = examples[:: len(examples) // n][:n]  # every label represented
     texts, gold = [e.text for e in examples], [e.label for e in examples]
     model, tokenizer, device = load_model(cfg.model)
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     prompts = [codec.template.render(t) for t in texts]
     print(f"model {args.model} ({model.dtype}, {device}), {n} sentences, {torch.get_num_threads()} threads")
 

@@ -5,7 +5,7 @@
     .venv/bin/python bench/train.py --samples 900 --epochs 3    # the notebooks' whole run (hours here)
 
 Both sides start from the same base model (the embedded SmolLM2-135M unless --model), train on the same
-first N sentences of the seed split's training set for the same number of epochs, and are then scored
+first N sentences of the notebook split's training set for the same number of epochs, and are then scored
 on the seed eval split (150 sentences) by the same evaluator. Each side runs in its own process so its
 peak memory (max RSS) is its own.
 
@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from finsent.models import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
     Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -36,11 +38,11 @@ DATA = (
 
 def setup(model_name: str, samples: int):
     from finsent.config import build_config
-    from finsent.data import read_file, split_seed
+    from finsent.data import read_file, split_notebook
 
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     cfg.model.model = model_name
-    splits = split_seed(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
+    splits = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
     splits["train"] = splits["train"][:samples]
     return cfg, splits
 
@@ -50,11 +52,11 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from finsent.evaluate import make_codec
     from finsent.models import load_model
+    from finsent.prompts import PromptCodec
 
     model, tokenizer, _ = load_model(cfg.model, trainable=True)
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     texts = [codec.template.render(e.text) + codec.template.answer_sep + e.label for e in splits["train"]]
     args = SFTConfig(
         output_dir=str(out),
@@ -101,8 +103,8 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
 
 
 def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
-    from finsent.evaluate import make_codec
     from finsent.models import load_model
+    from finsent.prompts import PromptCodec
     from finsent.train import train
 
     cfg.train.num_train_epochs = epochs
@@ -113,7 +115,7 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
     # the trainer's own train_runtime, as for the notebook side: model loading and set-up excluded
     seconds = json.loads((out / "train_log.json").read_text())["train_runtime"]
     model, tokenizer, _ = load_model(cfg.model, str(adapter))
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     bs = cfg.train.per_device_train_batch_size
     n = len(splits["train"])
     tokens = (
@@ -121,7 +123,7 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
         + len(codec.prefix_ids) * -(-n // bs)
     ) * epochs
     # 2 fwd + 2 bwd (frozen base: input gradients only), the backward only from the lowest adapted layer up
-    from finsent.train import parse_layers
+    from finsent.train_args import parse_layers
 
     layers = parse_layers(cfg.lora.layers_to_transform)
     n_layers = model.config.num_hidden_layers
@@ -153,7 +155,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="48 sentences, 1 epoch")
     ap.add_argument("--samples", type=int, default=240)
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--side", choices=("notebook", "finsent"), help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from finsent.data import LabelMapper, make_splits, read_file, resolve_data, split_seed
+from finsent.data import LabelMapper, make_splits, read_file, resolve_data, split_notebook
 from finsent.errors import FinsentError
 
 LABELS = ["positive", "neutral", "negative"]
@@ -33,7 +33,7 @@ def test_seed_split_selects_the_notebooks_rows(all_data):
     )
 
     ds = read_file(all_data, LABELS)
-    ours = split_seed(ds.examples, LABELS)
+    ours = split_notebook(ds.examples, LABELS)
     assert [e.source_row for e in ours["train"]] == list(x_train.index)
     assert [e.source_row for e in ours["test"]] == list(x_test.index)
     assert [e.source_row for e in ours["eval"]] == list(x_eval.index)

@@ -12,7 +12,7 @@ NOTEBOOK_TEST_PROMPT = """
 
 
 def test_seed_template_is_the_notebooks_text():
-    t = build_template("seed", ["positive", "neutral", "negative"])
+    t = build_template("notebook", ["positive", "neutral", "negative"])
     assert t.render("Profit rose") == NOTEBOOK_TEST_PROMPT.format(text="Profit rose")
     assert t.answer_sep == " "
 

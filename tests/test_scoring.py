@@ -17,7 +17,7 @@ TEXTS = [
 
 def codec_for(tokenizer, labels=("positive", "neutral", "negative"), words=None):
     words = list(words or labels)
-    return PromptCodec(tokenizer, build_template("seed", words), list(labels), words)
+    return PromptCodec(tokenizer, build_template("notebook", words), list(labels), words)
 
 
 def test_labels_are_multi_token_here(tiny):

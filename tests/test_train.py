@@ -80,7 +80,7 @@ def test_save_load_identical_logits_and_merged_equals_unmerged(tiny_model_dir, t
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finsent.train import lora_config
+    from finsent.train_args import lora_config
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -174,7 +174,7 @@ def test_every_shipped_config_parses_and_dry_runs(name):
 
 
 def test_notebook_names_map_onto_todays_api(tiny_model_dir, tmp_path):
-    from finsent.train import sft_config
+    from finsent.train_args import sft_config
 
     cfg = build_config(ROOT / "configs" / "llama-3.2-1b-notebook.yaml")
     cfg.train.output_dir = str(tmp_path)
@@ -257,20 +257,24 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
 
 def test_parity_check_fails_below_the_required_agreement(tmp_path):
     from finsent.errors import FinsentError
-    from finsent.merge import check_parity
+    from finsent.parity import certify
+
+    def check(before, after):
+        report = tmp_path / "merge_parity.json"
+        return certify(before, after, report, where="eval split", what="merged", min_agreement=0.995)
 
     adapter = (["positive", "negative"], [[0.9, 0.1], [0.2, 0.8]])
-    same = check_parity(adapter, adapter, tmp_path, "eval split")
+    same = check(adapter, adapter)
     assert same["agreement"] == 1.0 and same["max_probability_difference"] == 0.0
     flipped = (["positive", "positive"], [[0.9, 0.1], [0.6, 0.4]])
     with pytest.raises(FinsentError, match="only 50.0% of the eval split"):
-        check_parity(adapter, flipped, tmp_path, "eval split")
+        check(adapter, flipped)
     assert json.loads((tmp_path / "merge_parity.json").read_text())["agreement"] == 0.5
 
 
 def test_parse_layers():
     from finsent.errors import FinsentError
-    from finsent.train import parse_layers
+    from finsent.train_args import parse_layers
 
     assert parse_layers("all") is None
     assert parse_layers("15-17") == [15, 16, 17]
@@ -308,7 +312,8 @@ def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finsent.train import lora_config, upcast_trainable
+    from finsent.train_args import lora_config
+    from finsent.trainer import upcast_trainable
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)

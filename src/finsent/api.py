@@ -11,25 +11,34 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from finsent.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:  # torch and transformers stay out of `import finsent`
+    from transformers import PreTrainedModel
+
+    from finsent.config import Config
+    from finsent.prompts import PromptCodec
 
 
 @dataclass
 class Classifier:
-    model: object
-    codec: object
-    config: object
+    model: PreTrainedModel
+    codec: PromptCodec
+    config: Config
     device: str
     batch_size: int = 32
 
     @classmethod
     def load(
-        cls, model: str = "smollm2-135m", adapter: str | None = None, batch_size: int = 32, **model_options
+        cls, model: str = DEFAULT_MODEL, adapter: str | None = None, batch_size: int = 32, **model_options
     ) -> Classifier:
         """A base model, a merged model folder or a base + adapter; labels and template come from the
         config saved beside the adapter or model when there is one."""
         from finsent.config import Config, load_saved_config
-        from finsent.evaluate import make_codec
         from finsent.models import load_model
+        from finsent.prompts import PromptCodec
 
         cfg = (
             (adapter and load_saved_config(adapter))
@@ -41,7 +50,7 @@ class Classifier:
         for k, v in model_options.items():
             cfg.set(f"model.{k}", v)
         m, tokenizer, device = load_model(cfg.model, adapter)
-        return cls(m, make_codec(cfg, tokenizer), cfg, device, batch_size)
+        return cls(m, PromptCodec.from_config(cfg, tokenizer), cfg, device, batch_size)
 
     @property
     def labels(self) -> list[str]:
@@ -56,7 +65,7 @@ class Classifier:
     __call__ = predict
 
     def describe(self) -> dict:
-        """Model, labels, template and, when the folder has them, the evaluation metrics of its run."""
+        """Model, labels, template and, when the model's folder has them, its test metrics."""
         info = {
             "model": self.config.model.model,
             "labels": self.labels,
@@ -64,10 +73,8 @@ class Classifier:
             "device": self.device,
             "dtype": str(self.model.dtype).replace("torch.", ""),
         }
-        folder = Path(self.config.model.model)
-        for name in ("metrics.json", "../merged/metrics.json"):
-            if (folder / name).is_file():
-                m = json.loads((folder / name).read_text())
-                info["metrics"] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n") if k in m}
-                break
+        saved = Path(self.config.model.model) / "metrics.json"
+        if saved.is_file():
+            m = json.loads(saved.read_text())
+            info["metrics"] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n") if k in m}
         return info

@@ -1,7 +1,7 @@
 """The `finsent` command. Heavy imports (torch, transformers) happen inside the commands, so --help is instant.
 
 finsent --help
-finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
+finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --export runs/data
 finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --out runs/zero-shot
 finsent run --config configs/smollm2-cpu.yaml --out runs/demo
 """
@@ -13,8 +13,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from finsent.config import Config, apply_mapping, iter_fields, load_saved_config, load_yaml
+from finsent import __version__
+from finsent.config import Config, apply_mapping, coerce, iter_fields, load_saved_config, load_yaml
 from finsent.errors import FinsentError
+from finsent.export import DTYPES as GGUF_DTYPES
+from finsent.merge import MIN_AGREEMENT as MERGE_MIN_AGREEMENT
+from finsent.models import DEFAULT_MODEL
 
 # which option sections each command takes
 COMMAND_SECTIONS = {
@@ -29,31 +33,60 @@ COMMAND_SECTIONS = {
 }
 
 
-def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...]) -> None:
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every default, and the examples in each command's epilog keep their line breaks."""
+
+
+class _Bool(argparse.Action):
+    """A boolean option: `--x` alone is true, `--no-x` false; the dotted form also takes a value
+    (`--train.fast false`), as a YAML file would say it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            value = False
+        else:
+            value = True if values is None else coerce(values, bool, option_string or self.dest)
+        setattr(namespace, self.dest, value)
+
+
+def _spellings(flag: str) -> list[str]:
+    """A flag as written and with dashes for underscores (or the reverse): --text-column, --text_column."""
+    return list(dict.fromkeys([flag, flag.replace("_", "-"), "--" + flag[2:].replace("-", "_")]))
+
+
+def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...], taken: set[str]) -> None:
+    """One flag per option of `sections` (`--section.field`, plus its short alias unless the command
+    already uses that name for something else, `taken`)."""
     for sec, f in iter_fields():
         if sec not in sections:
             continue
         meta = f.metadata
-        alias = meta.get("alias") if meta.get("alias") not in p._option_string_actions else None
-        flags = [f"--{sec}.{f.name}"] + ([alias] if alias else [])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs = {"dest": f"cfg:{sec}.{f.name}", "default": argparse.SUPPRESS, "metavar": f.name.upper()}
-        if meta.get("choices"):
-            kwargs["choices"] = meta["choices"]
-        help_text = meta.get("help", "")
-        if f.type in ("bool", bool) and alias:
-            # `--dedupe` alone means true; the dotted form takes a value (true/false)
+        dotted = _spellings(f"--{sec}.{f.name}")
+        short = [s for s in _spellings(meta["alias"]) if s not in taken] if meta.get("alias") else []
+        taken.update(dotted + short)
+        dest = f"cfg:{sec}.{f.name}"
+        help_text = meta.get("help", "").replace("%", "%%") + f" (default: {default!r})"
+        if f.type in ("bool", bool):
+            negated = [f"--no-{x[2:]}" for x in (short or dotted[:1])]
             p.add_argument(
-                alias,
-                dest=kwargs["dest"],
-                action="store_const",
-                const=True,
+                *dotted,
+                *short,
+                *negated,
+                dest=dest,
+                action=_Bool,
+                nargs="?",
+                metavar="BOOL",
                 default=argparse.SUPPRESS,
-                help=f"{help_text} (same as {flags[0]} true)",
+                help=help_text,
             )
-            flags = flags[:1]
-            kwargs["metavar"] = "BOOL"
-        p.add_argument(*flags, help=f"{help_text} [default: {default!r}]", **kwargs)
+            continue
+        kwargs: dict = {"dest": dest, "default": argparse.SUPPRESS, "metavar": f.name.upper()}
+        if meta.get("choices"):
+            # earlier names (renamed) are accepted but not advertised
+            kwargs["choices"] = (*meta["choices"], *meta.get("renamed", {}))
+            kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+        p.add_argument(*dotted, *short, help=help_text, **kwargs)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -70,93 +103,173 @@ def resolve_config(args: argparse.Namespace, base_folder: str | None = None) -> 
     return cfg
 
 
+DATA = "../shared/data/kaggle_all_data/all-data.csv"
+EXAMPLES = {
+    "data": f"finsent data --data {DATA} --split notebook --export runs/data",
+    "evaluate": f"finsent evaluate --data {DATA} --subset test --out runs/zero-shot",
+    "train": "finsent train --config configs/smollm2-cpu.yaml --out runs/train\n"
+    "  finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run",
+    "merge": "finsent merge --adapter runs/train/adapter --out runs/merged",
+    "run": f"finsent run --config configs/smollm2-cpu.yaml --data {DATA} --out runs/demo",
+    "predict": 'finsent predict --model runs/demo/merged_model "Operating profit rose to EUR 13.1 mn ."\n'
+    "  finsent predict --model runs/demo/merged_model --input news.csv --output out.jsonl",
+    "serve": "finsent serve --model runs/demo/merged_model --port 8000",
+    "export": "finsent export --model runs/demo/merged_model --dtype q8_0 --out runs/demo/finsent-q8_0.gguf",
+    "env": "finsent env      # paste this into a bug report",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finsent",
         description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, serve.",
+        epilog="example:\n  " + EXAMPLES["run"],
+        formatter_class=_Help,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="read, check and split a data set; export the splits as CSV")
-    p.add_argument("--export", metavar="DIR", help="write train.csv, eval.csv, test.csv here")
-    _add_config_flags(p, COMMAND_SECTIONS["data"])
+    def command(name: str, func, help: str, sections: tuple[str, ...] = (), **arguments: dict):
+        """A subcommand: its own arguments (name -> add_argument options), then its config sections."""
+        p = sub.add_parser(
+            name, help=help, description=help, epilog="example:\n  " + EXAMPLES[name], formatter_class=_Help
+        )
+        p.set_defaults(func=func)
+        taken = {"--help", "-h"}
+        for arg, options in arguments.items():
+            flags = [arg] if not arg.startswith("--") else _spellings(arg)
+            p.add_argument(*flags, **options)
+            taken.update(flags)
+        _add_config_flags(p, sections, taken)
+        return p
 
-    p = sub.add_parser("evaluate", help="accuracy, F1 and confusion matrix of a model on a split")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument(
-        "--adapter", help="a LoRA adapter folder (its saved config supplies model, labels, template)"
+    config = {"help": "YAML config file (see configs/)"}
+    out_dir = {"required": True, "metavar": "DIR", "help": "output folder"}
+    batch = {"type": int, "default": 32, "help": "sentences per forward pass"}
+    adapter = {"help": "a LoRA adapter folder (its saved config supplies model, labels, template)"}
+
+    command(
+        "data",
+        cmd_data,
+        "read, check and split a data set; export the splits as CSV",
+        COMMAND_SECTIONS["data"],
+        **{"--export": {"metavar": "DIR", "help": "write train.csv, eval.csv, test.csv here"}},
     )
-    p.add_argument(
-        "--subset", default="test", choices=("train", "eval", "test"), help="which split to evaluate"
+    command(
+        "evaluate",
+        cmd_evaluate,
+        "accuracy, F1 and confusion matrix of a model on a split",
+        COMMAND_SECTIONS["evaluate"],
+        **{
+            "--config": config,
+            "--adapter": adapter,
+            "--subset": {"default": "test", "choices": ("train", "eval", "test"), "help": "which split"},
+            "--method": {
+                "default": "score",
+                "choices": ("score", "generate"),
+                "help": "score: full label likelihoods; generate: the notebooks' one-token generation",
+            },
+            "--batch-size": batch,
+            "--limit": {
+                "type": int,
+                "default": 0,
+                "help": "only the first N sentences of the split (0 = all)",
+            },
+            "--out": out_dir,
+        },
     )
-    p.add_argument(
-        "--method",
-        default="score",
-        choices=("score", "generate"),
-        help="score: full label likelihoods (default); generate: the notebooks' one-token generation",
+    command(
+        "train",
+        cmd_train,
+        "LoRA/QLoRA fine-tuning with TRL's SFTTrainer",
+        COMMAND_SECTIONS["train"],
+        **{
+            "--config": config,
+            "--dry-run": {
+                "action": "store_true",
+                "help": "resolve everything without weights: parameters, optimizer steps, memory estimate",
+            },
+        },
     )
-    p.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass")
-    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N sentences of the split")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    _add_config_flags(p, COMMAND_SECTIONS["evaluate"])
-
-    p = sub.add_parser("train", help="LoRA/QLoRA fine-tuning with TRL's SFTTrainer")
-    p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="resolve everything without weights: parameters, optimizer steps, memory estimate",
+    command(
+        "merge",
+        cmd_merge,
+        "merge an adapter into its base in full precision, with a parity check",
+        COMMAND_SECTIONS["merge"],
+        **{
+            "--adapter": {"required": True, "help": "adapter folder (from finsent train)"},
+            "--out": {"required": True, "metavar": "DIR", "help": "where the merged model goes"},
+            "--min-agreement": {
+                "type": float,
+                "default": MERGE_MIN_AGREEMENT,
+                "help": "fail unless merged and adapter predictions agree on this share of the eval split",
+            },
+        },
     )
-    _add_config_flags(p, COMMAND_SECTIONS["train"])
-
-    p = sub.add_parser("merge", help="merge an adapter into its base in full precision, with a parity check")
-    p.add_argument("--adapter", required=True, help="adapter folder (from finsent train)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the merged model goes")
-    p.add_argument(
-        "--min-agreement",
-        type=float,
-        default=0.995,
-        help="fail unless merged and adapter predictions agree on this share of the eval split",
+    command(
+        "run",
+        cmd_run,
+        "the whole notebook: split, zero-shot, train, evaluate, merge, report",
+        COMMAND_SECTIONS["run"],
+        **{"--config": config, "--out": out_dir, "--batch-size": batch},
     )
-    _add_config_flags(p, COMMAND_SECTIONS["merge"])
-
-    p = sub.add_parser("run", help="the whole notebook: split, zero-shot, train, evaluate, merge, report")
-    p.add_argument("--config", help="YAML config file (see configs/)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--batch-size", type=int, default=32, help="evaluator batch size")
-    _add_config_flags(p, COMMAND_SECTIONS["run"])
-
-    p = sub.add_parser("predict", help="classify texts, a CSV/JSONL/TXT file, or stdin")
-    p.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin)")
-    p.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
-    p.add_argument("--input", help="CSV/TSV (header row), JSONL or TXT file; '-' for stdin")
-    p.add_argument("--output", help="CSV or JSONL file (by suffix); CSV on stdout when omitted")
-    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL input")
-    p.add_argument("--id-column", help="column copied to the output (default: id or source_row when present)")
-    p.add_argument("--strict", action="store_true", help="stop at the first bad row instead of skipping it")
-    p.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass")
-    _add_config_flags(p, COMMAND_SECTIONS["predict"])
-
-    p = sub.add_parser("serve", help="HTTP service: POST /v1/classify, GET /v1/model, a page at /")
-    p.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    p.add_argument("--max-chars", type=int, default=2000, help="characters per text")
-    p.add_argument("--max-body", type=int, default=1_000_000, help="bytes per request body")
-    p.add_argument("--max-batch", type=int, default=64, help="texts per forward pass across requests")
-    _add_config_flags(p, COMMAND_SECTIONS["serve"])
-
-    p = sub.add_parser(
-        "export", help="export a merged Llama model to GGUF (llama.cpp, Ollama) with a parity check"
+    command(
+        "predict",
+        cmd_predict,
+        "classify texts, a CSV/JSONL/TXT file, or stdin",
+        COMMAND_SECTIONS["predict"],
+        **{
+            "texts": {"nargs": "*", "help": "texts to classify (else --input, else stdin)"},
+            "--adapter": {"help": "a LoRA adapter folder on top of --model"},
+            "--input": {"help": "CSV/TSV (header row), JSONL or TXT file; '-' for stdin"},
+            "--output": {"help": "CSV or JSONL file (by suffix); CSV on stdout when omitted"},
+            "--text-column": {"default": "text", "help": "text column of a CSV/JSONL input"},
+            "--id-column": {"help": "column copied to the output (default: id or source_row when present)"},
+            "--strict": {"action": "store_true", "help": "stop at the first bad row instead of skipping it"},
+            "--batch-size": batch,
+        },
     )
-    p.add_argument("--format", default="gguf", choices=("gguf",))
-    p.add_argument("--out", required=True, metavar="FILE.gguf")
-    p.add_argument("--min-agreement", type=float, help="default: 99.5%% for f16/bf16, 98%% for q8_0")
-    p.add_argument(
-        "--dtype", dest="gguf_dtype", default="f16", choices=("f16", "bf16", "q8_0"), help="GGUF tensor type"
+    command(
+        "serve",
+        cmd_serve,
+        "HTTP service: POST /v1/classify, GET /v1/model, a page at /",
+        COMMAND_SECTIONS["serve"],
+        **{
+            "--adapter": {"help": "a LoRA adapter folder on top of --model"},
+            "--host": {"default": "127.0.0.1", "help": "address to bind (loopback unless you mean it)"},
+            "--port": {"type": int, "default": 8000, "help": "TCP port"},
+            "--max-texts": {"type": int, "default": 64, "help": "texts per request"},
+            "--max-chars": {"type": int, "default": 2000, "help": "characters per text"},
+            "--max-body": {"type": int, "default": 1_000_000, "help": "bytes per request body"},
+            "--max-batch": {"type": int, "default": 64, "help": "texts per forward pass across requests"},
+        },
     )
-    _add_config_flags(p, COMMAND_SECTIONS["export"])
+    command(
+        "export",
+        cmd_export,
+        "export a merged Llama model to GGUF (llama.cpp, Ollama) with a parity check",
+        COMMAND_SECTIONS["export"],
+        **{
+            "--format": {"default": "gguf", "choices": ("gguf",), "help": "file format"},
+            "--out": {"required": True, "metavar": "FILE.gguf", "help": "the GGUF file to write"},
+            "--min-agreement": {
+                "type": float,
+                "help": "required share of identical predictions (default: 99.5%% for f16/bf16, 98%% for q8_0)",
+            },
+            "--dtype": {
+                "dest": "gguf_dtype",
+                "default": "f16",
+                "choices": GGUF_DTYPES,
+                "help": "GGUF tensor type",
+            },
+        },
+    )
+    command(
+        "env",
+        cmd_env,
+        "versions, device and dtype finsent would use: what to paste into a bug report",
+        **{"--json": {"action": "store_true", "help": "print JSON"}},
+    )
     return parser
 
 
@@ -181,8 +294,9 @@ def cmd_data(args) -> int:
 def cmd_evaluate(args) -> int:
     from finsent.config import save_config
     from finsent.data import make_splits
-    from finsent.evaluate import make_codec, run_evaluation, write_evaluation
+    from finsent.evaluate import run_evaluation, write_evaluation
     from finsent.models import load_model
+    from finsent.prompts import PromptCodec
 
     cfg = resolve_config(args, args.adapter)
     ds, splits = make_splits(cfg.data)
@@ -190,7 +304,7 @@ def cmd_evaluate(args) -> int:
         print(f"data: {flaw}", file=sys.stderr)
     examples = splits[args.subset][: args.limit or None]
     model, tokenizer, device = load_model(cfg.model, args.adapter)
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     metrics, preds, probs = run_evaluation(model, codec, examples, args.batch_size, args.method)
     metrics.update(
         model=cfg.model.model,
@@ -214,7 +328,7 @@ def cmd_evaluate(args) -> int:
 def cmd_train(args) -> int:
     cfg = resolve_config(args)
     if args.dry_run:
-        from finsent.train import dry_run
+        from finsent.dryrun import dry_run
 
         info = dry_run(cfg)
         mem = info["memory_estimate_gb"]
@@ -260,7 +374,7 @@ def _classifier(args):
     from finsent.api import Classifier
 
     overrides = {k.split(".", 1)[1]: v for k, v in _overrides(args).items()}
-    model = overrides.pop("model", "smollm2-135m")
+    model = overrides.pop("model", DEFAULT_MODEL)
     return Classifier.load(model, args.adapter, getattr(args, "batch_size", 32), **overrides)
 
 
@@ -299,12 +413,26 @@ def _model_arg(args) -> str | None:
     return _overrides(args).get("model.model")
 
 
+def cmd_env(args) -> int:
+    from finsent.models import describe_environment
+
+    info = describe_environment()
+    if args.json:
+        import json
+
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = globals()[f"cmd_{args.command}"]
     try:
-        return handler(args) or 0
+        return args.func(args) or 0
     except FinsentError as e:
         print(f"finsent {args.command}: error: {e}", file=sys.stderr)
         return 2

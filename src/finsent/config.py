@@ -13,6 +13,7 @@ notebook's settings can be pasted as they are; names that today's transformers/T
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -21,13 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from finsent.errors import FinsentError
+from finsent.models import DEFAULT_MODEL
 
 CONFIG_FILENAME = "finsent_config.yaml"
 
 
-def opt(default: Any, help: str, alias: str | None = None, choices: tuple | None = None) -> Any:
-    """A dataclass field carrying its CLI help text (and optional short flag and choices)."""
-    meta = {"help": help, "alias": alias, "choices": choices}
+def opt(
+    default: Any,
+    help: str,
+    alias: str | None = None,
+    choices: tuple | None = None,
+    renamed: dict[str, str] | None = None,
+) -> Any:
+    """A dataclass field carrying its CLI help text, and optionally a short flag, its choices and
+    `renamed`: earlier names of values, still accepted and saved under the current name."""
+    meta = {"help": help, "alias": alias, "choices": choices, "renamed": renamed or {}}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -36,8 +45,8 @@ def opt(default: Any, help: str, alias: str | None = None, choices: tuple | None
 @dataclass
 class ModelConfig:
     model: str = opt(
-        "smollm2-135m",
-        "base model: 'smollm2-135m' (embedded), a local HF folder, a local .gguf file, or a hub id",
+        DEFAULT_MODEL,
+        f"base model: '{DEFAULT_MODEL}' (embedded), a local HF folder, a local .gguf file, or a hub id",
         alias="--model",
     )
     dtype: str = opt(
@@ -74,14 +83,15 @@ class DataConfig:
     )
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(
-        "seed",
-        "seed (the notebooks' split), stratified, or file (--test-data)",
+        "notebook",
+        "notebook (the notebooks' split; 'seed' is its earlier name), stratified, or file (--test-data)",
         alias="--split",
-        choices=("seed", "stratified", "file"),
+        choices=("notebook", "stratified", "file"),
+        renamed={"seed": "notebook"},
     )
-    train_per_label: int = opt(300, "seed split: training sentences per label")
-    test_per_label: int = opt(300, "seed split: test sentences per label")
-    eval_per_label: int = opt(50, "seed split: eval sentences per label (sampled with replacement)")
+    train_per_label: int = opt(300, "notebook split: training sentences per label")
+    test_per_label: int = opt(300, "notebook split: test sentences per label")
+    eval_per_label: int = opt(50, "notebook split: eval sentences per label (sampled with replacement)")
     test_size: float = opt(0.2, "stratified split: test share", alias="--test-size")
     eval_size: float = opt(0.1, "stratified split: eval share", alias="--eval-size")
     seed: int = opt(42, "split seed", alias="--seed")
@@ -97,9 +107,11 @@ class DataConfig:
 @dataclass
 class PromptConfig:
     template: str = opt(
-        "seed",
-        "seed (the notebooks' prompt), chat (the tokenizer's chat template), or a file with {text}",
+        "notebook",
+        "notebook (the notebooks' prompt; 'seed' is its earlier name), chat (the tokenizer's chat "
+        "template), or a file with {text}",
         alias="--template",
+        renamed={"seed": "notebook"},
     )
     label_words: str = opt(
         "", "label=word pairs for the answer words, e.g. 'positive=bullish'", alias="--label-words"
@@ -157,6 +169,11 @@ class TrainConfig:
     )
     eval_batch_size: int = opt(32, "batch size of the evaluator")
     resume: bool = opt(False, "continue from the last checkpoint in output_dir", alias="--resume")
+    extra: dict = opt(
+        {},
+        "other TrainingArguments/SFTConfig keys passed through as they are, e.g. "
+        "'{save_total_limit: 2, push_to_hub: true}'",
+    )
 
 
 SECTIONS: dict[str, type] = {
@@ -183,7 +200,37 @@ class Config:
         """Set `section.field` (or a field name that is unique across sections), coercing the type."""
         section, name = _resolve_key(key, source)
         sec = getattr(self, section)
-        setattr(sec, name, coerce(value, _field_type(SECTIONS[section], name), f"{source} {section}.{name}"))
+        value = coerce(value, _field_type(SECTIONS[section], name), f"{source} {section}.{name}")
+        renamed = _field(section, name).metadata.get("renamed") or {}
+        setattr(sec, name, renamed.get(value, value) if isinstance(value, str) else value)
+
+    def validate(self, world_size: int = 1) -> Config:
+        """The cross-checks between options, once: a resolved copy for `world_size` processes (this
+        config is never changed). Contradictions are errors; choices finsent makes for the user are notes."""
+        from finsent.console import note
+
+        cfg = copy.deepcopy(self)
+        tc = cfg.train
+        if tc.fast and tc.packing:
+            raise FinsentError(
+                "train.fast and train.packing exclude each other (fast shares the prompt prefix)"
+            )
+        if tc.fast and world_size > 1:
+            # DDP synchronises gradients inside its own forward; the fast loss calls the decoder directly
+            note(
+                "train.fast is single-process; under DDP the standard SFTTrainer loss (answer tokens only) "
+                "is used"
+            )
+            tc.fast = False
+        if tc.fast and tc.gradient_checkpointing:
+            # the fast path shares the prefix's key/value cache, which gradient checkpointing turns off
+            note("train.fast keeps activations instead of gradient checkpointing (more memory, less compute)")
+            tc.gradient_checkpointing = False
+        return cfg
+
+
+def _field(section: str, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
 
 
 def _field_type(cls: type, name: str) -> Any:
@@ -237,6 +284,14 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
             return [str(v) for v in value]
+        if typ is dict:
+            if isinstance(value, str):
+                import yaml
+
+                value = yaml.safe_load(value) if value.strip() else {}
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return {str(k): v for k, v in value.items()}
         if typ is str:
             if isinstance(value, list):
                 return ",".join(map(str, value))

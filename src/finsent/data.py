@@ -1,6 +1,6 @@
 """Data: read labelled sentences from any supported file, report their flaws, split them.
 
-    finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split seed --export runs/data
+    finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --export runs/data
 
 Every example keeps `source_row`, its 0-based data row in the source file, so a split can always be
 traced back to the file it came from.
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.labels import LabelMapper, normalise_label
 
 FPB_FILES = {
     "50agree": "Sentences_50Agree.txt",
@@ -57,39 +58,6 @@ class Dataset:
         if self.dropped_by_dedupe:
             out.append(f"--dedupe dropped {self.dropped_by_dedupe} rows")
         return out
-
-
-# ---------------------------------------------------------------- labels
-
-
-def normalise_label(raw: object) -> str:
-    return " ".join(str(raw).split()).lower()
-
-
-def parse_pairs(spec: str, what: str) -> dict[str, str]:
-    """'0=negative, 1=positive' -> {'0': 'negative', '1': 'positive'} (keys and values normalised)."""
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        if "=" not in part:
-            raise FinsentError(f"{what}: '{part}' is not of the form key=value")
-        k, v = part.split("=", 1)
-        out[normalise_label(k)] = normalise_label(v)
-    return out
-
-
-class LabelMapper:
-    """Maps raw label values to the label set; a value outside it is an error naming where it was."""
-
-    def __init__(self, labels: list[str], label_map: str = ""):
-        self.labels = [normalise_label(x) for x in labels]
-        if len(set(self.labels)) != len(self.labels) or len(self.labels) < 2:
-            raise FinsentError(f"--labels: need two or more distinct labels, got {labels}")
-        self.mapping = parse_pairs(label_map, "--label-map")
-
-    def __call__(self, raw: object) -> str | None:
-        lab = normalise_label(raw)
-        lab = self.mapping.get(lab, lab)
-        return lab if lab in self.labels else None
 
 
 # ---------------------------------------------------------------- readers
@@ -332,7 +300,7 @@ def _download_fpb(subset: str) -> Path:
     }[subset]
     ds = load_dataset(HUB_DATASET, name, split="train")
     names = ds.features["label"].names
-    from finsent.models import cache_root
+    from finsent.fsio import cache_root
 
     out = cache_root() / "data" / FPB_FILES[subset]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +326,7 @@ def load_dataset_from_config(dc) -> Dataset:
 # ---------------------------------------------------------------- splits
 
 
-def split_seed(
+def split_notebook(
     examples: list[Example],
     labels: list[str],
     train_per_label: int = 300,
@@ -382,7 +350,7 @@ def split_seed(
         part = df[df.label == lab]
         if len(part) < train_per_label + test_per_label:
             raise FinsentError(
-                f"seed split: label '{lab}' has {len(part)} rows, needs {train_per_label + test_per_label}"
+                f"notebook split: label '{lab}' has {len(part)} rows, needs {train_per_label + test_per_label}"
                 " (lower data.train_per_label / data.test_per_label or use --split stratified)"
             )
         tr, te = train_test_split(
@@ -427,8 +395,8 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
     """Read the data named by a DataConfig and split it as it asks."""
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
-    if dc.split == "seed":
-        splits = split_seed(
+    if dc.split == "notebook":
+        splits = split_notebook(
             ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
         )
     elif dc.split == "stratified":

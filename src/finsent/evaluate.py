@@ -1,33 +1,20 @@
 """Evaluate a model (optionally with an adapter) on a data split; write metrics, predictions, a plot.
 
-finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split seed --subset test --out runs/zs
+Used by `finsent evaluate` (cli.py) and `finsent run` (run.py).
+
+finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --subset test --out runs/zs
 """
 
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from pathlib import Path
 
-from finsent.data import Example, normalise_label
+from finsent.console import progress_bar
+from finsent.data import Example
 from finsent.fsio import atomic_path, write_json, write_text
 from finsent.metrics import classification_metrics, format_report, plot_confusion
-
-
-def make_codec(cfg, tokenizer):
-    """The PromptCodec for a config: its labels, answer words and template."""
-    from finsent.prompts import PromptCodec, build_template, label_words_for
-
-    labels = [normalise_label(x) for x in cfg.data.labels]
-    words = label_words_for(labels, cfg.prompt.label_words)
-    return PromptCodec(tokenizer, build_template(cfg.prompt.template, words, tokenizer), labels, words)
-
-
-def progress_bar(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="sent", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 def run_evaluation(

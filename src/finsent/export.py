@@ -24,36 +24,37 @@ def _permute(w, n_head: int):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _tensor_name(hf: str) -> str | None:
-    if hf == "model.embed_tokens.weight":
-        return "token_embd.weight"
-    if hf == "model.norm.weight":
-        return "output_norm.weight"
-    if hf == "lm_head.weight":
-        return "output.weight"
-    parts = hf.split(".")
-    if parts[:2] != ["model", "layers"]:
-        return None
-    i, rest = parts[2], ".".join(parts[3:])
-    table = {
-        "input_layernorm.weight": "attn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight",
-        "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight",
-        "self_attn.o_proj.weight": "attn_output.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight",
-    }
-    return f"blk.{i}.{table[rest]}" if rest in table else None
+def _tensor_plan(files, n_blocks: int, qtype_of):
+    """(file, hf name, gguf name, gguf tensor kind, shape, ggml type) per exported tensor, from headers only.
+
+    Names come from gguf-py's llama table; tensors it does not know are skipped, and so are rotary
+    frequencies (llama.cpp recomputes them). A tied lm_head absent from the files simply yields no
+    output.weight: llama.cpp then reuses token_embd.
+    """
+    import gguf
+    from safetensors import safe_open
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_blocks)
+    skip = (gguf.MODEL_TENSOR.ATTN_ROT_EMBD, gguf.MODEL_TENSOR.ROPE_FREQS)
+    plan = []
+    for f in files:
+        with safe_open(f, framework="pt") as st:
+            for hf_name in st.keys():  # noqa: SIM118 (safe_open is not iterable)
+                hit = names.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if hit is None or hit[0] in skip:
+                    continue
+                shape = tuple(st.get_slice(hf_name).get_shape())
+                plan.append((f, hf_name, hit[1], hit[0], shape, qtype_of(shape)))
+    return plan
 
 
 def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Path:
+    import contextlib
+
     import gguf
     import numpy as np
     import torch
-    from safetensors.torch import load_file
+    from safetensors import safe_open
     from transformers import AutoConfig
 
     from finsent.fsio import atomic_path
@@ -70,9 +71,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise FinsentError(f"{model_dir}: no .safetensors weights (export a merged model: finsent merge)")
-    state = {}
-    for f in files:
-        state.update(load_file(f))
     tokenizer = load_tokenizer(str(model_dir))
     tok_json = json.loads(tokenizer.backend_tokenizer.to_str())
     if tok_json["model"]["type"] != "BPE" or tok_json["model"].get("byte_fallback"):
@@ -81,18 +79,23 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
             "this one is SentencePiece-style"
         )
 
-    ftype = {
-        "f16": gguf.LlamaFileType.MOSTLY_F16,
-        "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    ftype, matrix_type = {
+        "f16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
+        "bf16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
+        "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
     }[dtype]
+
+    def qtype_of(shape):  # norms (and any 1-D tensor) stay float32, as llama.cpp writes them
+        return gguf.GGMLQuantizationType.F32 if len(shape) == 1 else matrix_type
+
+    plan = _tensor_plan(files, cfg.num_hidden_layers, qtype_of)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(
         cfg, "rope_theta", 10000.0
     )
     out = Path(out)
     with atomic_path(out) as tmp:
-        w = gguf.GGUFWriter(str(tmp), "llama")
+        w = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
         w.add_name(model_dir.name)
         w.add_context_length(cfg.max_position_embeddings)
         w.add_embedding_length(cfg.hidden_size)
@@ -106,6 +109,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
         w.add_vocab_size(len(tokenizer))
         w.add_file_type(ftype)
 
+        # tokens and types as llama.cpp's convert_hf_to_gguf.py builds them for BPE
         vocab = tokenizer.get_vocab()
         tokens = [""] * len(tokenizer)
         for piece, idx in vocab.items():
@@ -121,44 +125,44 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
             else gguf.TokenType.NORMAL
             for i, t in enumerate(tokens)
         ]
-        merges = [m if isinstance(m, str) else " ".join(m) for m in tok_json["model"].get("merges", [])]
         w.add_tokenizer_model("gpt2")
+        # TODO: the real pre-tokenizer name (SmolLM2: "smollm"); llama.cpp derives it from a hash of
+        # the tokenizer's output on a probe text (convert_hf_to_gguf.py get_vocab_base_pre)
         w.add_tokenizer_pre("default")
         w.add_token_list(tokens)
         w.add_token_types(types)
-        w.add_token_merges(merges)
+        # merges, bos/eos/unk/pad ids, add_bos/add_eos flags and the chat template, read from
+        # tokenizer.json, tokenizer_config.json, chat_template.jinja and config.json
+        special_vocab = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+        # SpecialVocab finds a token only through added_tokens or config.json; fill the gaps from the
+        # loaded tokenizer (its pad is eos when the folder has none, see finsent.models.load_tokenizer)
         for name, idx in (
             ("bos", tokenizer.bos_token_id),
             ("eos", tokenizer.eos_token_id),
             ("pad", tokenizer.pad_token_id),
             ("unk", tokenizer.unk_token_id),
         ):
-            if idx is not None:
-                getattr(w, f"add_{name}_token_id")(idx)
-        if getattr(tokenizer, "chat_template", None):
-            w.add_chat_template(tokenizer.chat_template)
+            if idx is not None and idx < len(tokens):
+                special_vocab.special_token_ids.setdefault(name, idx)
+        special_vocab.add_to_gguf(w, quiet=True)
 
-        for hf_name, tensor in state.items():
-            name = _tensor_name(hf_name)
-            if name is None:
-                continue
-            data = tensor.to(torch.float32).numpy()
-            if name.endswith("attn_q.weight"):
-                data = _permute(data, cfg.num_attention_heads)
-            elif name.endswith("attn_k.weight"):
-                data = _permute(data, cfg.num_key_value_heads)
-            if data.ndim == 1:  # norms stay float32, as llama.cpp writes them
-                w.add_tensor(name, data.astype(np.float32))
-            elif dtype == "f16":
-                w.add_tensor(name, data.astype(np.float16))
-            else:
-                qtype = gguf.GGMLQuantizationType.BF16 if dtype == "bf16" else gguf.GGMLQuantizationType.Q8_0
-                q = gguf.quants.quantize(data, qtype)
-                w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+        # tensor infos first, then the data one tensor at a time: only one tensor is ever in memory
+        for _, _, name, _, shape, qtype in plan:
+            nbytes = int(np.prod(gguf.quants.quant_shape_to_byte_shape(shape, qtype)))
+            w.add_tensor_info(name, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
         w.write_header_to_file()
         w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
+        w.write_ti_data_to_file()
+        with contextlib.ExitStack() as stack:
+            stack.callback(w.close)
+            readers = {f: stack.enter_context(safe_open(f, framework="pt")) for f in files}
+            for f, hf_name, _, kind, _, qtype in plan:
+                data = readers[f].get_tensor(hf_name).to(torch.float32).numpy()
+                if kind == gguf.MODEL_TENSOR.ATTN_Q:
+                    data = _permute(data, cfg.num_attention_heads)
+                elif kind == gguf.MODEL_TENSOR.ATTN_K:
+                    data = _permute(data, cfg.num_key_value_heads)
+                w.write_tensor_data(gguf.quants.quantize(data, qtype))
     return out
 
 
@@ -189,55 +193,45 @@ def export(
     from transformers import AutoModelForCausalLM
 
     from finsent.data import make_splits
-    from finsent.evaluate import make_codec
-    from finsent.fsio import write_json, write_text
+    from finsent.fsio import write_text
     from finsent.model_card import write_model_card
     from finsent.models import load_model
+    from finsent.parity import certify, summary_line
+    from finsent.prompts import PromptCodec
     from finsent.scoring import classify
 
     out = Path(out)
     write_gguf(model_dir, out, dtype)
     source, tokenizer, device = load_model(cfg.model, dtype=torch.float32)
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     write_text(out.parent / "Modelfile", modelfile(codec, out.name))
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]
-    before, _ = classify(source, codec, texts)
+    before = classify(source, codec, texts)
     del source
     loaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32).to(
         device
     )
-    gguf_tok = load_tokenizer_gguf(out)
-    after, _ = classify(loaded, make_codec(cfg, gguf_tok), texts)
-    agree = sum(a == b for a, b in zip(before, after)) / len(texts)
-    need = MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement
-    parity = {
-        "dtype": dtype,
-        "agreement": agree,
-        "n": len(texts),
-        "min_agreement": need,
-        "bytes": out.stat().st_size,
-    }
-    write_json(out.with_suffix(".parity.json"), parity)
+    after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(out)), texts)
+    print(f"GGUF {dtype}: {out} ({out.stat().st_size / 1e6:.0f} MB)")
+    parity = certify(
+        before,
+        after,
+        out.with_suffix(".parity.json"),
+        where="eval split",
+        what=f"GGUF {dtype} / {model_dir}",
+        min_agreement=MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement,
+        extra={"dtype": dtype, "bytes": out.stat().st_size},
+    )
     write_model_card(
         out.parent,
         cfg,
         "gguf",
-        metrics=_metrics_of(model_dir),
+        metrics=_saved_metrics(model_dir),
         file=str(out),
-        extra={
-            "file": out.name,
-            "tensor type": dtype,
-            "parity (eval split)": f"{agree:.1%} identical predictions to {model_dir}",
-        },
+        extra={"file": out.name, "tensor type": dtype, "parity": summary_line(parity)},
     )
-    print(
-        f"GGUF {dtype}: {out} ({out.stat().st_size / 1e6:.0f} MB); predictions identical to the source model "
-        f"on {agree:.1%} of {len(texts)} eval sentences"
-    )
-    if agree < need:
-        raise FinsentError(f"{out}: {dtype} export agrees on only {agree:.1%} (< {need:.1%})")
     return parity
 
 
@@ -251,9 +245,7 @@ def load_tokenizer_gguf(path: Path):
     return tok
 
 
-def _metrics_of(model_dir) -> dict | None:
-    """Test metrics saved beside a merged model by `finsent run` (merged/metrics.json), if any."""
-    for cand in (Path(model_dir) / "metrics.json", Path(model_dir).parent / "merged" / "metrics.json"):
-        if cand.is_file():
-            return json.loads(cand.read_text())
-    return None
+def _saved_metrics(model_dir) -> dict | None:
+    """The test metrics a merged model carries in its own folder (`finsent run` writes them), if any."""
+    path = Path(model_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None

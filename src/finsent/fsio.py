@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file beside the target, then rename over it.
+"""Files: atomic output (a temporary file beside the target, then a rename) and finsent's cache folder.
 
 A killed run never leaves a half-written metrics.json or predictions.csv behind.
 """
@@ -12,6 +12,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+def cache_root() -> Path:
+    """Where converted models and downloaded data are cached: $FINSENT_CACHE or ~/.cache/finsent."""
+    return Path(os.environ.get("FINSENT_CACHE") or Path.home() / ".cache" / "finsent")
 
 
 @contextlib.contextmanager

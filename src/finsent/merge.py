@@ -5,8 +5,8 @@
 The notebooks merged into a half-precision copy and lost 4.5 points. Here the base is loaded in
 float32 (a 4-bit base is dequantised by loading it unquantised), the LoRA delta is added in float32, and
 the merged model's predictions are compared with the adapter's: below the required agreement the command
-fails and says so. `finsent merge` compares on the eval split; `finsent run` compares the two full
-test-split evaluations it makes anyway.
+fails and says so (finsent.parity). `finsent merge` compares on the eval split; `finsent run` compares
+the two full test-split evaluations it makes anyway.
 """
 
 from __future__ import annotations
@@ -15,40 +15,65 @@ import copy
 from pathlib import Path
 
 from finsent.config import Config, save_config
-from finsent.errors import FinsentError
+
+MIN_AGREEMENT = 0.995
+PARITY_FILENAME = "merge_parity.json"
 
 
 def merge(
     cfg: Config,
     adapter: str | Path,
     out: str | Path,
-    min_agreement: float = 0.995,
+    min_agreement: float = MIN_AGREEMENT,
     eval_examples=None,
     batch_size: int = 32,
 ) -> dict:
     """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
     from finsent.data import make_splits
-    from finsent.evaluate import make_codec
-    from finsent.model_card import write_model_card
+    from finsent.prompts import PromptCodec
     from finsent.scoring import classify
 
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]
     peft_model, tokenizer = _load_unquantised(cfg, adapter)
-    codec = make_codec(cfg, tokenizer)
+    codec = PromptCodec.from_config(cfg, tokenizer)
     before = classify(peft_model, codec, texts, batch_size)
     merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
     after = classify(merged, codec, texts, batch_size)
-    parity = check_parity(before, after, Path(out), "eval split", min_agreement)
+    return certify_merge(cfg, adapter, out, before, after, "eval split", min_agreement)
+
+
+def certify_merge(
+    cfg: Config,
+    adapter,
+    out,
+    before,
+    after,
+    where: str,
+    min_agreement: float = MIN_AGREEMENT,
+    metrics: dict | None = None,
+) -> dict:
+    """The merged model in `out` against its adapter: merge_parity.json, then (only if it passes) the
+    model card, with the test metrics when the caller measured them."""
+    from finsent.model_card import write_model_card
+    from finsent.parity import certify, summary_line
+
+    out = Path(out)
+    parity = certify(
+        before,
+        after,
+        out / PARITY_FILENAME,
+        where=where,
+        what="merged model / adapter",
+        min_agreement=min_agreement,
+    )
     write_model_card(
-        Path(out),
+        out,
         cfg,
         "merged",
-        extra={
-            "merged from adapter": adapter,
-            "merge parity (eval split)": f"{parity['agreement']:.1%} identical predictions",
-        },
+        metrics=metrics,
+        extra={"merged from adapter": adapter, f"merge parity ({where})": summary_line(parity)},
     )
     return parity
 
@@ -83,34 +108,3 @@ def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
     merged_cfg.model.load_in_4bit = False
     save_config(merged_cfg, out)
     return merged
-
-
-def check_parity(before, after, out: Path, where: str, min_agreement: float = 0.995) -> dict:
-    """Compare (predictions, probabilities) of the adapter and of the merged model; write
-    merge_parity.json into `out`; fail below `min_agreement`."""
-    import torch
-
-    from finsent.fsio import write_json
-
-    (preds_a, probs_a), (preds_b, probs_b) = before, after
-    n = len(preds_a)
-    agree = sum(a == b for a, b in zip(preds_a, preds_b)) / n
-    max_diff = float((torch.tensor(probs_a) - torch.tensor(probs_b)).abs().max())
-    parity = {
-        "agreement": agree,
-        "n": n,
-        "split": where,
-        "max_probability_difference": max_diff,
-        "min_agreement": min_agreement,
-    }
-    write_json(out / "merge_parity.json", parity)
-    print(
-        f"merge parity on {n} sentences ({where}): {agree:.1%} identical predictions, "
-        f"max probability difference {max_diff:.2e}"
-    )
-    if agree < min_agreement:
-        raise FinsentError(
-            f"merged model agrees with the adapter on only {agree:.1%} of the {where} "
-            f"(< {min_agreement:.1%}); {out} is not a faithful merge"
-        )
-    return parity

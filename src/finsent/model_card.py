@@ -1,4 +1,9 @@
-"""A model card (README.md) for every output folder: adapter, merged model, GGUF export."""
+"""A model card (README.md) for every output folder: adapter, merged model, GGUF export.
+
+Built with huggingface_hub's ModelCard / ModelCardData: a YAML metadata header (library, base model, tags,
+pipeline tag, and the test accuracy as a model-index entry when metrics are given) above a Markdown body.
+Purely local: nothing here touches the network.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ HOW_TO_LOAD = {
     "# or llama.cpp: llama-cli -m {file} -p '<prompt from the Modelfile>' -n 2 --temp 0",
 }
 
+LIBRARY_NAME = {"adapter": "peft", "merged": "transformers", "gguf": "gguf"}
+TAGS = ["finsent", "financial-sentiment", "text-classification", "lora"]
+
 
 def write_model_card(
     folder: str | Path, cfg, kind: str, metrics: dict | None = None, extra: dict | None = None, file: str = ""
@@ -30,7 +38,7 @@ def write_model_card(
         f"- data: `{dc.data}`, split `{dc.split}`"
         + (
             f" ({dc.train_per_label} train / {dc.test_per_label} test / {dc.eval_per_label} eval per label, seed {dc.seed})"
-            if dc.split == "seed"
+            if dc.split in ("notebook", "seed")  # "seed" is the split's earlier name
             else ""
         ),
         f"- labels: {', '.join(dc.labels)}",
@@ -69,6 +77,41 @@ def write_model_card(
         "The full resolved configuration is in `finsent_config.yaml`." if kind != "gguf" else "",
         "",
     ]
+    card = _card(cfg, kind, metrics, "\n".join(lines))
     path = folder / "README.md"
-    write_text(path, "\n".join(lines))
+    write_text(path, str(card))
     return path
+
+
+def _card(cfg, kind: str, metrics: dict | None, body: str):
+    """A huggingface_hub ModelCard: YAML front matter from ModelCardData, then `body`."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    eval_results = None
+    if metrics:
+        common = dict(
+            task_type="text-classification",
+            dataset_type=cfg.data.data,
+            dataset_name=cfg.data.data,
+            dataset_split="test",
+        )
+        eval_results = [EvalResult(**common, metric_type="accuracy", metric_value=float(metrics["accuracy"]))]
+        if "weighted_f1" in metrics:
+            eval_results.append(
+                EvalResult(
+                    **common,
+                    metric_type="f1",
+                    metric_name="f1 (weighted)",
+                    metric_config="weighted",
+                    metric_value=float(metrics["weighted_f1"]),
+                )
+            )
+    data = ModelCardData(
+        library_name=LIBRARY_NAME[kind],
+        base_model=cfg.model.model,
+        tags=TAGS + (["gguf"] if kind == "gguf" else []),
+        pipeline_tag="text-classification",
+        model_name=f"finsent-{kind}" if eval_results else None,
+        eval_results=eval_results,
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

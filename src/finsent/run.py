@@ -18,12 +18,12 @@ from finsent.config import Config, save_config
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.data import make_splits
-    from finsent.evaluate import make_codec, run_evaluation, write_evaluation
-    from finsent.fsio import write_json
-    from finsent.merge import check_parity, merge_and_save
-    from finsent.model_card import write_model_card
+    from finsent.evaluate import run_evaluation, write_evaluation
+    from finsent.fsio import write_json, write_text
+    from finsent.merge import certify_merge, merge_and_save
     from finsent.models import load_model
-    from finsent.train import train
+    from finsent.prompts import PromptCodec
+    from finsent.train import train, training_history
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,9 +44,10 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     test = splits["test"]
     timings["data"] = time.perf_counter() - t
 
-    def evaluate(name: str, model_cfg, adapter=None):
+    def measure(name: str, model_cfg, adapter=None):
+        """Evaluate one model on the test split into out/<name>/; returns (predictions, probabilities)."""
         model, tokenizer, _ = load_model(model_cfg, adapter)
-        codec = make_codec(cfg, tokenizer)
+        codec = PromptCodec.from_config(cfg, tokenizer)
         metrics, preds, probs = run_evaluation(model, codec, test, batch_size, desc=name)
         print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
         print(f"{metrics['examples_per_second']:.1f} sentences/s")
@@ -54,7 +55,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         return preds, probs
 
     t = stage("zero-shot baseline")
-    evaluate("baseline", cfg.model)
+    measure("baseline", cfg.model)
     timings["baseline"] = time.perf_counter() - t
 
     t = stage("train")
@@ -62,7 +63,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     timings["train"] = time.perf_counter() - t
 
     t = stage("evaluate the adapter")
-    tuned = evaluate("finetuned", cfg.model, str(adapter))
+    tuned = measure("finetuned", cfg.model, str(adapter))
     timings["finetuned"] = time.perf_counter() - t
 
     t = stage("merge")
@@ -74,19 +75,11 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     t = stage("evaluate the merged model")
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
-    merged = evaluate("merged", merged_model)
-    parity = check_parity(tuned, merged, merged_dir, "test split")
+    merged = measure("merged", merged_model)
+    parity = certify_merge(cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"])
     results["merged"]["merge_parity"] = parity
-    write_model_card(
-        merged_dir,
-        cfg,
-        "merged",
-        metrics=results["merged"],
-        extra={
-            "merged from adapter": adapter,
-            "merge parity (test split)": f"{parity['agreement']:.1%} identical predictions",
-        },
-    )
+    # the merged model carries its own test metrics: its card, `finsent export` and the server read them
+    write_json(merged_dir / "metrics.json", results["merged"])
     timings["merged"] = time.perf_counter() - t
 
     timings["total"] = sum(timings.values())
@@ -95,23 +88,13 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         "timings": timings,
         "config": cfg.to_dict(),
     }
-    history = _loss_history(out / "train" / "train_log.json")
+    history = training_history(cfg.train.output_dir)
     if history:
         plot_loss(history, out / "loss_curve.png")
     write_json(out / "summary.json", summary)
-    from finsent.fsio import write_text
-
     write_text(out / "report.md", render_report(summary, bool(history)))
     print(f"\nreport: {out / 'report.md'}")
     return summary
-
-
-def _loss_history(path: Path) -> list[dict]:
-    import json
-
-    if not path.is_file():
-        return []
-    return [h for h in json.loads(path.read_text())["log_history"] if "loss" in h or "eval_accuracy" in h]
 
 
 def plot_loss(history: list[dict], path: Path) -> None:

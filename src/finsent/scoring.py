@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from finsent.metrics import UNPARSED
+from finsent.labels import UNPARSED
 
 
 @dataclass
@@ -156,6 +156,23 @@ def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list
                 start += len(ids) - 1
         targets.append(t)
     return rows, targets
+
+
+def answer_loss(model, codec, inputs, num_items_in_batch=None):
+    """Mean NLL of the answer tokens, through the shared-prefix forward (same tokens as the scorer)."""
+    n_prefix = len(codec.prefix_ids)
+    rows, targets = [], []
+    for ids, mask, labels in zip(
+        inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), inputs["labels"].tolist()
+    ):
+        n = sum(mask)
+        seq, lab = ids[:n], labels[:n]
+        body = seq[n_prefix:]
+        rows.append(Row(body[:-1], []))  # the last token (EOS) predicts nothing we train on
+        targets.append([(p - n_prefix - 1, seq[p]) for p in range(n_prefix + 1, n) if lab[p] != -100])
+    logp = token_logprobs(model, codec.prefix_ids, rows, targets, codec.tokenizer.pad_token_id)
+    denom = num_items_in_batch if num_items_in_batch is not None else logp.numel()
+    return -logp.sum() / denom
 
 
 def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool = True, prefix_kv=None):

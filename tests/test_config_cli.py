@@ -1,0 +1,90 @@
+"""Options as users of HF/TRL write them: bare and --no- booleans, dashes or underscores, earlier names,
+pass-through of other SFTConfig keys, and one validate() that never edits the caller's config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from finsent.cli import _overrides, build_parser, main
+from finsent.config import Config, build_config
+from finsent.errors import FinsentError
+
+
+def parsed(*argv: str) -> dict:
+    return _overrides(build_parser().parse_args(list(argv)))
+
+
+def test_boolean_flags_bare_negated_and_valued():
+    assert parsed("data", "--dedupe") == {"data.dedupe": True}
+    assert parsed("data", "--no-dedupe") == {"data.dedupe": False}
+    assert parsed("train", "--train.fast", "false") == {"train.fast": False}
+    assert parsed("train", "--train.fast") == {"train.fast": True}
+    assert parsed("train", "--no-train.fast") == {"train.fast": False}
+
+
+def test_dash_and_underscore_spellings_are_the_same_option():
+    a = parsed("train", "--train.learning-rate", "1e-4", "--text_column", "sentence")
+    b = parsed("train", "--train.learning_rate", "1e-4", "--text-column", "sentence")
+    assert a == b == {"train.learning_rate": "1e-4", "data.text_column": "sentence"}
+    assert build_parser().parse_args(["train", "--dry_run"]).dry_run
+
+
+def test_the_seed_split_and_template_are_now_called_notebook(tmp_path):
+    cfg = build_config(overrides={"data.split": "seed", "prompt.template": "seed"})
+    assert (cfg.data.split, cfg.prompt.template) == ("notebook", "notebook")
+    assert parsed("data", "--split", "seed") == {"data.split": "seed"}  # accepted by the parser too
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["data", "--split", "random-ish"])
+
+
+def test_help_shows_defaults_choices_and_an_example(capsys):
+    for command in ("data", "evaluate", "train", "merge", "run", "predict", "serve", "export", "env"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "example:" in text and f"finsent {command}" in text, command
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0.0002)" in text and "{notebook,stratified,file}" in text
+
+
+def test_version_and_env():
+    from finsent import __version__
+
+    r = subprocess.run([sys.executable, "-m", "finsent", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"finsent {__version__}"
+    r = subprocess.run([sys.executable, "-m", "finsent", "env", "--json"], capture_output=True, text=True)
+    info = json.loads(r.stdout)
+    assert info["finsent"] == __version__ and info["device (auto)"] in ("cpu", "cuda")
+    assert info["dtype (auto)"] in ("float32", "bfloat16", "float16")
+
+
+def test_extra_trainer_keys_pass_through(tmp_path):
+    from finsent.train_args import sft_config
+
+    cfg = build_config(overrides={"train.extra": "{save_total_limit: 2, logging_first_step: false}"})
+    cfg.train.output_dir = str(tmp_path)
+    args = sft_config(cfg, on_cuda=False, n_eval=0)
+    assert args.save_total_limit == 2 and args.logging_first_step is False
+    cfg.train.extra = {"learning_rate": 1.0}
+    with pytest.raises(FinsentError, match="train.extra.learning_rate: set train.learning_rate instead"):
+        sft_config(cfg, on_cuda=False, n_eval=0)
+    cfg.train.extra = {"no_such_key": 1}
+    with pytest.raises(FinsentError, match="train.extra.no_such_key: not a TrainingArguments"):
+        sft_config(cfg, on_cuda=False, n_eval=0)
+
+
+def test_validate_returns_a_resolved_copy_and_never_mutates():
+    cfg = Config()
+    cfg.train.fast, cfg.train.gradient_checkpointing = True, True
+    resolved = cfg.validate(world_size=2)
+    assert cfg.train.fast and cfg.train.gradient_checkpointing  # the caller's config is untouched
+    assert not resolved.train.fast  # DDP: the standard loss
+    single = cfg.validate(world_size=1)
+    assert single.train.fast and not single.train.gradient_checkpointing  # fast needs the kv cache
+    cfg.train.packing = True
+    with pytest.raises(FinsentError, match="exclude each other"):
+        cfg.validate()
