@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench clean gguf-check
 
 # torch pinned to the CPU build that lies on this machine's disk (never a CUDA download here);
 # elsewhere `make TORCH=torch==2.13.0` takes PyPI's build for that machine
@@ -29,10 +29,10 @@ $(BIN)/finsent: pyproject.toml
 setup: $(BIN)/finsent
 
 demo: setup
-	$(BIN)/finsent run --config configs/smollm2-cpu.yaml --data $(DATA_DIR)/kaggle_all_data/all-data.csv --out runs/demo
+	$(BIN)/finsent run --config configs/smollm2-cpu.yaml --data $(DATA_DIR)/kaggle_all_data/all-data.csv --out runs/demo --overwrite
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test says why
 
 lint: setup
 	$(BIN)/ruff check src tests bench
@@ -41,6 +41,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# the demo's merged model in real llama.cpp (builds llama-cpp-python once): make gguf-check [MODEL=DIR] [LIMIT=N]
+gguf-check: setup
+	$(BIN)/python bench/gguf_check.py $(if $(MODEL),--model $(MODEL)) $(if $(LIMIT),--limit $(LIMIT))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -108,7 +108,7 @@ def main() -> None:
 
     # FLOPs actually needed: 2 x non-embedding parameters per processed token (+ the scored logits)
     n_params = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
-    prefix, bodies = len(codec.prefix_ids), sum(len(codec.body_ids(t)) for t in texts)
+    prefix, bodies = len(codec.prefix_ids), sum(len(codec.split(t)[1]) for t in texts)
     batches = -(-n // args.batch_size)
     our_flops = 2 * n_params * (bodies + prefix * batches)
     nb_tokens = sum(len(tokenizer(p)["input_ids"]) + 1 for p in prompts)

@@ -96,3 +96,52 @@ def test_help_is_instant_and_does_not_import_torch(args):
 def test_error_exit_status_from_the_console_script(tmp_path):
     r = run_cli("data", "--data", str(tmp_path / "missing.txt"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.txt: file not found" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["evaluate", "--batch-size", "0", "--out", "x"], "--batch-size/--batch_size: 0 is out of range"),
+        (["evaluate", "--limit", "-5", "--out", "x"], "--limit: -5 is out of range"),
+        (["serve", "--max-texts", "-1"], "--max-texts/--max_texts: -1 is out of range"),
+        (["merge", "--adapter", "a", "--out", "b", "--min-agreement", "2"], "2 is out of range"),
+        (
+            ["train", "--train.per_device_train_batch_size", "0"],
+            "train.per_device_train_batch_size: 0 is out of range",
+        ),
+        (["data", "--test-size", "1.5", "--split", "stratified"], "data.test_size: 1.5 is out of range"),
+    ],
+)
+def test_numbers_are_checked_before_any_work(capsys, args, message):
+    try:
+        code = main(args)  # a config option: finsent's own check
+    except SystemExit as e:  # a command's own flag: argparse's check, through finsent's one-line error
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_repeated_column_names_are_an_error(capsys, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text,label,text\nProfit up,positive,Profit down\n")
+    err = one_line_error(capsys, "data", "--data", str(path))
+    assert "d.csv: column name repeated in the header: text" in err
+
+
+def test_outputs_keep_the_users_file_mode(tmp_path):
+    import os
+
+    from finsent.fsio import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_classifier_takes_one_string_as_one_text(clf):
+    assert len(clf.predict("Operating profit rose .")) == 1
+    assert len(clf.predict(["Operating profit rose .", "Net sales fell ."])) == 2

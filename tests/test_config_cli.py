@@ -48,7 +48,7 @@ def test_help_shows_defaults_choices_and_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 0.0002)" in text and "{notebook,stratified,file}" in text
+    assert "(default: 0.0002)" in text and "{notebook,stratified,random,file}" in text
 
 
 def test_version_and_env():

@@ -124,3 +124,102 @@ def test_explicit_test_file(all_data, fpb_dir):
     _, splits = make_splits(dc)
     assert len(splits["test"]) == 2263
     assert len(splits["train"]) + len(splits["eval"]) == 4846
+
+
+def test_fpb_from_a_local_mirror_of_the_hub_layout(fpb_dir, tmp_path, monkeypatch):
+    """The online path (the hub's parquet conversion, <config>/<split>/*.parquet) run offline against a
+    local folder of the same layout, built here from the authors' own file: same sentences, same labels,
+    same rows."""
+    import pandas as pd
+
+    from finsent.data import HUB_LABELS
+
+    original = read_file(fpb_dir / "Sentences_AllAgree.txt", LABELS)
+    folder = tmp_path / "mirror" / "sentences_allagree" / "train"
+    folder.mkdir(parents=True)
+    rows = [(e.text, HUB_LABELS.index(e.label)) for e in original.examples]
+    half = len(rows) // 2  # two shards, as the hub splits large configurations
+    for i, part in enumerate((rows[:half], rows[half:])):
+        pd.DataFrame(part, columns=["sentence", "label"]).to_parquet(folder / f"{i:04d}.parquet")
+    monkeypatch.delenv("FINSENT_DATA_DIR", raising=False)
+    monkeypatch.setenv("FINSENT_FPB_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("FINSENT_CACHE", str(tmp_path / "cache"))
+    path = resolve_data("fpb:allagree")
+    assert path.parent == tmp_path / "cache" / "data"
+    fetched = read_file(path, LABELS)
+    assert [(e.text, e.label) for e in fetched.examples] == [(e.text, e.label) for e in original.examples]
+    assert json.loads(path.with_suffix(".source.json").read_text())["rows"] == len(rows)
+
+
+def test_fpb_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("FINSENT_DATA_DIR", raising=False)
+    monkeypatch.delenv("FINSENT_FPB_MIRROR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FinsentError) as e:
+        resolve_data("fpb")
+    msg = str(e.value)
+    assert "FINSENT_DATA_DIR" in msg and "offline mode" in msg and "--data PATH" in msg
+
+
+def test_missing_texts_in_parquet_are_missing_not_nan(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame(
+        {"text": ["Profit rose .", None, "Sales fell ."], "label": ["positive", "neutral", "negative"]}
+    ).to_parquet(path)
+    with pytest.raises(FinsentError, match=r"d.parquet: row 1: empty text"):
+        read_file(path, LABELS)
+    ds = read_file(path, LABELS, skip_invalid=True)
+    assert [e.text for e in ds.examples] == ["Profit rose .", "Sales fell ."] and len(ds.invalid) == 1
+
+
+def test_utf8_phrasebank_style_file_is_read_as_utf8(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("Café chain's profit rose 5 % .@positive\nNo change .@neutral\n", encoding="utf-8")
+    assert read_file(path, LABELS).examples[0].text == "Café chain's profit rose 5 % ."
+
+
+def test_split_file_reports_and_dedupe_removes_test_sentences_in_train(tmp_path):
+    from finsent.config import DataConfig
+
+    rows = [(f"Sentence {i} rose .", "positive") for i in range(20)] + [
+        (f"Sentence {i} fell .", "negative") for i in range(20)
+    ]
+    train_file, test_file = tmp_path / "train.csv", tmp_path / "test.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(train_file, index=False)
+    pd.DataFrame(rows[:3] + rows[-2:], columns=["text", "label"]).to_csv(test_file, index=False)
+    dc = DataConfig(
+        data=str(train_file), split="file", test_data=str(test_file), labels=["positive", "negative"]
+    )
+    ds, splits = make_splits(dc)
+    assert (
+        "leak: 5 sentences of the test file are also in the training data (--dedupe removes them)"
+        in ds.flaws()
+    )
+    dc.dedupe = True
+    ds, splits = make_splits(dc)
+    test_texts = {e.text for e in splits["test"]}
+    assert not test_texts & {e.text for e in splits["train"] + splits["eval"]}
+    assert len(splits["train"]) + len(splits["eval"]) == 35
+
+
+def test_random_split_is_datasets_train_test_split_row_for_row(fpb_dir):
+    """The public FPB benchmark (Sentences_50Agree, Dataset.train_test_split(test_size=0.25, seed=42)):
+    the same 1,212 test rows as `datasets` itself gives, in the same order."""
+    import datasets
+
+    from finsent.config import DataConfig
+
+    path = fpb_dir / "Sentences_50Agree.txt"
+    ds = read_file(path, LABELS)
+    reference = datasets.Dataset.from_dict(
+        {"source_row": [e.source_row for e in ds.examples], "text": [e.text for e in ds.examples]}
+    ).train_test_split(test_size=0.25, seed=42)
+    dc = DataConfig(data=str(path), split="random", test_size=0.25, eval_size=0.0, seed=42)
+    _, splits = make_splits(dc, ds)
+    assert len(splits["test"]) == 1212
+    assert [e.source_row for e in splits["test"]] == reference["test"]["source_row"]
+    assert [e.source_row for e in splits["train"]] == reference["train"]["source_row"]
+    dc.eval_size = 0.05  # the eval share comes out of the benchmark's train part; test stays the same
+    _, with_eval = make_splits(dc, ds)
+    assert [e.source_row for e in with_eval["test"]] == reference["test"]["source_row"]
+    assert [e.source_row for e in with_eval["train"] + with_eval["eval"]] == reference["train"]["source_row"]

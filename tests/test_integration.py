@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -56,10 +57,12 @@ def test_evaluate_cli_writes_every_output(all_data, tmp_path, capsys):
         "examples_per_second",
     ):
         assert key in m
-    assert m["n"] == 24 and 0 <= m["accuracy"] <= 1 and m["examples_per_second"] > 0
+    assert m["n"] == 24 and m["examples_per_second"] > 0
     assert set(m["per_label"]["positive"]) == {"precision", "recall", "f1", "support", "accuracy"}
     rows = list(csv.DictReader((out / "predictions.csv").open()))
     assert len(rows) == 24
+    # metrics.json and predictions.csv tell the same story
+    assert m["accuracy"] == sum(r["label"] == r["predicted"] for r in rows) / 24
     assert list(rows[0]) == [
         "source_row",
         "text",
@@ -112,6 +115,11 @@ def test_train_embedded_model_a_few_steps(all_data, tmp_path):
     assert code == 0
     log = json.loads((out / "train_log.json").read_text())
     losses = [h["loss"] for h in log["log_history"] if "loss" in h]
-    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    from safetensors.torch import load_file
+
+    # LoRA's B matrices start at zero: three optimizer steps must have moved every one of them
+    weights = load_file(out / "adapter" / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().sum() > 0 for w in lora_b)
     assert (out / "adapter" / "README.md").is_file()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from finsent.prompts import PromptCodec, build_template
-from finsent.scoring import classify, score_bodies, score_plain
+from finsent.scoring import classify, score_plain, score_prompts
 
 TEXTS = [
     "Operating profit rose to EUR 13.1 mn .",
@@ -30,8 +30,8 @@ def test_full_answer_likelihood_matches_plain_forward(tiny):
     model, tok = tiny
     codec = codec_for(tok)
     texts = TEXTS[:5]
-    fast = score_bodies(model, codec, [codec.body_ids(t) for t in texts])
-    no_prefix = score_bodies(model, codec, [codec.body_ids(t) for t in texts], share_prefix=False)
+    fast = score_prompts(model, codec, [codec.split(t) for t in texts])
+    no_prefix = score_prompts(model, codec, [codec.split(t) for t in texts], share_prefix=False)
     plain = score_plain(model, codec, texts)
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(no_prefix, plain, atol=1e-4, rtol=1e-4)
@@ -42,17 +42,18 @@ def test_mixed_single_and_multi_token_answers(tiny):
     # answers of different token counts in one label set
     codec = codec_for(tok, ("up", "down", "flat"), ("profit", "the company said", "x"))
     assert sorted(len(ids) for ids in codec.label_ids) != [len(codec.label_ids[0])] * 3
-    bodies = [codec.body_ids(t) for t in TEXTS[:3]]
+    prompts = [codec.split(t) for t in TEXTS[:3]]
     torch.testing.assert_close(
-        score_bodies(model, codec, bodies), score_plain(model, codec, TEXTS[:3]), atol=1e-4, rtol=1e-4
+        score_prompts(model, codec, prompts), score_plain(model, codec, TEXTS[:3]), atol=1e-4, rtol=1e-4
     )
 
 
-def test_batch_size_and_padding_side_do_not_change_results(tiny):
+def test_batch_size_and_padding_do_not_change_results(tiny):
+    """Alone (no padding) or in batches with longer neighbours (right padding up to theirs): the same.
+    The scorer lays out and pads its rows itself; the tokenizer's padding side is never used."""
     model, tok = tiny
     codec = codec_for(tok)
     p1, pr1 = classify(model, codec, TEXTS, batch_size=1)
-    tok.padding_side = "left"
     p16, pr16 = classify(model, codec, TEXTS, batch_size=16)
     assert p1 == p16
     torch.testing.assert_close(torch.tensor(pr1), torch.tensor(pr16), atol=1e-5, rtol=1e-5)
@@ -73,3 +74,21 @@ def test_generate_method_counts_unparsed(tiny):
     # a random model's next token is no label word: every answer is unparsed, never folded into a class
     assert preds == ["unparsed"] * 5
     assert all(sum(r) == 0 for r in probs)
+
+
+def test_classifier_computes_the_prefix_once_per_loaded_model(clf, monkeypatch):
+    """The server's micro-batches reuse one prefix computation; results are those of a fresh one."""
+    import finsent.scoring as scoring
+
+    fresh = scoring.classify(clf.model, clf.codec, TEXTS[:4])
+    clf._prefix_kv = None
+    calls = []
+    original = scoring.prefix_states
+    monkeypatch.setattr(scoring, "prefix_states", lambda *a: calls.append(1) or original(*a))
+    first = clf.predict(TEXTS[:4])
+    second = clf.predict(TEXTS[:4])
+    assert len(calls) == 1
+    assert [r["label"] for r in first] == [r["label"] for r in second] == fresh[0]
+    torch.testing.assert_close(
+        torch.tensor([list(r["probabilities"].values()) for r in second]), torch.tensor(fresh[1])
+    )

@@ -87,21 +87,25 @@ def test_classify_model_health(server, clf):
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "message"),
+    ("body", "status", "kind", "field", "message"),
     [
-        ('{"texts": ["a"', 400, "malformed JSON"),
-        ('{"texts": "not a list"}', 422, "texts"),
-        ('{"nope": []}', 422, "texts"),
-        ('{"texts": []}', 422, "at least one"),
-        (json.dumps({"texts": ["x"] * 9}), 413, "limit of 8"),
-        (json.dumps({"texts": ["x" * 201]}), 422, "limit of 200"),
-        (json.dumps({"texts": ["y" * 150] * 30}), 413, "exceeds the limit of 4000"),
+        ('{"texts": ["a"', 400, "bad_request", "body", "malformed JSON"),
+        ('{"texts": "not a list"}', 422, "invalid", "texts", "texts"),
+        ('{"nope": []}', 422, "invalid", "texts", "texts"),
+        ('{"texts": []}', 422, "invalid", "texts", "at least one"),
+        (json.dumps({"texts": ["x"] * 9}), 413, "too_large", "texts", "limit of 8"),
+        (json.dumps({"texts": ["ok", "x" * 201]}), 422, "invalid", "texts.1", "limit of 200"),
+        (json.dumps({"texts": ["ok", "  "]}), 422, "invalid", "texts.1", "empty text"),
+        (json.dumps({"texts": ["y" * 150] * 30}), 413, "too_large", "body", "exceeds the limit of 4000"),
     ],
 )
-def test_limits_and_bad_requests(server, body, status, message):
+def test_limits_and_bad_requests(server, body, status, kind, field, message):
     r = httpx.post(f"{server}/v1/classify", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
-    assert message in r.json()["error"]
+    assert r.json() == {
+        "error": {"code": status, "type": kind, "message": r.json()["error"]["message"], "field": field}
+    }
+    assert message in r.json()["error"]["message"]
 
 
 def test_concurrent_requests_are_micro_batched(server):
@@ -122,3 +126,30 @@ def test_concurrent_requests_are_micro_batched(server):
     assert all(len(r.json()["predictions"]) == 1 for r in rs)
     batches = httpx.get(f"{server}/health").json()["batches"] - before
     assert batches < 32, f"{batches} forward passes for 32 concurrent requests"
+
+
+def test_predict_reads_files_like_the_data_layer(tiny_model_dir, tmp_path, capsys):
+    """Latin-1 keeps its accents, Parquet is a table (a null text is a bad row), and an unknown suffix
+    is an error, not plain text."""
+    import pandas as pd
+
+    latin = tmp_path / "news.csv"
+    latin.write_bytes("id,text\n7,Café chain's profit rose .\n".encode("latin-1"))
+    out = tmp_path / "out.jsonl"
+    base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32"]
+    assert main(base + ["--input", str(latin), "--output", str(out)]) == 0
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert row["text"] == "Café chain's profit rose ." and row["id"] == "7"
+
+    table = tmp_path / "news.parquet"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["Profit rose .", None, "Sales fell ."]}).to_parquet(table)
+    assert main(base + ["--input", str(table), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [1, 3]
+    assert "news.parquet: row 1: empty text" in capsys.readouterr().err
+
+    odd = tmp_path / "news.xlsx"
+    odd.write_bytes(b"PK\x03\x04 not text")
+    assert main(base + ["--input", str(odd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("news.xlsx: unsupported file type '.xlsx' (use .txt, .csv, .tsv, .jsonl or .parquet)")

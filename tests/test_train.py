@@ -117,6 +117,36 @@ def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
     assert parity["agreement"] == 1.0 and parity["max_probability_difference"] < 1e-4
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert load_saved_config(tmp_path / "merged").model.model == str((tmp_path / "merged").resolve())
+    assert parity["reference"] == "adapter on a float32 base"
+
+
+def test_qlora_merge_names_the_pair_it_compared(tiny_model_dir, tmp_path, capsys):
+    """A QLoRA adapter is compared with what was trained (its 4-bit base) where CUDA + bitsandbytes
+    exist; on this CPU the merge says in one line that it compares against a float32 base instead."""
+    import torch
+
+    from finsent.merge import merge
+    from finsent.train import train
+
+    splits = toy_splits(8)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    adapter = train(cfg, splits)
+    cfg.model.load_in_4bit = True  # as the notebooks' QLoRA config says
+    capsys.readouterr()
+    parity = merge(cfg, adapter, tmp_path / "merged", eval_examples=splits["eval"])
+    err = capsys.readouterr().err
+    if torch.cuda.is_available():
+        assert parity["reference"] == "adapter on its 4-bit base (as trained)"
+    else:
+        assert [ln for ln in err.splitlines() if "4-bit base" in ln] == [
+            "note: the adapter was trained on a 4-bit base, which needs CUDA + bitsandbytes: comparing the "
+            "merged model with the adapter on a float32 base instead"
+        ]
+        assert parity["reference"].startswith("adapter on a float32 base (the 4-bit base")
+    assert (
+        json.loads((tmp_path / "merged" / "merge_parity.json").read_text())["reference"]
+        == parity["reference"]
+    )
 
 
 def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
@@ -325,3 +355,99 @@ def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
     assert upcast_trainable(model) == n_lora > 0
     for p in model.parameters():
         assert p.dtype == (torch.float32 if p.requires_grad else torch.bfloat16)
+
+
+def test_train_refuses_an_earlier_run_without_resume_or_overwrite(tiny_model_dir, tmp_path, capsys, all_data):
+    from finsent.cli import main
+    from finsent.errors import FinsentError
+    from finsent.train import train
+
+    splits = toy_splits(8)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    train(cfg, splits)
+    first = (tmp_path / "t" / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(
+        FinsentError, match="already holds a training run: pass --resume to continue it, or --overwrite"
+    ):
+        train(cfg, splits)
+    assert (tmp_path / "t" / "adapter" / "adapter_model.safetensors").read_bytes() == first  # untouched
+    cfg.train.overwrite = True
+    train(cfg, splits)
+    assert "--overwrite: cleared the earlier training run" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "t").glob("checkpoint-*")) == ["checkpoint-2"]
+    # and from the command line: one line, exit status 2, before any model is loaded
+    capsys.readouterr()
+    code = main(
+        ["train", "--model", str(tiny_model_dir), "--data", str(all_data), "--out", str(tmp_path / "t")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--overwrite to start again" in err
+
+
+def test_resume_checks_options_and_data_before_trusting_a_checkpoint(tiny_model_dir, tmp_path):
+    from finsent.errors import FinsentError
+    from finsent.train import train
+
+    splits = toy_splits(8)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    train(cfg, splits)
+    other_lr = tiny_config(
+        tiny_model_dir, tmp_path / "t", num_train_epochs=1.0, resume=True, learning_rate=1e-3
+    )
+    with pytest.raises(FinsentError, match="--resume: .* was trained with other options"):
+        train(other_lr, splits)
+    other_data = toy_splits(9)
+    same = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0, resume=True)
+    with pytest.raises(FinsentError, match="--resume: .* was trained with other training data"):
+        train(same, other_data)
+
+
+def test_resume_skips_a_checkpoint_cut_off_mid_save(tiny_model_dir, tmp_path, capsys):
+    from finsent.train import train
+
+    splits = toy_splits(24)  # 5 steps per epoch, a checkpoint per epoch
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=2.0)
+    train(cfg, splits)
+    # a kill while checkpoint-10 was being written: its trainer state cut off, its optimizer not saved
+    state = tmp_path / "t" / "checkpoint-10" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])
+    (tmp_path / "t" / "checkpoint-10" / "optimizer.pt").unlink()
+    capsys.readouterr()
+    train(tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=2.0, resume=True), splits)
+    assert "--resume: skipping checkpoint-10 (missing optimizer.pt)" in capsys.readouterr().err
+    log = json.loads((tmp_path / "t" / "train_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-5" and log["global_step"] == 10
+
+
+def test_a_merge_that_fails_its_parity_gate_is_moved_aside(tmp_path):
+    from finsent.errors import FinsentError
+    from finsent.merge import certify_merge
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    adapter = (["positive", "negative"], [[0.9, 0.1], [0.2, 0.8]])
+    flipped = (["positive", "positive"], [[0.9, 0.1], [0.6, 0.4]])
+    with pytest.raises(FinsentError, match="moved to .*merged.rejected"):
+        certify_merge(Config(), "adapter", out, adapter, flipped, "eval split")
+    assert not out.exists()  # nothing under the accepted name
+    rejected = tmp_path / "merged.rejected"
+    assert (rejected / "model.safetensors").is_file() and "50.0%" in (rejected / "REJECTED.txt").read_text()
+    assert not (rejected / "README.md").exists()  # no model card: it was never certified
+
+
+def test_atomic_folders_replace_only_when_complete(tmp_path):
+    from finsent.fsio import atomic_dir
+
+    target = tmp_path / "adapter"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.bin").write_text("first")
+    assert (target / "a.bin").read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.bin").write_text("half")
+        raise RuntimeError("killed while saving")
+    assert (target / "a.bin").read_text() == "first"  # the earlier complete folder is kept
+    with atomic_dir(target) as tmp:
+        (tmp / "b.bin").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temporary folders left

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finsent.models import DEFAULT_MODEL
-
 if TYPE_CHECKING:  # torch and transformers stay out of `import finsent`
     from transformers import PreTrainedModel
 
@@ -32,23 +30,32 @@ class Classifier:
 
     @classmethod
     def load(
-        cls, model: str = DEFAULT_MODEL, adapter: str | None = None, batch_size: int = 32, **model_options
+        cls,
+        model: str | None = None,
+        adapter: str | None = None,
+        batch_size: int = 32,
+        config: str | None = None,
+        **options,
     ) -> Classifier:
-        """A base model, a merged model folder or a base + adapter; labels and template come from the
-        config saved beside the adapter or model when there is one."""
-        from finsent.config import Config, load_saved_config
-        from finsent.models import load_model
+        """A base model, a merged model folder, or a base + adapter, named as on the command line:
+        labels, template and base model come from the config saved beside the adapter or model,
+        `config` (a YAML file) and `options` override them (`dtype="float32"`, `labels=[...]`,
+        `template="chat"`: any option name, or `section.name`)."""
+        from finsent.config import resolve
+
+        overrides = {k.replace("__", "."): v for k, v in options.items()}
+        if model is not None:
+            overrides["model.model"] = model
+        return cls.from_config(resolve(config, overrides, adapter), adapter, batch_size)
+
+    @classmethod
+    def from_config(cls, cfg: Config, adapter: str | None = None, batch_size: int = 32) -> Classifier:
+        """The classifier a resolved Config names (finsent.config.resolve)."""
+        from finsent.models import load_model, warn_if_untuned
         from finsent.prompts import PromptCodec
 
-        cfg = (
-            (adapter and load_saved_config(adapter))
-            or (Path(model).is_dir() and load_saved_config(model))
-            or Config()
-        )
         if not adapter:
-            cfg.model.model = model
-        for k, v in model_options.items():
-            cfg.set(f"model.{k}", v)
+            warn_if_untuned(cfg.model.model)
         m, tokenizer, device = load_model(cfg.model, adapter)
         return cls(m, PromptCodec.from_config(cfg, tokenizer), cfg, device, batch_size)
 
@@ -56,13 +63,30 @@ class Classifier:
     def labels(self) -> list[str]:
         return self.codec.labels
 
-    def predict(self, texts: list[str]) -> list[dict]:
+    def predict(self, texts: list[str] | str) -> list[dict]:
+        """One {label, probabilities} per text; a single string is one text, not its characters."""
         from finsent.scoring import classify
 
-        preds, probs = classify(self.model, self.codec, list(texts), self.batch_size)
+        if isinstance(texts, str):
+            texts = [texts]
+        preds, probs = classify(
+            self.model, self.codec, list(texts), self.batch_size, prefix_kv=self._prefix()
+        )
         return [{"label": p, "probabilities": dict(zip(self.labels, pr))} for p, pr in zip(preds, probs)]
 
     __call__ = predict
+
+    def _prefix(self):
+        """The instruction prefix's key/value states, computed once per loaded model: the weights never
+        change here, so every call (every micro-batch of the server) reuses them."""
+        if self.codec.prefix_ids and getattr(self, "_prefix_kv", None) is None:
+            import torch
+
+            from finsent.scoring import prefix_states
+
+            with torch.inference_mode():
+                self._prefix_kv = prefix_states(self.model, self.codec.prefix_ids)
+        return getattr(self, "_prefix_kv", None)
 
     def describe(self) -> dict:
         """Model, labels, template and, when the model's folder has them, its test metrics."""

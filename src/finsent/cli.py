@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 from finsent import __version__
-from finsent.config import Config, apply_mapping, coerce, iter_fields, load_saved_config, load_yaml
+from finsent.config import Config, coerce, iter_fields, resolve
 from finsent.errors import FinsentError
 from finsent.export import DTYPES as GGUF_DTYPES
 from finsent.merge import MIN_AGREEMENT as MERGE_MIN_AGREEMENT
-from finsent.models import DEFAULT_MODEL
 
 # which option sections each command takes
 COMMAND_SECTIONS = {
@@ -27,10 +26,34 @@ COMMAND_SECTIONS = {
     "train": ("model", "data", "prompt", "lora", "train"),
     "run": ("model", "data", "prompt", "lora", "train"),
     "merge": ("model",),
-    "predict": ("model",),
-    "serve": ("model",),
+    "predict": ("model", "prompt", "data.labels"),
+    "serve": ("model", "prompt", "data.labels"),
     "export": ("model",),
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (like every other finsent error) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, at_least: float, below: float | None = None):
+    """An argparse type: an int or float in [at_least, below), else a one-line error naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < at_least or (below is not None and value > below):
+            span = f"at least {at_least:g}" + (f" and at most {below:g}" if below is not None else "")
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {span})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -58,7 +81,7 @@ def _add_config_flags(p: argparse.ArgumentParser, sections: tuple[str, ...], tak
     """One flag per option of `sections` (`--section.field`, plus its short alias unless the command
     already uses that name for something else, `taken`)."""
     for sec, f in iter_fields():
-        if sec not in sections:
+        if sec not in sections and f"{sec}.{f.name}" not in sections:
             continue
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -93,14 +116,10 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
 
 
-def resolve_config(args: argparse.Namespace, base_folder: str | None = None) -> Config:
-    """Defaults < the config saved beside `base_folder` (an adapter or run) < --config FILE < flags."""
-    cfg = (load_saved_config(base_folder) if base_folder else None) or Config()
-    if getattr(args, "config", None):
-        apply_mapping(cfg, load_yaml(args.config), args.config)
-    for key, value in _overrides(args).items():
-        cfg.set(key, value, "option")
-    return cfg
+def resolve_config(args: argparse.Namespace) -> Config:
+    """finsent.config.resolve for a command's arguments: flags > --config FILE > the config saved
+    beside --adapter (or the --model folder) > defaults."""
+    return resolve(getattr(args, "config", None), _overrides(args), getattr(args, "adapter", None))
 
 
 DATA = "../shared/data/kaggle_all_data/all-data.csv"
@@ -120,7 +139,7 @@ EXAMPLES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="finsent",
         description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, serve.",
         epilog="example:\n  " + EXAMPLES["run"],
@@ -145,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = {"help": "YAML config file (see configs/)"}
     out_dir = {"required": True, "metavar": "DIR", "help": "output folder"}
-    batch = {"type": int, "default": 32, "help": "sentences per forward pass"}
+    batch = {"type": _number(int, 1), "default": 32, "help": "sentences per forward pass"}
     adapter = {"help": "a LoRA adapter folder (its saved config supplies model, labels, template)"}
 
     command(
@@ -171,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
             },
             "--batch-size": batch,
             "--limit": {
-                "type": int,
+                "type": _number(int, 0),
                 "default": 0,
                 "help": "only the first N sentences of the split (0 = all)",
             },
@@ -200,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--adapter": {"required": True, "help": "adapter folder (from finsent train)"},
             "--out": {"required": True, "metavar": "DIR", "help": "where the merged model goes"},
             "--min-agreement": {
-                "type": float,
+                "type": _number(float, 0, 1),
                 "default": MERGE_MIN_AGREEMENT,
                 "help": "fail unless merged and adapter predictions agree on this share of the eval split",
             },
@@ -220,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         COMMAND_SECTIONS["predict"],
         **{
             "texts": {"nargs": "*", "help": "texts to classify (else --input, else stdin)"},
-            "--adapter": {"help": "a LoRA adapter folder on top of --model"},
+            "--config": config,
+            "--adapter": adapter,
             "--input": {"help": "CSV/TSV (header row), JSONL or TXT file; '-' for stdin"},
             "--output": {"help": "CSV or JSONL file (by suffix); CSV on stdout when omitted"},
             "--text-column": {"default": "text", "help": "text column of a CSV/JSONL input"},
@@ -235,13 +255,35 @@ def build_parser() -> argparse.ArgumentParser:
         "HTTP service: POST /v1/classify, GET /v1/model, a page at /",
         COMMAND_SECTIONS["serve"],
         **{
-            "--adapter": {"help": "a LoRA adapter folder on top of --model"},
+            "--config": config,
+            "--adapter": adapter,
             "--host": {"default": "127.0.0.1", "help": "address to bind (loopback unless you mean it)"},
-            "--port": {"type": int, "default": 8000, "help": "TCP port"},
-            "--max-texts": {"type": int, "default": 64, "help": "texts per request"},
-            "--max-chars": {"type": int, "default": 2000, "help": "characters per text"},
-            "--max-body": {"type": int, "default": 1_000_000, "help": "bytes per request body"},
-            "--max-batch": {"type": int, "default": 64, "help": "texts per forward pass across requests"},
+            "--port": {"type": _number(int, 0, 65535), "default": 8000, "help": "TCP port"},
+            "--max-texts": {"type": _number(int, 1), "default": 64, "help": "texts per request"},
+            "--max-chars": {"type": _number(int, 1), "default": 2000, "help": "characters per text"},
+            "--max-body": {"type": _number(int, 1), "default": 1_000_000, "help": "bytes per request body"},
+            "--max-batch": {
+                "type": _number(int, 1),
+                "default": 64,
+                "help": "texts per forward pass across requests",
+            },
+            "--max-tokens": {
+                "type": _number(int, 1),
+                "default": 1024,
+                "help": "prompt tokens per text (also capped by the model's context length)",
+            },
+            "--max-request-tokens": {
+                "type": _number(int, 1),
+                "default": 16384,
+                "help": "prompt tokens per request and per forward pass",
+            },
+            "--max-queue": {"type": _number(int, 1), "default": 512, "help": "texts waiting for the model"},
+            "--timeout": {
+                "type": _number(float, 0.001),
+                "default": 30.0,
+                "help": "seconds a request may wait for its answer (then 504)",
+            },
+            "--batch-size": batch,
         },
     )
     command(
@@ -253,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--format": {"default": "gguf", "choices": ("gguf",), "help": "file format"},
             "--out": {"required": True, "metavar": "FILE.gguf", "help": "the GGUF file to write"},
             "--min-agreement": {
-                "type": float,
+                "type": _number(float, 0, 1),
                 "help": "required share of identical predictions (default: 99.5%% for f16/bf16, 98%% for q8_0)",
             },
             "--dtype": {
@@ -298,7 +340,7 @@ def cmd_evaluate(args) -> int:
     from finsent.models import load_model
     from finsent.prompts import PromptCodec
 
-    cfg = resolve_config(args, args.adapter)
+    cfg = resolve_config(args)
     ds, splits = make_splits(cfg.data)
     for flaw in ds.flaws():
         print(f"data: {flaw}", file=sys.stderr)
@@ -357,7 +399,7 @@ def cmd_train(args) -> int:
 def cmd_merge(args) -> int:
     from finsent.merge import merge
 
-    cfg = resolve_config(args, args.adapter)
+    cfg = resolve_config(args)
     merge(cfg, args.adapter, args.out, args.min_agreement)
     print(f"merged model saved to {args.out}")
     return 0
@@ -373,9 +415,7 @@ def cmd_run(args) -> int:
 def _classifier(args):
     from finsent.api import Classifier
 
-    overrides = {k.split(".", 1)[1]: v for k, v in _overrides(args).items()}
-    model = overrides.pop("model", DEFAULT_MODEL)
-    return Classifier.load(model, args.adapter, getattr(args, "batch_size", 32), **overrides)
+    return Classifier.from_config(resolve_config(args), args.adapter, args.batch_size)
 
 
 def cmd_predict(args) -> int:
@@ -396,7 +436,16 @@ def cmd_serve(args) -> int:
         _classifier(args),
         args.host,
         args.port,
-        Limits(args.max_texts, args.max_chars, args.max_body, args.max_batch),
+        Limits(
+            max_texts=args.max_texts,
+            max_chars=args.max_chars,
+            max_body=args.max_body,
+            max_batch=args.max_batch,
+            max_tokens=args.max_tokens,
+            max_request_tokens=args.max_request_tokens,
+            max_queue=args.max_queue,
+            timeout=args.timeout,
+        ),
     )
     return 0
 
@@ -404,13 +453,9 @@ def cmd_serve(args) -> int:
 def cmd_export(args) -> int:
     from finsent.export import export
 
-    cfg = resolve_config(args, _model_arg(args))
+    cfg = resolve_config(args)
     export(cfg, cfg.model.model, args.out, args.gguf_dtype, min_agreement=args.min_agreement)
     return 0
-
-
-def _model_arg(args) -> str | None:
-    return _overrides(args).get("model.model")
 
 
 def cmd_env(args) -> int:

@@ -33,10 +33,20 @@ def opt(
     alias: str | None = None,
     choices: tuple | None = None,
     renamed: dict[str, str] | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
 ) -> Any:
-    """A dataclass field carrying its CLI help text, and optionally a short flag, its choices and
-    `renamed`: earlier names of values, still accepted and saved under the current name."""
-    meta = {"help": help, "alias": alias, "choices": choices, "renamed": renamed or {}}
+    """A dataclass field carrying its CLI help text, and optionally a short flag, its choices,
+    `renamed` (earlier names of values, still accepted and saved under the current name) and its range
+    (`at_least` <= value < `below`), checked wherever the value comes from."""
+    meta = {
+        "help": help,
+        "alias": alias,
+        "choices": choices,
+        "renamed": renamed or {},
+        "at_least": at_least,
+        "below": below,
+    }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -84,16 +94,23 @@ class DataConfig:
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(
         "notebook",
-        "notebook (the notebooks' split; 'seed' is its earlier name), stratified, or file (--test-data)",
+        "notebook (the notebooks' split; 'seed' is its earlier name), stratified, random (datasets' "
+        "train_test_split: the public FPB benchmark's), or file (--test-data)",
         alias="--split",
-        choices=("notebook", "stratified", "file"),
+        choices=("notebook", "stratified", "random", "file"),
         renamed={"seed": "notebook"},
     )
-    train_per_label: int = opt(300, "notebook split: training sentences per label")
-    test_per_label: int = opt(300, "notebook split: test sentences per label")
-    eval_per_label: int = opt(50, "notebook split: eval sentences per label (sampled with replacement)")
-    test_size: float = opt(0.2, "stratified split: test share", alias="--test-size")
-    eval_size: float = opt(0.1, "stratified split: eval share", alias="--eval-size")
+    train_per_label: int = opt(300, "notebook split: training sentences per label", at_least=1)
+    test_per_label: int = opt(300, "notebook split: test sentences per label", at_least=1)
+    eval_per_label: int = opt(
+        50, "notebook split: eval sentences per label (sampled with replacement)", at_least=0
+    )
+    test_size: float = opt(
+        0.2, "stratified/random split: test share", alias="--test-size", at_least=1e-9, below=1
+    )
+    eval_size: float = opt(
+        0.1, "stratified/random/file split: eval share", alias="--eval-size", at_least=0, below=1
+    )
     seed: int = opt(42, "split seed", alias="--seed")
     test_data: str = opt("", "explicit test file (split=file)", alias="--test-data")
     dedupe: bool = opt(
@@ -120,9 +137,9 @@ class PromptConfig:
 
 @dataclass
 class LoraConfig:
-    r: int = opt(64, "LoRA rank")
-    lora_alpha: int = opt(16, "LoRA scaling numerator (scale = lora_alpha / r)")
-    lora_dropout: float = opt(0.1, "dropout on the LoRA input")
+    r: int = opt(64, "LoRA rank", at_least=1)
+    lora_alpha: int = opt(16, "LoRA scaling numerator (scale = lora_alpha / r)", at_least=1)
+    lora_dropout: float = opt(0.1, "dropout on the LoRA input", at_least=0, below=1)
     bias: str = opt("none", "which biases train", choices=("none", "all", "lora_only"))
     task_type: str = opt("CAUSAL_LM", "PEFT task type")
     target_modules: str = opt("all-linear", "all-linear, or comma-separated module names")
@@ -136,21 +153,21 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = opt("runs/train", "where checkpoints, the adapter and logs go", alias="--out")
-    num_train_epochs: float = opt(3.0, "epochs")
-    per_device_train_batch_size: int = opt(1, "micro-batch size")
-    gradient_accumulation_steps: int = opt(8, "micro-batches per optimizer step")
+    num_train_epochs: float = opt(3.0, "epochs", at_least=1e-9)
+    per_device_train_batch_size: int = opt(1, "micro-batch size", at_least=1)
+    gradient_accumulation_steps: int = opt(8, "micro-batches per optimizer step", at_least=1)
     optim: str = opt(
         "paged_adamw_32bit", "optimizer (paged_* need CUDA; on CPU the plain AdamW equivalent is used)"
     )
-    save_steps: int = opt(0, "checkpoint every N optimizer steps (0 = every epoch)")
-    logging_steps: int = opt(25, "log the loss every N optimizer steps")
-    learning_rate: float = opt(2e-4, "peak learning rate")
-    weight_decay: float = opt(0.001, "AdamW weight decay")
+    save_steps: int = opt(0, "checkpoint every N optimizer steps (0 = every epoch)", at_least=0)
+    logging_steps: int = opt(25, "log the loss every N optimizer steps", at_least=1)
+    learning_rate: float = opt(2e-4, "peak learning rate", at_least=1e-12)
+    weight_decay: float = opt(0.001, "AdamW weight decay", at_least=0)
     fp16: bool = opt(False, "fp16 mixed precision (CUDA)")
     bf16: bool = opt(False, "bf16 mixed precision")
-    max_grad_norm: float = opt(0.3, "gradient clipping")
+    max_grad_norm: float = opt(0.3, "gradient clipping", at_least=0)
     max_steps: int = opt(-1, "stop after N optimizer steps (-1 = by epochs)")
-    warmup_ratio: float = opt(0.03, "share of steps for linear warm-up")
+    warmup_ratio: float = opt(0.03, "share of steps for linear warm-up", at_least=0)
     group_by_length: bool = opt(True, "batch sentences of similar length together")
     shuffle: bool = opt(
         True, "without group_by_length: shuffle each epoch (false = file order, reproducible)"
@@ -158,17 +175,24 @@ class TrainConfig:
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule")
     report_to: str = opt("tensorboard", "tensorboard or none")
     evaluation_strategy: str = opt("epoch", "when to evaluate on the eval split: epoch, steps or no")
-    eval_steps: int = opt(0, "evaluate every N steps when evaluation_strategy=steps")
+    eval_steps: int = opt(0, "evaluate every N steps when evaluation_strategy=steps", at_least=0)
     gradient_checkpointing: bool = opt(True, "recompute activations to save memory")
-    max_seq_length: int = opt(512, "longest training sequence; longer ones are an error, never cut")
+    max_seq_length: int = opt(
+        512, "longest training sequence; longer ones are an error, never cut", at_least=1
+    )
     packing: bool = opt(False, "pack several sentences per sequence (not with fast=true)")
     seed: int = opt(42, "training seed")
     fast: bool = opt(
         False,
         "finsent's fast path: shared-prefix forward, loss on label tokens only, length-bucketed batches",
     )
-    eval_batch_size: int = opt(32, "batch size of the evaluator")
-    resume: bool = opt(False, "continue from the last checkpoint in output_dir", alias="--resume")
+    eval_batch_size: int = opt(32, "batch size of the evaluator", at_least=1)
+    resume: bool = opt(
+        False, "continue from the last complete checkpoint of the same run in output_dir", alias="--resume"
+    )
+    overwrite: bool = opt(
+        False, "train into an output_dir that holds an earlier run, clearing it first", alias="--overwrite"
+    )
     extra: dict = opt(
         {},
         "other TrainingArguments/SFTConfig keys passed through as they are, e.g. "
@@ -201,7 +225,13 @@ class Config:
         section, name = _resolve_key(key, source)
         sec = getattr(self, section)
         value = coerce(value, _field_type(SECTIONS[section], name), f"{source} {section}.{name}")
-        renamed = _field(section, name).metadata.get("renamed") or {}
+        meta = _field(section, name).metadata
+        low, high = meta.get("at_least"), meta.get("below")
+        if low is not None and value < low or high is not None and value >= high:
+            bounds = ("> 0" if low and low < 1e-6 else f">= {low:g}") if low is not None else ""
+            bounds += (" and " if bounds else "") + f"< {high:g}" if high is not None else ""
+            raise FinsentError(f"{source} {section}.{name}: {value!r} is out of range (must be {bounds})")
+        renamed = meta.get("renamed") or {}
         setattr(sec, name, renamed.get(value, value) if isinstance(value, str) else value)
 
     def validate(self, world_size: int = 1) -> Config:
@@ -359,6 +389,67 @@ def load_saved_config(folder: str | Path) -> Config | None:
     cfg = Config()
     apply_mapping(cfg, load_yaml(path), str(path))
     return cfg
+
+
+def resolve(
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    adapter: str | None = None,
+) -> Config:
+    """The one way every command names a model and its prompt: defaults < the config saved beside the
+    adapter (or, without one, beside the model folder) < --config FILE < flags.
+
+    An adapter without finsent's saved config still names its base (PEFT's adapter_config.json), so it
+    never falls back to the default model; a --model that contradicts the adapter's base is an error.
+    """
+    overrides = dict(overrides or {})
+    model_flag = overrides.get("model.model")
+    adapter_base = None
+    if adapter:
+        folder = Path(adapter)
+        if not (folder / "adapter_config.json").is_file():
+            raise FinsentError(
+                f"--adapter {adapter}: no adapter_config.json there (not a LoRA adapter folder)"
+            )
+        saved = load_saved_config(folder)
+        adapter_base = saved.model.model if saved else _peft_base(folder)
+        if adapter_base is None and not model_flag:
+            raise FinsentError(
+                f"--adapter {adapter}: neither {CONFIG_FILENAME} nor adapter_config.json names the base model; "
+                "pass --model"
+            )
+    else:
+        model = model_flag
+        if not model and config_file:
+            section = load_yaml(config_file).get("model")
+            model = section.get("model") if isinstance(section, dict) else None
+        saved = load_saved_config(model) if model and Path(str(model)).is_dir() else None
+    cfg = saved or Config()
+    if adapter_base and not saved:
+        cfg.model.model = adapter_base
+    if config_file:
+        apply_mapping(cfg, load_yaml(config_file), str(config_file))
+    if adapter_base and model_flag and not _same_model(model_flag, adapter_base):
+        raise FinsentError(
+            f"--model {model_flag}: the adapter {adapter} was trained on {adapter_base}; "
+            f"drop --model, or pass --model {adapter_base}"
+        )
+    for key, value in overrides.items():
+        cfg.set(key, value, "option")
+    return cfg
+
+
+def _peft_base(adapter: Path) -> str | None:
+    import json
+
+    return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or None
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
 
 
 def iter_fields():

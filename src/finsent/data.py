@@ -47,6 +47,7 @@ class Dataset:
     duplicates: int = 0  # extra copies of a sentence with the same label
     conflicts: int = 0  # sentences that appear with more than one label
     dropped_by_dedupe: int = 0
+    in_train_and_test: int = 0  # --split file: sentences of the test file also in the training data
 
     def flaws(self) -> list[str]:
         out = [f"malformed: {m}" for m in self.malformed]
@@ -57,14 +58,19 @@ class Dataset:
             out.append(f"conflicting labels: {self.conflicts} sentences have more than one label")
         if self.dropped_by_dedupe:
             out.append(f"--dedupe dropped {self.dropped_by_dedupe} rows")
+        if self.in_train_and_test:
+            out.append(
+                f"leak: {self.in_train_and_test} sentences of the test file are also in the training data"
+                + (
+                    " (--dedupe removed them from train and eval)"
+                    if self.dropped_by_dedupe
+                    else " (--dedupe removes them)"
+                )
+            )
         return out
 
 
 # ---------------------------------------------------------------- readers
-
-
-def _read_text(path: Path, encoding: str) -> str:
-    return _check_binary(path, _read_bytes(path)).decode(encoding)
 
 
 def _check_binary(path: Path, raw: bytes) -> bytes:
@@ -78,8 +84,9 @@ def _check_binary(path: Path, raw: bytes) -> bytes:
 
 
 def _rows_phrasebank(path: Path):
-    """`sentence@label` lines, Latin-1; split on the last '@'."""
-    for i, line in enumerate(_read_text(path, "latin-1").splitlines()):
+    """`sentence@label` lines (the authors' files are Latin-1; a UTF-8 copy is read as UTF-8); split on
+    the last '@'."""
+    for i, line in enumerate(_decode_any(path).splitlines()):
         if not line.strip():
             continue
         if "@" not in line:
@@ -115,8 +122,8 @@ def _read_bytes(path: Path) -> bytes:
         raise FinsentError(f"{path}: is a folder, expected a file") from None
 
 
-def _rows_table(path: Path, text_column: str, label_column: str | None):
-    """CSV/TSV with a header, JSONL or Parquet; yields (row, text, label, error)."""
+def _records(path: Path, text_column: str, label_column: str | None):
+    """CSV/TSV with a header, JSONL or Parquet; yields (row, record with every column, error)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pandas as pd
@@ -127,10 +134,9 @@ def _rows_table(path: Path, text_column: str, label_column: str | None):
             raise FinsentError(f"{path}: file not found") from None
         except Exception as e:
             raise FinsentError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
-        records = df.to_dict("records")
         _check_columns(path, list(df.columns), text_column, label_column)
-        for i, rec in enumerate(records):
-            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+        for i, rec in enumerate(df.to_dict("records")):
+            yield i, rec, None
         return
     content = _decode_any(path)
     if suffix in (".jsonl", ".json", ".ndjson"):
@@ -141,15 +147,15 @@ def _rows_table(path: Path, text_column: str, label_column: str | None):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                yield i, None, None, f"{path}:{i + 1}: invalid JSON ({e.msg})"
+                yield i, None, f"{path}:{i + 1}: invalid JSON ({e.msg})"
                 continue
             if not isinstance(rec, dict):
-                yield i, None, None, f"{path}:{i + 1}: expected a JSON object"
+                yield i, None, f"{path}:{i + 1}: expected a JSON object"
                 continue
             if not seen_cols:
                 _check_columns(path, list(rec), text_column, label_column)
                 seen_cols = True
-            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+            yield i, rec, None
         return
     delimiter = "\t" if suffix in (".tsv", ".tab") else ","
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
@@ -158,18 +164,61 @@ def _rows_table(path: Path, text_column: str, label_column: str | None):
         raise FinsentError(f"{path}: empty file")
     header = [h.strip() for h in header]
     _check_columns(path, header, text_column, label_column)
-    ti = header.index(text_column)
-    li = header.index(label_column) if label_column else None
     for i, row in enumerate(reader):
         if not row:
             continue
         if len(row) != len(header):
-            yield i, None, None, f"{path}:{i + 2}: expected {len(header)} fields, got {len(row)}"
+            yield i, None, f"{path}:{i + 2}: expected {len(header)} fields, got {len(row)}"
             continue
-        yield i, row[ti], row[li] if li is not None else None, None
+        yield i, dict(zip(header, row)), None
+
+
+def _rows_table(path: Path, text_column: str, label_column: str | None):
+    """(row, text, label, error) from _records."""
+    for i, rec, error in _records(path, text_column, label_column):
+        if rec is None:
+            yield i, None, None, error
+        else:
+            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+
+
+TABLES = (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet")
+
+
+def is_missing(value: object) -> bool:
+    """No text: absent, None, a pandas/Parquet null (NaN, NA), or only whitespace."""
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:  # NaN, Parquet's null in a pandas frame
+        return True
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return not str(value).strip()
+
+
+def iter_records(path: str | os.PathLike, text_column: str = "text"):
+    """Unlabelled rows for prediction, through the same readers and decoding as labelled data:
+    (where, record with every column, error) for CSV/TSV/JSONL/Parquet (header row), or a .txt file
+    (one text a line, record {text_column: line}). UTF-8, else Latin-1; other suffixes are an error."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        for i, line in enumerate(_decode_any(path).splitlines()):
+            yield f"{path}:{i + 1}", {text_column: line}, None
+    elif suffix in TABLES:
+        header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
+        for i, rec, error in _records(path, text_column, None):
+            yield f"{path}: row {i}" if suffix == ".parquet" else f"{path}:{i + 1 + header_lines}", rec, error
+    else:
+        raise FinsentError(
+            f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
+        )
 
 
 def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str | None) -> None:
+    repeated = sorted({str(c) for c in columns if list(columns).count(c) > 1})
+    if repeated:
+        raise FinsentError(f"{path}: column name repeated in the header: {', '.join(repeated)}")
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if col and col not in columns:
             raise FinsentError(
@@ -200,7 +249,7 @@ def read_file(
         rows = _rows_phrasebank(path)
     elif suffix == ".csv" and _looks_headerless_labelled(content := _decode_any(path), mapper):
         rows = _rows_headerless_csv(path, content)
-    elif suffix in (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet"):
+    elif suffix in TABLES:
         rows = _rows_table(path, text_column, label_column)
         header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
     else:
@@ -215,7 +264,7 @@ def read_file(
             continue
         where = f"{path}:{i + 1 + header_lines}" if suffix != ".parquet" else f"{path}: row {i}"
         problem = None
-        if text is None or not str(text).strip():
+        if is_missing(text):
             problem = f"{where}: empty text"
         else:
             label = mapper(raw_label)
@@ -259,7 +308,8 @@ def _find_repeats(ds: Dataset, dedupe: bool) -> None:
 
 
 def resolve_data(spec: str) -> Path:
-    """A path, or `fpb[:subset]` found under $FINSENT_DATA_DIR, else fetched from the hub when online."""
+    """A path, or `fpb[:subset]`: found under $FINSENT_DATA_DIR, else fetched from the hub (online) or a
+    local mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
     if not spec.lower().startswith("fpb"):
         return Path(spec).expanduser()
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
@@ -276,36 +326,62 @@ def resolve_data(spec: str) -> Path:
             if cand.is_file():
                 return cand
     try:
-        return _download_fpb(subset)
-    except Exception as e:  # offline, hub refused, datasets missing: say how to fix it
+        return fetch_fpb(subset)
+    except Exception as e:  # offline, hub refused, layout changed: say how to fix it
         raise FinsentError(
             f"--data {spec}: {name} not found"
             + (f" under ${DATA_DIR_ENV}={root}" if root else f" (${DATA_DIR_ENV} is not set)")
-            + f" and the hub download failed ({type(e).__name__}); set {DATA_DIR_ENV} to the folder holding"
-            " the Financial PhraseBank files, or pass --data PATH"
+            + f" and fetching {HUB_DATASET} failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"set {DATA_DIR_ENV} to the folder holding the Financial PhraseBank files (FinancialPhraseBank-v1.0"
+            ".zip from the authors), or go online once (unset HF_HUB_OFFLINE), or pass --data PATH"
         ) from None
 
 
-def _download_fpb(subset: str) -> Path:
-    """Write the hub's copy of the PhraseBank as a local `sentence@label` file (online only)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        raise ConnectionError("offline mode")
-    from datasets import load_dataset
+# The hub's copy is a loading script, which datasets 4+ refuses to run; the hub's own parquet conversion
+# of it (branch refs/convert/parquet, one folder per configuration) needs no script. Set
+# FINSENT_FPB_REVISION to a commit of that branch to pin it; the commit used is recorded beside the data.
+HUB_REVISION = "refs/convert/parquet"
+HUB_LABELS = ("negative", "neutral", "positive")  # the dataset's ClassLabel order
 
-    name = {
-        "50agree": "sentences_50agree",
-        "66agree": "sentences_66agree",
-        "75agree": "sentences_75agree",
-        "allagree": "sentences_allagree",
-    }[subset]
-    ds = load_dataset(HUB_DATASET, name, split="train")
-    names = ds.features["label"].names
-    from finsent.fsio import cache_root
 
+def fetch_fpb(subset: str) -> Path:
+    """The PhraseBank subset as a local `sentence@label` file (the format of the authors' own files) in
+    finsent's cache, from the hub's parquet conversion or from $FINSENT_FPB_MIRROR, a local folder of
+    the same layout (<config>/<split>/*.parquet)."""
+    import pandas as pd
+
+    from finsent.fsio import cache_root, write_json
+
+    config = f"sentences_{subset}"
+    mirror = os.environ.get("FINSENT_FPB_MIRROR")
+    revision = os.environ.get("FINSENT_FPB_REVISION", HUB_REVISION)
+    if mirror:
+        files = sorted((Path(mirror) / config).rglob("*.parquet"))
+        source = {"mirror": str(Path(mirror).resolve())}
+    else:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+            raise ConnectionError("offline mode (HF_HUB_OFFLINE=1)")
+        from huggingface_hub import HfApi, hf_hub_download
+
+        info = HfApi().dataset_info(HUB_DATASET, revision=revision, files_metadata=False)
+        names = [f.rfilename for f in info.siblings or [] if f.rfilename.startswith(config + "/")]
+        files = [
+            Path(hf_hub_download(HUB_DATASET, f, repo_type="dataset", revision=info.sha))
+            for f in sorted(names)
+            if f.endswith(".parquet")
+        ]
+        source = {"dataset": HUB_DATASET, "revision": revision, "commit": info.sha}
+    if not files:
+        raise FileNotFoundError(f"no {config}/*.parquet")
+    frame = pd.concat([pd.read_parquet(f, columns=["sentence", "label"]) for f in files], ignore_index=True)
+    lines = [f"{text}@{HUB_LABELS[int(label)]}\n" for text, label in zip(frame.sentence, frame.label)]
     out = cache_root() / "data" / FPB_FILES[subset]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(
-        "".join(f"{r['sentence']}@{names[r['label']]}\n" for r in ds).encode("latin-1", "replace")
+    from finsent.fsio import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes("".join(lines).encode("latin-1", "replace"))  # the authors' encoding
+    write_json(
+        out.with_suffix(".source.json"), source | {"files": [str(f) for f in files], "rows": len(lines)}
     )
     return out
 
@@ -391,6 +467,26 @@ def split_stratified(
     return {"train": train, "eval": ev, "test": test}
 
 
+def split_random(
+    examples: list[Example], test_size: float, eval_size: float, seed: int
+) -> dict[str, list[Example]]:
+    """The public FPB benchmark's split (FinGPT, FinLoRA): `datasets.Dataset.train_test_split(test_size,
+    seed=seed)`, re-implemented in numpy so that it needs no Arrow table: the permutation of
+    np.random.default_rng(seed), ceil(test_size * n) test rows first, the rest train. The eval split is
+    the last eval_size share of that train part (eval_size 0 keeps the benchmark's train rows whole)."""
+    import math
+
+    import numpy as np
+
+    n = len(examples)
+    n_test = math.ceil(test_size * n)
+    order = np.random.default_rng(seed).permutation(n)
+    test = [examples[i] for i in order[:n_test]]
+    rest = [examples[i] for i in order[n_test:]]
+    n_eval = math.ceil(eval_size * n) if eval_size else 0
+    return {"train": rest[: len(rest) - n_eval], "eval": rest[len(rest) - n_eval :], "test": test}
+
+
 def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[Example]]]:
     """Read the data named by a DataConfig and split it as it asks."""
     ds = ds or load_dataset_from_config(dc)
@@ -401,6 +497,8 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         )
     elif dc.split == "stratified":
         splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
+    elif dc.split == "random":
+        splits = split_random(ds.examples, dc.test_size, dc.eval_size, dc.seed)
     else:
         if not dc.test_data:
             raise FinsentError("--split file needs --test-data FILE")
@@ -409,8 +507,15 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         )
         from sklearn.model_selection import train_test_split
 
+        test_texts = {e.text for e in test.examples}
+        pool = ds.examples
+        ds.in_train_and_test = len({e.text for e in pool} & test_texts)
+        if dc.dedupe and ds.in_train_and_test:
+            kept = [e for e in pool if e.text not in test_texts]
+            ds.dropped_by_dedupe += len(pool) - len(kept)
+            pool = ds.examples = kept
         train, ev = train_test_split(
-            ds.examples, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in ds.examples]
+            pool, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in pool]
         )
         splits = {"train": train, "eval": ev, "test": test.examples}
     return ds, splits

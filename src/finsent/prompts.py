@@ -1,9 +1,14 @@
 """Prompt templates and their tokenisation, shared by training, evaluation and serving.
 
-A prompt is three token segments: a shared `prefix` (the instruction, identical for every sentence),
-the sentence's `body` (text plus what follows it up to the answer), and the answer (a label word).
-Training, scoring and generation all build their token ids from the same segments, so the model is
-scored on exactly the tokens it was trained on, and the prefix can be computed once per batch.
+A prompt is the string `prefix + text + suffix`, and it is tokenised as one string, as a user, the
+notebooks' pipeline, llama.cpp and Ollama do: a byte-level BPE merges characters across the cut between
+the instruction and the sentence (`[` + `(`, `[` + `"`), so encoding the pieces apart would train and
+score tokens that no deployment ever sends. The answer (a label word) follows the prompt.
+
+For speed the instruction's tokens are shared: `split(text)` says how many leading tokens of the
+whole-string encoding equal the prefix's own encoding (all of them, unless the sentence's first
+characters merged with the prefix's last ones) and returns the rest as the sentence's `body`. The scorer
+runs the prefix once and lets each row see only its shared part.
 """
 
 from __future__ import annotations
@@ -94,8 +99,8 @@ class PromptCodec:
         self.template = template
         self.labels = labels
         self.label_words = label_words
-        bos = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
-        self.prefix_ids: list[int] = bos + self._encode(template.prefix)
+        self.bos: list[int] = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+        self.prefix_ids: list[int] = self.bos + self._encode(template.prefix)
         self.label_ids: list[list[int]] = [self._answer_ids(w) for w in label_words]
         for lab, ids in zip(labels, self.label_ids):
             if not ids:
@@ -123,17 +128,31 @@ class PromptCodec:
             return full[len(ctx) :]
         return self._encode(self.template.answer_sep + word)
 
-    def body_ids(self, text: str) -> list[int]:
-        return self._encode(text + self.template.suffix)
-
     def prompt_ids(self, text: str) -> list[int]:
-        return self.prefix_ids + self.body_ids(text)
+        """The whole prompt string's token ids (with BOS when the tokenizer adds one)."""
+        return self.bos + self._encode(self.template.render(text))
+
+    def split(self, text: str) -> tuple[int, list[int]]:
+        """(n, body): the prompt's ids are prefix_ids[:n] + body. n is the longest run of leading ids the
+        prompt shares with prefix_ids, and body keeps at least the last prompt token (it predicts the
+        answer)."""
+        ids = self.prompt_ids(text)
+        return shared_split(self.prefix_ids, ids)
 
     def train_ids(self, text: str, label: str) -> tuple[list[int], int]:
         """Prompt + answer + EOS, and how many leading tokens are prompt (no loss on them)."""
         prompt = self.prompt_ids(text)
         answer = self.label_ids[self.labels.index(label)] + ([self.eos_id] if self.eos_id is not None else [])
         return prompt + answer, len(prompt)
+
+
+def shared_split(prefix_ids: list[int], ids: list[int]) -> tuple[int, list[int]]:
+    """How many leading `ids` equal `prefix_ids` (at most len(ids) - 1), and the ids after them."""
+    n = 0
+    limit = min(len(prefix_ids), len(ids) - 1)
+    while n < limit and ids[n] == prefix_ids[n]:
+        n += 1
+    return n, ids[n:]
 
 
 def _adds_bos(tokenizer) -> bool:

@@ -45,7 +45,14 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     timings["data"] = time.perf_counter() - t
 
     def measure(name: str, model_cfg, adapter=None):
-        """Evaluate one model on the test split into out/<name>/; returns (predictions, probabilities)."""
+        """Evaluate one model on the test split into out/<name>/; returns (predictions, probabilities).
+        In float32 (a 4-bit base stays 4-bit: that is what was trained): the merged model is saved in
+        float32 and its parity with the adapter is a float32 claim, as in `finsent merge`. Evaluated
+        in bf16, the merged weights' rounding flipped 10 of 900 test predictions against the adapter's
+        on an AMX CPU (98.9%), with accuracy unchanged (0.828 and 0.830)."""
+        model_cfg = copy.deepcopy(model_cfg)
+        if not model_cfg.load_in_4bit:
+            model_cfg.dtype = "float32"
         model, tokenizer, _ = load_model(model_cfg, adapter)
         codec = PromptCodec.from_config(cfg, tokenizer)
         metrics, preds, probs = run_evaluation(model, codec, test, batch_size, desc=name)
@@ -76,7 +83,10 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
     merged = measure("merged", merged_model)
-    parity = certify_merge(cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"])
+    reference = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
+    parity = certify_merge(
+        cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"], reference=reference
+    )
     results["merged"]["merge_parity"] = parity
     # the merged model carries its own test metrics: its card, `finsent export` and the server read them
     write_json(merged_dir / "metrics.json", results["merged"])

@@ -25,10 +25,17 @@ from finsent.labels import UNPARSED
 
 @dataclass
 class Row:
-    """One sequence after the shared prefix: a body, then branches that each see the body and themselves."""
+    """One sequence after the shared prefix: a body, then branches that each see the body and themselves.
+    `start`: how many of the shared prefix's tokens the row sees (its prompt's encoding may part from the
+    prefix's own encoding before the prefix ends); its body's positions start there."""
 
     body: list[int]
     branches: list[list[int]]
+    start: int = 0
+
+
+# (n, body) from PromptCodec.split: the prompt is prefix_ids[:n] + body
+Prompt = tuple[int, list[int]]
 
 
 def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
@@ -39,16 +46,18 @@ def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
     seg = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 body, j+1 branch j, -1 padding
+    sees_prefix = torch.zeros((len(rows), prefix_len), dtype=torch.bool)
     for i, r in enumerate(rows):
-        n = len(r.body)
+        n, p0 = len(r.body), r.start
         ids[i, :n] = torch.tensor(r.body)
-        pos[i, :n] = torch.arange(prefix_len, prefix_len + n)
+        pos[i, :n] = torch.arange(p0, p0 + n)
         seg[i, :n] = 0
+        sees_prefix[i, :p0] = True
         start = n
         for j, br in enumerate(r.branches):
             k = len(br)
             ids[i, start : start + k] = torch.tensor(br)
-            pos[i, start : start + k] = torch.arange(prefix_len + n, prefix_len + n + k)
+            pos[i, start : start + k] = torch.arange(p0 + n, p0 + n + k)
             seg[i, start : start + k] = j + 1
             start += k
     q = seg[:, :, None]
@@ -56,7 +65,7 @@ def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     allowed = causal & (((k == 0) & (q >= 0)) | ((k == q) & (k > 0)))
     allowed |= torch.eye(width, dtype=torch.bool)  # a padding query sees itself, so softmax stays finite
-    mask = torch.cat([torch.ones(len(rows), width, prefix_len, dtype=torch.bool), allowed], dim=2)
+    mask = torch.cat([sees_prefix[:, None, :].expand(-1, width, -1), allowed], dim=2)
     return ids.to(device), pos.to(device), mask[:, None].to(device)
 
 
@@ -141,13 +150,13 @@ def _cache_argument(decoder) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
-def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list[tuple[int, int]]]]:
-    """Rows that score every label of `codec` after each body, and their targets: for each row, every
+def label_rows(codec, prompts: Sequence[Prompt]) -> tuple[list[Row], list[list[tuple[int, int]]]]:
+    """Rows that score every label of `codec` after each prompt, and their targets: for each row, every
     label's answer tokens in label order (so label j owns len(codec.label_ids[j]) consecutive targets)."""
     rows, targets = [], []
-    for body in bodies:
+    for n_shared, body in prompts:
         branches = [ids[:-1] for ids in codec.label_ids if len(ids) > 1]
-        rows.append(Row(body, branches))
+        rows.append(Row(body, branches, n_shared))
         t, start, last = [], len(body), len(body) - 1
         for ids in codec.label_ids:
             t.append((last, ids[0]))
@@ -159,31 +168,34 @@ def label_rows(codec, bodies: Sequence[list[int]]) -> tuple[list[Row], list[list
 
 
 def answer_loss(model, codec, inputs, num_items_in_batch=None):
-    """Mean NLL of the answer tokens, through the shared-prefix forward (same tokens as the scorer)."""
-    n_prefix = len(codec.prefix_ids)
+    """Mean NLL of the answer tokens, through the shared-prefix forward (same tokens as the scorer).
+    Each input is prompt + answer + EOS, the prompt tokenised whole (PromptCodec.train_ids)."""
+    from finsent.prompts import shared_split
+
     rows, targets = [], []
     for ids, mask, labels in zip(
         inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), inputs["labels"].tolist()
     ):
         n = sum(mask)
         seq, lab = ids[:n], labels[:n]
-        body = seq[n_prefix:]
-        rows.append(Row(body[:-1], []))  # the last token (EOS) predicts nothing we train on
-        targets.append([(p - n_prefix - 1, seq[p]) for p in range(n_prefix + 1, n) if lab[p] != -100])
+        first = next(p for p in range(n) if lab[p] != -100)  # the first answer token
+        k, _ = shared_split(codec.prefix_ids, seq[:first])
+        rows.append(Row(seq[k : n - 1], [], k))  # the last token (EOS) predicts nothing we train on
+        targets.append([(p - k - 1, seq[p]) for p in range(first, n) if lab[p] != -100])
     logp = token_logprobs(model, codec.prefix_ids, rows, targets, codec.tokenizer.pad_token_id)
     denom = num_items_in_batch if num_items_in_batch is not None else logp.numel()
     return -logp.sum() / denom
 
 
-def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool = True, prefix_kv=None):
+def score_prompts(model, codec, prompts: Sequence[Prompt], share_prefix: bool = True, prefix_kv=None):
     """(B, L) float32 tensor: log p(label answer | prompt), summed over each answer's tokens."""
     import torch
 
     if share_prefix:
         prefix = codec.prefix_ids
     else:
-        prefix, bodies = [], [codec.prefix_ids + b for b in bodies]
-    rows, targets = label_rows(codec, bodies)
+        prefix, prompts = [], [(0, codec.prefix_ids[:n] + b) for n, b in prompts]
+    rows, targets = label_rows(codec, prompts)
     flat = token_logprobs(model, prefix, rows, targets, codec.tokenizer.pad_token_id, prefix_kv)
     sizes = torch.tensor([len(ids) for ids in codec.label_ids], device=flat.device)
     label_of = torch.repeat_interleave(torch.arange(len(sizes), device=flat.device), sizes).repeat(len(rows))
@@ -194,7 +206,7 @@ def score_bodies(model, codec, bodies: Sequence[list[int]], share_prefix: bool =
 
 def score_plain(model, codec, texts: Sequence[str]):
     """The reference: one ordinary forward per (sentence, label) with the whole prompt + answer, no
-    shared prefix, no branches, no custom mask. Used by tests and benchmarks to check `score_bodies`."""
+    shared prefix, no branches, no custom mask. Used by tests and benchmarks to check `score_prompts`."""
     import torch
 
     out = torch.zeros(len(texts), len(codec.label_ids))
@@ -221,32 +233,37 @@ def classify(
     batch_size: int = 32,
     method: str = "score",
     progress: Callable[[int], None] | None = None,
+    prefix_kv: list[tuple] | None = None,
 ) -> tuple[list[str], list[list[float]]]:
     """Predicted label and per-label probabilities for each text.
 
     method="score": probabilities over the label set from the full answer likelihoods.
     method="generate": the notebooks' method, the single most likely next token, parsed for a label
     word; an answer naming no label is UNPARSED, and its probabilities are all zero.
+    `prefix_kv`: the prefix's key/value states (prefix_states) when the caller keeps them for a model whose
+    weights do not change (Classifier, the server), so that even one call computes no prefix.
     """
     import torch
 
-    bodies = [codec.body_ids(t) for t in texts]
+    prompts = [codec.split(t) for t in texts]
     preds: list[str] = [""] * len(texts)
     probs: list[list[float]] = [[]] * len(texts)
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         # the weights are fixed here, so the prefix is run once for all batches, not once per batch
-        kv = prefix_states(model, codec.prefix_ids) if method == "score" and codec.prefix_ids else None
-        for batch in length_batches([len(b) for b in bodies], batch_size):
+        kv = prefix_kv
+        if kv is None and method == "score" and codec.prefix_ids:
+            kv = prefix_states(model, codec.prefix_ids)
+        for batch in length_batches([len(b) for _, b in prompts], batch_size):
             if method == "score":
-                scores = score_bodies(model, codec, [bodies[i] for i in batch], prefix_kv=kv)
+                scores = score_prompts(model, codec, [prompts[i] for i in batch], prefix_kv=kv)
                 p = torch.softmax(scores, dim=-1).cpu()
                 for i, row in zip(batch, p.tolist()):
                     probs[i] = row
                     preds[i] = codec.labels[max(range(len(row)), key=row.__getitem__)]
             else:
-                for i, word in zip(batch, _next_words(model, codec, [bodies[i] for i in batch])):
+                for i, word in zip(batch, _next_words(model, codec, [prompts[i] for i in batch])):
                     preds[i] = _parse_answer(word, codec)
                     probs[i] = [float(preds[i] == lab) for lab in codec.labels]
             if progress:
@@ -255,13 +272,13 @@ def classify(
     return preds, probs
 
 
-def _next_words(model, codec, bodies: Sequence[list[int]]) -> list[str]:
+def _next_words(model, codec, prompts: Sequence[Prompt]) -> list[str]:
     """Greedy one-token generation (what the notebooks' pipeline(max_new_tokens=1) does), batched."""
     import torch
 
     device = model.get_input_embeddings().weight.device
     decoder = model.get_decoder()
-    rows = [Row(codec.prefix_ids + b, []) for b in bodies]
+    rows = [Row(codec.prefix_ids[:n] + b, []) for n, b in prompts]
     ids, pos, mask = _layout(rows, 0, codec.tokenizer.pad_token_id, device)
     with attention_kernels(device):
         hidden = decoder(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state

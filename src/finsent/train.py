@@ -30,11 +30,10 @@ def train(cfg: Config, splits=None) -> Path:
     import torch
     from datasets import Dataset
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
-    from finsent.console import note
+    from finsent.checkpoints import guard, prepare
     from finsent.data import make_splits
-    from finsent.fsio import write_json
+    from finsent.fsio import atomic_dir, write_json
     from finsent.model_card import write_model_card
     from finsent.models import load_model
     from finsent.prompts import PromptCodec
@@ -46,8 +45,14 @@ def train(cfg: Config, splits=None) -> Path:
     tc = cfg.train
     out = Path(tc.output_dir)
     set_seed(tc.seed)
+    main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
+    if main:
+        guard(out, tc.resume, tc.overwrite)
     if splits is None:
         _, splits = make_splits(cfg.data)
+    last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
+    if main:
+        save_config(cfg, out)
     model, tokenizer, device = load_model(cfg.model, trainable=True)
     codec = PromptCodec.from_config(cfg, tokenizer)
     if cfg.model.load_in_4bit:
@@ -72,24 +77,21 @@ def train(cfg: Config, splits=None) -> Path:
     if args.fp16:
         upcast_trainable(trainer.model)
     trainer.model.print_trainable_parameters()
-    save_config(cfg, out)
 
-    # --- train (from the last checkpoint with --resume)
-    last = get_last_checkpoint(str(out)) if tc.resume and out.is_dir() else None
-    if tc.resume and not last:
-        note(f"--resume: no checkpoint in {out}; starting from scratch")
-    elif last:
+    # --- train (from the last complete checkpoint of the same run with --resume)
+    if last:
         print(f"resuming from {last}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / ADAPTER_DIRNAME
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(adapter)
-        tokenizer.save_pretrained(adapter)
-        save_config(cfg, adapter)
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]
+        with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
+            trainer.model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_config(cfg, tmp)
         write_model_card(
             adapter,
             cfg,
