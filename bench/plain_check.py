@@ -61,13 +61,20 @@ def plain_scores(model_dir: str, texts: list[str]) -> list[str]:
         for text in texts:
             prompt = notebook_prompt(text)
             ids = tok(prompt)["input_ids"]
-            scores = []
+            answers = []
             for label in LABELS:
                 full = tok(prompt + " " + label)["input_ids"]
                 assert full[: len(ids)] == ids, "the answer merged into the prompt's last token"
-                answer = full[len(ids) :]
-                logp = torch.log_softmax(model(input_ids=torch.tensor([full])).logits[0].float(), -1)
-                scores.append(sum(float(logp[len(ids) - 1 + m, t]) for m, t in enumerate(answer)))
+                answers.append(full[len(ids) :])
+            if all(len(a) == 1 for a in answers):  # one forward gives every single-token answer
+                logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+                scores = [float(logp[a[0]]) for a in answers]
+            else:
+                scores = []
+                for answer in answers:
+                    full = torch.tensor([ids + answer])
+                    logp = torch.log_softmax(model(input_ids=full).logits[0].float(), -1)
+                    scores.append(sum(float(logp[len(ids) - 1 + m, t]) for m, t in enumerate(answer)))
             preds.append(LABELS[max(range(3), key=scores.__getitem__)])
     return preds
 

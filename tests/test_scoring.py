@@ -1,6 +1,5 @@
 """The evaluator on a tiny random Llama: multi-token answers, batch-size and padding invariance."""
 
-import pytest
 import torch
 
 from finsent.prompts import PromptCodec, build_template
@@ -59,13 +58,13 @@ def test_batch_size_and_padding_do_not_change_results(tiny):
     torch.testing.assert_close(torch.tensor(pr1), torch.tensor(pr16), atol=1e-5, rtol=1e-5)
 
 
-def test_probabilities_sum_to_one(tiny):
+def test_probabilities_are_the_plain_answer_likelihoods_normalised(tiny):
     model, tok = tiny
-    _, probs = classify(model, codec_for(tok), TEXTS, batch_size=7)
-    assert len(probs) == len(TEXTS)
-    for row in probs:
-        assert sum(row) == pytest.approx(1.0, abs=1e-5)
-        assert all(0.0 <= p <= 1.0 for p in row)
+    codec = codec_for(tok)
+    preds, probs = classify(model, codec, TEXTS[:5], batch_size=7)
+    expected = torch.softmax(score_plain(model, codec, TEXTS[:5]), dim=-1)
+    torch.testing.assert_close(torch.tensor(probs), expected, atol=1e-5, rtol=1e-5)
+    assert preds == [codec.labels[i] for i in expected.argmax(-1).tolist()]
 
 
 def test_generate_method_counts_unparsed(tiny):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from finsent.errors import FinsentError
+from finsent.train import ADAPTER_DIRNAME, LOG_FILENAME
 
 STAMP = "run_stamp.json"
 # what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
@@ -25,7 +26,8 @@ NOT_HASHED = {
     ("train", "output_dir"),
     ("train", "eval_batch_size"),
 }
-TRAINING_OUTPUTS = ("adapter", "train_log.json", "runs", STAMP)
+# the training folder's own outputs (named in train.py) and TensorBoard's logs
+TRAINING_OUTPUTS = (ADAPTER_DIRNAME, LOG_FILENAME, "runs", STAMP)
 
 
 def config_hash(cfg) -> str:
