@@ -2,21 +2,51 @@
 
     finsent export --model runs/demo/merged_model --format gguf --dtype q8_0 --out runs/demo/finsent-q8_0.gguf
 
-Written with the `gguf` package: llama.cpp's tensor names, its q/k row permutation, the BPE tokenizer
-(tokens, types, merges, special ids, chat template). An Ollama `Modelfile` with finsent's prompt goes
-beside the file. Parity: the GGUF is loaded back with transformers' GGUF loader and its predictions on
-the eval split are compared with the source model's.
+Written with the `gguf` package the way llama.cpp's own converter (convert_hf_to_gguf.py) writes a Llama:
+its tensor names, q/k row permutation and rope-scaling keys (Llama 3.x: a `rope_freqs` tensor), and the
+tokenizer as llama.cpp reads it: byte-level BPE (SmolLM2, Llama 3) with the pre-tokenizer named by the
+same hash llama.cpp uses, or SentencePiece (Llama 2) with scores and token types; special ids and
+whether BOS/EOS are added, checked against what the Hugging Face tokenizer really does. An Ollama
+`Modelfile` beside the file sends exactly the prompt finsent trained on and reads back one label.
+Parity: the GGUF is loaded back with transformers' GGUF loader and its predictions on the eval split are
+compared with the source model's (`make gguf-check` runs the same file in llama.cpp itself).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from hashlib import sha256
 from pathlib import Path
 
 from finsent.errors import FinsentError
 
 DTYPES = ("f16", "bf16", "q8_0")
 MIN_AGREEMENT = {"f16": 0.995, "bf16": 0.995, "q8_0": 0.98}
+
+# llama.cpp names a byte-level BPE pre-tokenizer by sha256(str(token ids of CHKTXT)), the ids from
+# `tokenizer.encode(CHKTXT)` (special tokens included). Copied from llama.cpp's converter,
+# conversion/base.py TextModel.get_vocab_base_pre (llama.cpp as vendored in llama-cpp-python 0.3.36);
+# only the Llama-family entries finsent exports.
+CHKTXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n\U0001f680 (normal) \U0001f636"
+    "\u200d\U0001f32b\ufe0f (multiple emojis concatenated) \u2705 \U0001f999\U0001f999 3 "
+    "33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 \u1780\u17b6\u1793\u17cb"
+    "\u178f\u17c2\u1796\u17b7\u179f\u17c1\u179f\u17a2\u17b6\u1785\U0001f601 ?\u6211\u60f3"
+    "\u5728apple\u5de5\u4f5c1314151\u5929\uff5e ------======= \u043d\u0435\u0449\u043e "
+    "\u043d\u0430 \u0411\u044a\u043b\u0433\u0430\u0440\u0441\u043a\u0438 ''''''```````\""
+    "\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? 'M not sure I'll "
+    "make it, 'D you like some tea? We'Ve a'lL"
+)
+PRE_BY_HASH = {
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Meta-Llama-3-8B
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM-135M
+}
+# Llama 3's split pattern as tokenizer.json writes it (llama.cpp src/llama-vocab.cpp, LLAMA3 pre-type)
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _permute(w, n_head: int):
@@ -25,11 +55,12 @@ def _permute(w, n_head: int):
 
 
 def _tensor_plan(files, n_blocks: int, qtype_of):
-    """(file, hf name, gguf name, gguf tensor kind, shape, ggml type) per exported tensor, from headers only.
+    """(source, hf name, gguf name, gguf tensor kind, shape, ggml type) per exported tensor, from headers
+    only; `source` is the safetensors file.
 
     Names come from gguf-py's llama table; tensors it does not know are skipped, and so are rotary
-    frequencies (llama.cpp recomputes them). A tied lm_head absent from the files simply yields no
-    output.weight: llama.cpp then reuses token_embd.
+    frequencies (llama.cpp recomputes them; Llama 3.x scaling comes from `_rope`). A tied lm_head absent
+    from the files simply yields no output.weight: llama.cpp then reuses token_embd.
     """
     import gguf
     from safetensors import safe_open
@@ -46,6 +77,237 @@ def _tensor_plan(files, n_blocks: int, qtype_of):
                 shape = tuple(st.get_slice(hf_name).get_shape())
                 plan.append((f, hf_name, hit[1], hit[0], shape, qtype_of(shape)))
     return plan
+
+
+def _rope(w, cfg, head_dim: int):
+    """Rope base and scaling keys as convert_hf_to_gguf.py writes them; for Llama 3.x ('llama3') the
+    per-dimension frequency factors llama.cpp reads from a `rope_freqs` tensor (returned, else None)."""
+    import math
+
+    import gguf
+    import numpy as np
+
+    params = dict(getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {})
+    base = float(params.get("rope_theta") or getattr(cfg, "rope_theta", None) or 10000.0)
+    w.add_rope_freq_base(base)
+    w.add_rope_dimension_count(head_dim)
+    kind = str(params.get("rope_type") or params.get("type") or "default").lower()
+    factor = params.get("factor")
+    if kind == "default":
+        return None
+    if kind == "linear" and factor is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(factor))
+        return None
+    if kind == "yarn" and factor is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(factor))
+        w.add_rope_scaling_orig_ctx_len(int(params["original_max_position_embeddings"]))
+        for key, add in (
+            ("extrapolation_factor", w.add_rope_scaling_yarn_ext_factor),
+            ("attention_factor", w.add_rope_scaling_yarn_attn_factor),
+            ("beta_fast", w.add_rope_scaling_yarn_beta_fast),
+            ("beta_slow", w.add_rope_scaling_yarn_beta_slow),
+        ):
+            if params.get(key) is not None:
+                add(float(params[key]))
+        return None
+    if kind == "llama3":
+        # conversion/llama.py LlamaModel.generate_extra_tensors, in numpy
+        factor = params.get("factor", 8.0)
+        low = params.get("low_freq_factor", 1.0)
+        high = params.get("high_freq_factor", 4.0)
+        old_ctx = params.get("original_max_position_embeddings", 8192)
+        freqs = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        factors = []
+        for freq in freqs:
+            wavelen = 2 * math.pi / freq
+            if wavelen < high_wavelen:
+                factors.append(1.0)
+            elif wavelen > low_wavelen:
+                factors.append(factor)
+            else:
+                smooth = (old_ctx / wavelen - low) / (high - low)
+                factors.append(1 / ((1 - smooth) / factor + smooth))
+        return np.asarray(factors, dtype=np.float32)
+    raise FinsentError(
+        f"rope scaling '{kind}' (config.json rope_parameters): not supported by the GGUF export"
+    )
+
+
+def _looks_special(token: str) -> bool:
+    """convert_hf_to_gguf.py does_token_look_special (the part that concerns Llama-family tokenizers)."""
+    return token in ("<pad>", "<mask>") or (token.startswith("<|") and token.endswith("|>"))
+
+
+def bpe_pre(tokenizer, tok_json: dict) -> str:
+    """llama.cpp's name for a byte-level BPE pre-tokenizer.
+
+    First by what tokenizer.json's pre_tokenizer does, when llama.cpp has exactly that split: this holds
+    for any vocabulary and says what the folder's tokenizer really does (finsent's converted SmolLM2 lacks
+    SmolLM2's digit splitting: it splits like GPT-2, and llama.cpp's 'smollm' would differ on a space run
+    before a digit). Else by llama.cpp's own hash of the tokenizer's ids for CHKTXT, as its converter does.
+    """
+    pre = tok_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if tok_json.get("normalizer") is None and not steps[-1].get("add_prefix_space"):
+        if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+            return "gpt-2"
+        if (
+            kinds == ["Digits", "ByteLevel"]
+            and steps[0].get("individual_digits")
+            and steps[1].get("use_regex")
+        ):
+            return "smollm"
+        if (
+            kinds == ["Split", "ByteLevel"]
+            and steps[0].get("pattern", {}).get("Regex") == LLAMA3_SPLIT
+            and steps[0].get("behavior") == "Isolated"
+            and not steps[1].get("use_regex", True)
+            and tok_json["model"].get("ignore_merges")
+        ):
+            return "llama-bpe"
+    chkhsh = sha256(str(tokenizer.encode(CHKTXT)).encode()).hexdigest()
+    if chkhsh in PRE_BY_HASH:
+        return PRE_BY_HASH[chkhsh]
+    raise FinsentError(
+        f"tokenizer pre-tokenizer {kinds} (llama.cpp hash {chkhsh[:12]}...) is not one llama.cpp knows for "
+        "Llama-family models; llama.cpp would split text differently from the model's tokenizer"
+    )
+
+
+def _bpe_vocab(tokenizer, n_vocab: int):
+    """Tokens and types as convert_hf_to_gguf.py get_vocab_base builds them."""
+    import gguf
+
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = tokenizer.get_added_vocab()
+    decoder = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        token = reverse[i]
+        if token in added and i in decoder:
+            if not decoder[i].normalized:  # llama.cpp expects added tokens pre-normalised
+                token = tokenizer.decode(tokenizer.encode(token, add_special_tokens=False))
+            if decoder[i].special or _looks_special(token):
+                types.append(gguf.TokenType.CONTROL)
+            else:
+                token = token.replace("\u2581", " ")
+                types.append(gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        tokens.append(token)
+    return tokens, types
+
+
+def _spm_vocab(model_dir: Path, tokenizer, tok_json: dict, n_vocab: int):
+    """Tokens, scores and types of a SentencePiece (Llama 2) vocabulary, as _create_vocab_sentencepiece
+    in convert_hf_to_gguf.py: from tokenizer.model when the folder has one (gguf-py's SentencePieceVocab),
+    else from tokenizer.json (transformers 5 saves no tokenizer.model)."""
+    import gguf
+
+    tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
+    scores = [-10000.0] * n_vocab
+    types = [gguf.TokenType.UNUSED] * n_vocab
+    if (model_dir / "tokenizer.model").is_file():
+        spm = gguf.vocab.SentencePieceVocab(model_dir)
+        for i, (text, score, kind) in enumerate(spm.sentencepiece_tokens()):
+            if i < n_vocab:
+                tokens[i], scores[i], types[i] = text, score, kind
+    else:
+        # llama.cpp merges the adjacent pair whose joined piece scores highest; scoring each piece by
+        # minus the rank of the BPE merge that builds it makes that order tokenizer.json's merge order.
+        # (gguf-py's LlamaHfVocab scores every piece -1000, which leaves the order to chance.)
+        model = tok_json["model"]
+        merges = model.get("merges") or []
+        rank: dict[str, int] = {}
+        for r, m in enumerate(merges):
+            a, b = m.split(" ", 1) if isinstance(m, str) else m
+            rank.setdefault(a + b, r)
+        for piece, i in model["vocab"].items():
+            if i >= n_vocab:
+                continue
+            tokens[i] = piece.encode()
+            if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+                types[i], scores[i] = gguf.TokenType.BYTE, 0.0
+            else:
+                types[i] = gguf.TokenType.NORMAL
+                scores[i] = -float(rank[piece]) if piece in rank else -float(len(merges) + i)
+        if model.get("unk_token") in model["vocab"]:
+            types[model["vocab"][model["unk_token"]]] = gguf.TokenType.UNKNOWN
+    for i, added in tokenizer.added_tokens_decoder.items():
+        if i >= n_vocab:
+            continue
+        text = added.content
+        if added.special or _looks_special(text):
+            types[i] = gguf.TokenType.CONTROL
+        else:
+            text = text.replace("\u2581", " ")
+            types[i] = gguf.TokenType.USER_DEFINED
+        tokens[i], scores[i] = text.encode(), -1000.0
+    return tokens, scores, types
+
+
+def added_special(tokenizer) -> dict[str, bool]:
+    """Whether the tokenizer really adds BOS / EOS to an encoded text (what llama.cpp must then do)."""
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    return {
+        "bos": bos is not None and len(ids) > len(plain) and ids[0] == bos,
+        "eos": eos is not None and len(ids) > len(plain) and ids[-1] == eos,
+    }
+
+
+def _write_tokenizer(w, model_dir: Path, tokenizer, n_vocab: int) -> None:
+    import gguf
+
+    tok_json = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = tok_json["model"]
+    sentencepiece = (model_dir / "tokenizer.model").is_file() or (
+        model["type"] == "BPE" and model.get("byte_fallback")
+    )
+    if sentencepiece:
+        tokens, scores, types = _spm_vocab(model_dir, tokenizer, tok_json, n_vocab)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        first = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"])[0]
+        w.add_add_space_prefix(first.startswith("\u2581"))
+    elif model["type"] == "BPE":
+        tokens, types = _bpe_vocab(tokenizer, n_vocab)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(bpe_pre(tokenizer, tok_json))
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+    else:
+        raise FinsentError(
+            f"{model_dir}: a {model['type']} tokenizer; GGUF export supports BPE and SentencePiece"
+        )
+    # merges (BPE), special ids and the chat template, read from the folder's files as llama.cpp does
+    special = gguf.SpecialVocab(model_dir, load_merges=not sentencepiece, n_vocab=n_vocab)
+    # SpecialVocab finds a token only through added_tokens or config.json; fill the gaps from the loaded
+    # tokenizer (its pad is eos when the folder has none, see finsent.models.load_tokenizer)
+    for name, idx in (
+        ("bos", tokenizer.bos_token_id),
+        ("eos", tokenizer.eos_token_id),
+        ("pad", tokenizer.pad_token_id),
+        ("unk", tokenizer.unk_token_id),
+    ):
+        if idx is not None and idx < n_vocab:
+            special.special_token_ids.setdefault(name, idx)
+    # written always, and as the tokenizer behaves: SpecialVocab only parses simple post-processors, and
+    # when the key is absent llama.cpp guesses from the tokenizer type
+    special.add_special_token.update(added_special(tokenizer))
+    special.add_to_gguf(w, quiet=True)
 
 
 def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Path:
@@ -72,12 +334,9 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
     if not files:
         raise FinsentError(f"{model_dir}: no .safetensors weights (export a merged model: finsent merge)")
     tokenizer = load_tokenizer(str(model_dir))
-    tok_json = json.loads(tokenizer.backend_tokenizer.to_str())
-    if tok_json["model"]["type"] != "BPE" or tok_json["model"].get("byte_fallback"):
-        raise FinsentError(
-            f"{model_dir}: GGUF export supports byte-level BPE tokenizers (SmolLM2, Llama 3); "
-            "this one is SentencePiece-style"
-        )
+    n_vocab = cfg.vocab_size
+    if max(tokenizer.get_vocab().values()) >= n_vocab:
+        raise FinsentError(f"{model_dir}: the tokenizer has ids beyond config.json's vocab_size {n_vocab}")
 
     ftype, matrix_type = {
         "f16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
@@ -90,9 +349,6 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
 
     plan = _tensor_plan(files, cfg.num_hidden_layers, qtype_of)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    rope = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(
-        cfg, "rope_theta", 10000.0
-    )
     out = Path(out)
     with atomic_path(out) as tmp:
         w = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
@@ -104,47 +360,14 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
         w.add_head_count(cfg.num_attention_heads)
         w.add_head_count_kv(cfg.num_key_value_heads)
         w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-        w.add_rope_freq_base(float(rope))
-        w.add_rope_dimension_count(head_dim)
-        w.add_vocab_size(len(tokenizer))
+        rope_freqs = _rope(w, cfg, head_dim)
+        if rope_freqs is not None:
+            name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+            f32 = gguf.GGMLQuantizationType.F32
+            plan.append((rope_freqs, None, name, gguf.MODEL_TENSOR.ROPE_FREQS, rope_freqs.shape, f32))
+        w.add_vocab_size(n_vocab)
         w.add_file_type(ftype)
-
-        # tokens and types as llama.cpp's convert_hf_to_gguf.py builds them for BPE
-        vocab = tokenizer.get_vocab()
-        tokens = [""] * len(tokenizer)
-        for piece, idx in vocab.items():
-            if idx < len(tokens):
-                tokens[idx] = piece
-        special = set(tokenizer.all_special_ids)
-        added = {t.content for t in tokenizer.added_tokens_decoder.values()}
-        types = [
-            gguf.TokenType.CONTROL
-            if i in special
-            else gguf.TokenType.USER_DEFINED
-            if t in added
-            else gguf.TokenType.NORMAL
-            for i, t in enumerate(tokens)
-        ]
-        w.add_tokenizer_model("gpt2")
-        # TODO: the real pre-tokenizer name (SmolLM2: "smollm"); llama.cpp derives it from a hash of
-        # the tokenizer's output on a probe text (convert_hf_to_gguf.py get_vocab_base_pre)
-        w.add_tokenizer_pre("default")
-        w.add_token_list(tokens)
-        w.add_token_types(types)
-        # merges, bos/eos/unk/pad ids, add_bos/add_eos flags and the chat template, read from
-        # tokenizer.json, tokenizer_config.json, chat_template.jinja and config.json
-        special_vocab = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
-        # SpecialVocab finds a token only through added_tokens or config.json; fill the gaps from the
-        # loaded tokenizer (its pad is eos when the folder has none, see finsent.models.load_tokenizer)
-        for name, idx in (
-            ("bos", tokenizer.bos_token_id),
-            ("eos", tokenizer.eos_token_id),
-            ("pad", tokenizer.pad_token_id),
-            ("unk", tokenizer.unk_token_id),
-        ):
-            if idx is not None and idx < len(tokens):
-                special_vocab.special_token_ids.setdefault(name, idx)
-        special_vocab.add_to_gguf(w, quiet=True)
+        _write_tokenizer(w, model_dir, tokenizer, n_vocab)
 
         # tensor infos first, then the data one tensor at a time: only one tensor is ever in memory
         for _, _, name, _, shape, qtype in plan:
@@ -156,8 +379,11 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
         with contextlib.ExitStack() as stack:
             stack.callback(w.close)
             readers = {f: stack.enter_context(safe_open(f, framework="pt")) for f in files}
-            for f, hf_name, _, kind, _, qtype in plan:
-                data = readers[f].get_tensor(hf_name).to(torch.float32).numpy()
+            for src, hf_name, _, kind, _, qtype in plan:
+                if isinstance(src, np.ndarray):
+                    w.write_tensor_data(src)
+                    continue
+                data = readers[src].get_tensor(hf_name).to(torch.float32).numpy()
                 if kind == gguf.MODEL_TENSOR.ATTN_Q:
                     data = _permute(data, cfg.num_attention_heads)
                 elif kind == gguf.MODEL_TENSOR.ATTN_K:
@@ -166,18 +392,150 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
     return out
 
 
+# --- Ollama -------------------------------------------------------------------------------------------
+
+PROMPT = "{{ .Prompt }}"
+OLLAMA_COMMANDS = (
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "draft",
+    "renderer",
+    "parser",
+    "parameter",
+    "message",
+    "requires",
+)
+
+
 def modelfile(codec, gguf_name: str) -> str:
-    """An Ollama Modelfile that sends finsent's prompt and reads back a short answer."""
+    """An Ollama Modelfile that sends exactly finsent's prompt and reads back one label.
+
+    TEMPLATE is the raw prompt (it replaces the GGUF's chat template): prefix + sentence + suffix, ending
+    where training's prompt ends; the answer (answer_sep + label word, e.g. " positive") is what the model
+    generates. Greedy (temperature 0, no repeat penalty: Ollama's default 1.1 would penalise the label words
+    the instruction names), at most the longest label's tokens + 1, stopping at a newline."""
     t = codec.template
-    words = ", ".join(codec.label_words)
-    return (
+    for part in (t.prefix, t.suffix):
+        if "{{" in part or "}}" in part:
+            raise FinsentError("the prompt template contains '{{' or '}}', which Ollama reads as Go template")
+    template = t.prefix + PROMPT + t.suffix
+    num_predict = max(len(ids) for ids in codec.label_ids) + 1
+    text = (
         f"# ollama create finsent -f Modelfile && ollama run finsent 'Operating profit rose .'\n"
-        f"# answers one of: {words}\n"
+        f"# answers one of: {', '.join(codec.label_words)} (the first label word in the reply is the label)\n"
         f"FROM ./{gguf_name}\n"
-        f'TEMPLATE """{t.prefix}{{{{ .Prompt }}}}{t.suffix}{t.answer_sep}"""\n'
+        f'TEMPLATE """{template}"""\n'
         "PARAMETER temperature 0\n"
-        f"PARAMETER num_predict {max(len(ids) for ids in codec.label_ids) + 1}\n"
+        "PARAMETER top_k 1\n"
+        "PARAMETER repeat_penalty 1\n"
+        f"PARAMETER num_predict {num_predict}\n"
+        'PARAMETER stop """\n"""\n'
     )
+    parsed = parse_modelfile(text)
+    if parsed.get("template") != [template] or parsed.get("stop") != ["\n"]:
+        raise FinsentError("the prompt template cannot be written into an Ollama Modelfile unchanged")
+    return text
+
+
+def parse_modelfile(text: str) -> dict[str, list[str]]:
+    """A Modelfile's commands as Ollama reads them: {name: [argument, ...]} (PARAMETERs by their own name,
+    FROM as 'model'). A port of ollama/parser/parser.go ParseFile: no escapes, quotes only at the ends
+    (\"...\" or \"\"\"...\"\"\"), whitespace and newlines kept inside them, other non-printable characters
+    dropped."""
+    nil, name, value, parameter, message, comment = range(6)
+    commands: dict[str, list[str]] = {}
+    buf: list[str] = []
+    state, command, role = nil, "", ""
+
+    def unquote(s: str) -> tuple[str, bool]:
+        for q in ('"""', '"'):
+            if s.startswith(q):
+                ok = len(s) >= 2 * len(q) and s.endswith(q)
+                return (s[len(q) : -len(q)], True) if ok else ("", False)
+        return s, True
+
+    def step(r: str, cs: int) -> tuple[int, str]:
+        space, newline = r in " \t", r in "\r\n"
+        if cs == nil:
+            return (comment, "") if r == "#" else (nil, "") if space or newline else (name, r)
+        if cs == name:
+            if r.isascii() and r.isalpha():
+                return name, r
+            if space:
+                return value, ""
+            raise FinsentError("Modelfile: invalid command")
+        if cs == value:
+            return (nil, r) if space or newline else (value, r)
+        if cs in (parameter, message):
+            if r.isascii() and (r.isalnum() or (r == "_" and cs == parameter)):
+                return cs, r
+            if space:
+                return value, ""
+            raise FinsentError("Modelfile: unexpected end")
+        return (nil, "") if newline else (comment, "")
+
+    for ch in text:
+        nxt, r = step(ch, state)
+        if nxt != state:
+            b = "".join(buf)
+            if state == name:
+                s = b.lower()
+                if s not in OLLAMA_COMMANDS:
+                    raise FinsentError(f"Modelfile: unknown command {b}")
+                command = "model" if s == "from" else s
+                nxt = {"parameter": parameter, "message": message}.get(s, nxt)
+            elif state == parameter:
+                command = b
+            elif state == message:
+                role = b
+            elif state == value:
+                s, ok = unquote(b.strip())
+                if not ok or r in " \t":
+                    buf.append(r)
+                    continue
+                commands.setdefault(command, []).append(f"{role}: {s}" if role else s)
+                role = ""
+            buf = []
+            state = nxt
+        if r and r.isprintable():
+            buf.append(r)
+    if state == value:
+        s, ok = unquote("".join(buf).strip())
+        if not ok:
+            raise FinsentError("Modelfile: unexpected end of a quoted value")
+        commands.setdefault(command, []).append(f"{role}: {s}" if role else s)
+    elif state not in (nil, comment):
+        raise FinsentError("Modelfile: unexpected end")
+    return commands
+
+
+def render_template(template: str, prompt: str) -> str:
+    """What Ollama sends for a prompt: the TEMPLATE with {{ .Prompt }} replaced (the only action it has)."""
+    if template.count(PROMPT) != 1 or "{{" in template.replace(PROMPT, ""):
+        raise FinsentError("Modelfile TEMPLATE: expected exactly one {{ .Prompt }} and no other action")
+    return template.replace(PROMPT, prompt)
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+
+def model_folder(spec: str, cache_dir: str = "") -> Path:
+    """--model as a local model folder: the embedded name (converted once, as everywhere) or a folder."""
+    from finsent.models import EMBEDDED, resolve_model
+
+    if spec not in EMBEDDED:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FinsentError(
+                f"--model {spec}: no such folder (export takes a merged model folder, e.g. "
+                "runs/demo/merged_model, or an embedded model name)"
+            )
+        if not path.is_dir():
+            raise FinsentError(f"--model {spec}: not a folder (export takes a merged model folder)")
+    return Path(resolve_model(spec, cache_dir))
 
 
 def export(
@@ -200,30 +558,40 @@ def export(
     from finsent.prompts import PromptCodec
     from finsent.scoring import classify
 
+    if dtype not in DTYPES:
+        raise FinsentError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
+    model_dir = model_folder(str(model_dir), cfg.model.cache_dir)
     out = Path(out)
-    write_gguf(model_dir, out, dtype)
     source, tokenizer, device = load_model(cfg.model, dtype=torch.float32)
     codec = PromptCodec.from_config(cfg, tokenizer)
-    write_text(out.parent / "Modelfile", modelfile(codec, out.name))
+    ollama = modelfile(codec, out.name)  # before the GGUF: a prompt Ollama cannot send fails early
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]
     before = classify(source, codec, texts)
     del source
+    write_gguf(model_dir, out, dtype)
+    write_text(out.parent / "Modelfile", ollama)
     loaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32).to(
         device
     )
     after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(out)), texts)
     print(f"GGUF {dtype}: {out} ({out.stat().st_size / 1e6:.0f} MB)")
-    parity = certify(
-        before,
-        after,
-        out.with_suffix(".parity.json"),
-        where="eval split",
-        what=f"GGUF {dtype} / {model_dir}",
-        min_agreement=MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement,
-        extra={"dtype": dtype, "bytes": out.stat().st_size},
-    )
+    try:
+        parity = certify(
+            before,
+            after,
+            out.with_suffix(".parity.json"),
+            where="eval split",
+            what=f"GGUF {dtype} / {model_dir}",
+            min_agreement=MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement,
+            extra={"dtype": dtype, "bytes": out.stat().st_size},
+        )
+    except FinsentError as e:  # nothing under the accepted name may look certified
+        from finsent.fsio import reject
+
+        moved = reject(out, str(e))
+        raise FinsentError(f"{e}; the GGUF was moved to {moved}") from None
     write_model_card(
         out.parent,
         cfg,
