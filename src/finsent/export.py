@@ -75,7 +75,7 @@ def _tensor_plan(files, n_blocks: int, qtype_of):
                 if hit is None or hit[0] in skip:
                     continue
                 shape = tuple(st.get_slice(hf_name).get_shape())
-                plan.append((f, hf_name, hit[1], hit[0], shape, qtype_of(shape)))
+                plan.append((f, hf_name, hit[1], hit[0], shape, qtype_of(shape, hit[0])))
     return plan
 
 
@@ -344,8 +344,15 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
         "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
     }[dtype]
 
-    def qtype_of(shape):  # norms (and any 1-D tensor) stay float32, as llama.cpp writes them
-        return gguf.GGMLQuantizationType.F32 if len(shape) == 1 else matrix_type
+    # the output head decides between the label words: llama-quantize keeps it above 8 bits, and with tied
+    # embeddings (SmolLM2) token_embd is that head. q8_0 keeps both in f16 (measured on the demo model:
+    # all-q8_0 agreed with finsent on 97.9% of 900 test sentences, under the 98% target)
+    keep_f16 = (gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT) if dtype == "q8_0" else ()
+
+    def qtype_of(shape, kind):  # norms (and any 1-D tensor) stay float32, as llama.cpp writes them
+        if len(shape) == 1:
+            return gguf.GGMLQuantizationType.F32
+        return gguf.GGMLQuantizationType.F16 if kind in keep_f16 else matrix_type
 
     plan = _tensor_plan(files, cfg.num_hidden_layers, qtype_of)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
