@@ -108,3 +108,75 @@ def test_training_loss_uses_the_whole_string_tokens(tiny):
             model, codec, {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
         )
     torch.testing.assert_close(fast, -torch.stack(plain).mean(), atol=1e-5, rtol=1e-5)
+
+
+def _batch(tok, seqs):
+    width = max(len(ids) for ids, _ in seqs)
+    input_ids = torch.full((len(seqs), width), tok.pad_token_id)
+    attention = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for i, (ids, n_prompt) in enumerate(seqs):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+@pytest.mark.parametrize("smoothing,weights", [(0.0, None), (0.2, [1.0, 3.0, 0.5])])
+def test_label_loss_matches_the_plain_forward(tiny, smoothing, weights):
+    """train.loss=label against scores from one ordinary forward per (sentence, label): cross-entropy
+    over the labels (smoothed, weighted) minus log sum_j p(label j); unsmoothed and unweighted that is
+    the gold label's own NLL."""
+    import torch.nn.functional as F
+
+    from finsent.scoring import label_loss
+
+    model, tok = tiny
+    codec = PromptCodec(
+        tok, Template("Headline: Op", " ="), ["a", "b", "c"], ["positive", "neutral", "negative"]
+    )
+    texts = ["erating profit rose .", " net sales fell sharply .", "erating loss widened ."]
+    gold = [1, 0, 2]
+    batch = _batch(tok, [codec.train_ids(t, codec.labels[g]) for t, g in zip(texts, gold)])
+    with torch.no_grad():
+        fast = label_loss(model, codec, batch, weights=weights, smoothing=smoothing)
+        plain = score_plain(model, codec, texts)
+    g = torch.tensor(gold)
+    ref = F.cross_entropy(plain, g, label_smoothing=smoothing, reduction="none") - plain.logsumexp(1)
+    if weights:
+        ref = ref * torch.tensor(weights)[g]
+    else:
+        torch.testing.assert_close(ref, -plain[torch.arange(3), g])
+    torch.testing.assert_close(fast, ref.mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_class_weights_weigh_each_rows_answer_tokens(tiny):
+    from finsent.scoring import answer_loss
+
+    model, tok = tiny
+    codec = PromptCodec(
+        tok, Template("Headline: ", " ="), ["a", "b", "c"], ["positive", "neutral", "negative"]
+    )
+    texts = ["profit rose .", "net sales fell sharply ."]
+    batch = _batch(tok, [codec.train_ids(texts[0], "a"), codec.train_ids(texts[1], "c")])
+    one = [_batch(tok, [codec.train_ids(texts[0], "a")]), _batch(tok, [codec.train_ids(texts[1], "c")])]
+    with torch.no_grad():
+        sums = [answer_loss(model, codec, b) * b["labels"].ne(-100).sum() for b in one]
+        weighted = answer_loss(model, codec, batch, weights=[2.0, 1.0, 0.5])
+    n = batch["labels"].ne(-100).sum()
+    torch.testing.assert_close(weighted, (2.0 * sums[0] + 0.5 * sums[1]) / n)
+
+
+def test_class_weights_option():
+    from finsent.config import class_weight_list
+    from finsent.errors import FinsentError
+
+    labels = ["positive", "neutral", "negative"]
+    assert class_weight_list("none", labels, {}) is None
+    auto = class_weight_list("auto", labels, {"positive": 100, "neutral": 600, "negative": 50})
+    assert auto == pytest.approx([750 / 300, 750 / 1800, 750 / 150])
+    assert sum(w * c for w, c in zip(auto, (100, 600, 50))) == pytest.approx(750)  # mean row weight 1
+    assert class_weight_list("1, 0.5,2", labels, {}) == [1.0, 0.5, 2.0]
+    for bad in ("1,2", "a,b,c", "-1,1,1", "0,0,0"):
+        with pytest.raises(FinsentError, match="train.class_weights"):
+            class_weight_list(bad, labels, {})

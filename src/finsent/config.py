@@ -142,6 +142,8 @@ class LoraConfig:
     lora_dropout: float = opt(0.1, "dropout on the LoRA input", at_least=0, below=1)
     bias: str = opt("none", "which biases train", choices=("none", "all", "lora_only"))
     task_type: str = opt("CAUSAL_LM", "PEFT task type")
+    use_rslora: bool = opt(False, "rank-stabilised LoRA: scale = lora_alpha / sqrt(r) (PEFT use_rslora)")
+    use_dora: bool = opt(False, "weight-decomposed LoRA (PEFT use_dora); merges like LoRA")
     target_modules: str = opt("all-linear", "all-linear, or comma-separated module names")
     layers_to_transform: str = opt(
         "all",
@@ -185,6 +187,20 @@ class TrainConfig:
     fast: bool = opt(
         False,
         "finsent's fast path: shared-prefix forward, loss on label tokens only, length-bucketed batches",
+    )
+    loss: str = opt(
+        "answer",
+        "fast path's loss: answer = NLL of the answer tokens (label + EOS); label = cross-entropy over "
+        "the labels' scores (what the classifier compares) plus the gold label's NLL",
+        choices=("answer", "label"),
+    )
+    label_smoothing: float = opt(
+        0.0, "label smoothing of the label loss (train.loss=label)", at_least=0, below=1
+    )
+    class_weights: str = opt(
+        "none",
+        "loss weight per training label: none, auto (inverse label shares of the training split, "
+        "mean 1), or one number per label in label order, e.g. '1,0.5,1'",
     )
     eval_batch_size: int = opt(32, "batch size of the evaluator", at_least=1)
     resume: bool = opt(
@@ -252,11 +268,42 @@ class Config:
                 "is used"
             )
             tc.fast = False
+        if not tc.fast and (tc.loss != "answer" or tc.class_weights != "none"):
+            raise FinsentError(
+                "train.loss=label and train.class_weights need train.fast: true (finsent's loss)"
+            )
+        if tc.label_smoothing and tc.loss != "label":
+            raise FinsentError("train.label_smoothing applies to train.loss=label")
+        class_weight_list(tc.class_weights, cfg.data.labels, {})  # a malformed list fails here, before work
         if tc.fast and tc.gradient_checkpointing:
             # the fast path shares the prefix's key/value cache, which gradient checkpointing turns off
             note("train.fast keeps activations instead of gradient checkpointing (more memory, less compute)")
             tc.gradient_checkpointing = False
         return cfg
+
+
+def class_weight_list(spec: str, labels: list[str], counts: dict[str, int]) -> list[float] | None:
+    """train.class_weights as one weight per label (None = unweighted). 'auto' weighs each label by the
+    inverse of its share of the training split, scaled so that the training rows' mean weight is 1
+    (scikit-learn's 'balanced'): the loss then counts every label as much, whatever its frequency."""
+    spec = spec.strip()
+    if spec in ("none", ""):
+        return None
+    if spec == "auto":
+        total = sum(counts.get(lab, 0) for lab in labels)
+        if not total:
+            return None
+        return [total / (len(labels) * counts[lab]) if counts.get(lab) else 0.0 for lab in labels]
+    try:
+        weights = [float(w) for w in spec.split(",")]
+    except ValueError:
+        weights = []
+    if len(weights) != len(labels) or any(w < 0 for w in weights) or not any(weights):
+        raise FinsentError(
+            f"train.class_weights: {spec!r} is not none, auto or {len(labels)} non-negative numbers "
+            f"(one per label: {', '.join(labels)})"
+        )
+    return weights
 
 
 def _field(section: str, name: str) -> dataclasses.Field:

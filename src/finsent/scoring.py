@@ -167,12 +167,13 @@ def label_rows(codec, prompts: Sequence[Prompt]) -> tuple[list[Row], list[list[t
     return rows, targets
 
 
-def answer_loss(model, codec, inputs, num_items_in_batch=None):
-    """Mean NLL of the answer tokens, through the shared-prefix forward (same tokens as the scorer).
-    Each input is prompt + answer + EOS, the prompt tokenised whole (PromptCodec.train_ids)."""
+def _answers(codec, inputs):
+    """(k, sequence, first answer position, gold label index) per training row, and the micro-batch's
+    answer-token count. Each input is prompt + answer + EOS, the prompt tokenised whole
+    (PromptCodec.train_ids); k = how many leading tokens it shares with the instruction prefix."""
     from finsent.prompts import shared_split
 
-    rows, targets = [], []
+    out, n_items = [], 0
     for ids, mask, labels in zip(
         inputs["input_ids"].tolist(), inputs["attention_mask"].tolist(), inputs["labels"].tolist()
     ):
@@ -180,11 +181,50 @@ def answer_loss(model, codec, inputs, num_items_in_batch=None):
         seq, lab = ids[:n], labels[:n]
         first = next(p for p in range(n) if lab[p] != -100)  # the first answer token
         k, _ = shared_split(codec.prefix_ids, seq[:first])
+        gold = next(j for j, a in enumerate(codec.label_ids) if seq[first : first + len(a)] == a)
+        out.append((k, seq, first, gold))
+        n_items += sum(1 for t in lab if t != -100)
+    return out, n_items
+
+
+def answer_loss(model, codec, inputs, num_items_in_batch=None, weights=None):
+    """Mean NLL of the answer tokens (label + EOS), through the shared-prefix forward (the scorer's
+    tokens). `weights`: one per label (train.class_weights), applied to each row's tokens."""
+    import torch
+
+    rows, targets, row_weight = [], [], []
+    answers, _ = _answers(codec, inputs)
+    for k, seq, first, gold in answers:
+        n = len(seq)
         rows.append(Row(seq[k : n - 1], [], k))  # the last token (EOS) predicts nothing we train on
-        targets.append([(p - k - 1, seq[p]) for p in range(first, n) if lab[p] != -100])
+        targets.append([(p - k - 1, seq[p]) for p in range(first, n)])
+        row_weight += [weights[gold] if weights else 1.0] * (n - first)
     logp = token_logprobs(model, codec.prefix_ids, rows, targets, codec.tokenizer.pad_token_id)
+    if weights:
+        logp = logp * torch.tensor(row_weight, device=logp.device)
     denom = num_items_in_batch if num_items_in_batch is not None else logp.numel()
     return -logp.sum() / denom
+
+
+def label_loss(model, codec, inputs, num_items_in_batch=None, weights=None, smoothing: float = 0.0):
+    """train.loss=label: cross-entropy over the labels' scores (the comparison the classifier makes),
+    with label smoothing and class weights, plus -log sum_j p(label j), which keeps the labels the model's
+    likeliest replies so greedy generation (llama.cpp, Ollama) still answers with one. Without smoothing
+    or weights the two terms add up to the gold label's NLL: the answer loss without its EOS token."""
+    import torch
+    import torch.nn.functional as F
+
+    answers, n_items = _answers(codec, inputs)
+    scores = score_prompts(model, codec, [(k, seq[k:first]) for k, seq, first, _ in answers])
+    gold = torch.tensor([g for *_, g in answers], device=scores.device)
+    per_row = F.cross_entropy(scores, gold, label_smoothing=smoothing, reduction="none")
+    per_row = per_row - torch.logsumexp(scores, dim=1)
+    if weights:
+        per_row = per_row * torch.tensor(weights, device=scores.device)[gold]
+    if num_items_in_batch is None:
+        return per_row.mean()
+    # the Trainer divides by the answer tokens of the whole accumulated batch: scale rows to match
+    return per_row.sum() * (n_items / len(answers)) / num_items_in_batch
 
 
 def score_prompts(model, codec, prompts: Sequence[Prompt], share_prefix: bool = True, prefix_kv=None):

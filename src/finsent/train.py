@@ -73,6 +73,9 @@ def train(cfg: Config, splits=None) -> Path:
         codec=codec,
         fast=tc.fast,
         eval_examples=splits["eval"],
+        loss=tc.loss,
+        class_weights=class_weights(cfg, splits["train"]),
+        label_smoothing=tc.label_smoothing,
     )
     if args.fp16:
         upcast_trainable(trainer.model)
@@ -117,6 +120,20 @@ def train(cfg: Config, splits=None) -> Path:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return adapter
+
+
+def class_weights(cfg: Config, train_examples) -> list[float] | None:
+    """train.class_weights resolved against the training split's label counts (printed when used)."""
+    from collections import Counter
+
+    from finsent.config import class_weight_list
+
+    counts = Counter(ex.label for ex in train_examples)
+    weights = class_weight_list(cfg.train.class_weights, cfg.data.labels, counts)
+    if weights:
+        shown = ", ".join(f"{lab} {w:.3g} ({counts.get(lab, 0)})" for lab, w in zip(cfg.data.labels, weights))
+        print(f"class weights (training rows): {shown}", file=sys.stderr)
+    return weights
 
 
 def tokenize_examples(codec, examples, max_len: int) -> list[dict]:

@@ -33,6 +33,8 @@ def lora_config(cfg: Config, model):
         task_type=lc.task_type,
         target_modules=targets,
         layers_to_transform=layers,
+        use_rslora=lc.use_rslora,
+        use_dora=lc.use_dora,
     )
 
 

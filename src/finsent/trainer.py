@@ -13,20 +13,36 @@ import sys
 from trl import SFTTrainer
 
 from finsent.metrics import classification_metrics
-from finsent.scoring import answer_loss, classify
+from finsent.scoring import answer_loss, classify, label_loss
 
 
 class FinsentTrainer(SFTTrainer):
     """SFTTrainer with finsent's fast loss (train.fast) and a classification-accuracy evaluation."""
 
-    def __init__(self, *args, codec=None, fast=False, eval_examples=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        codec=None,
+        fast=False,
+        eval_examples=None,
+        loss="answer",
+        class_weights=None,
+        label_smoothing=0.0,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.codec, self.fast, self.eval_examples = codec, fast, eval_examples or []
+        self.loss, self.class_weights, self.label_smoothing = loss, class_weights, label_smoothing
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (self.fast and model.training):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = answer_loss(model, self.codec, inputs, num_items_in_batch)
+        if self.loss == "label":
+            loss = label_loss(
+                model, self.codec, inputs, num_items_in_batch, self.class_weights, self.label_smoothing
+            )
+        else:
+            loss = answer_loss(model, self.codec, inputs, num_items_in_batch, self.class_weights)
         return (loss, None) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):

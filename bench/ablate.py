@@ -1,0 +1,164 @@
+"""Ablation runs on the notebooks' split: every configuration tried, the losing ones too.
+
+    python bench/ablate.py                 # run every experiment not yet recorded (resumes a killed one)
+    python bench/ablate.py --only lr1e-3   # just these (comma-separated)
+    python bench/ablate.py --table         # the README's markdown table from the record
+
+Each experiment is the demo config (configs/smollm2-cpu.yaml) plus overrides. It trains into
+runs/ablate/NAME/ (with --resume, so a killed run goes on from its last complete checkpoint), then
+evaluates the adapter in float32 on the eval split (150 sentences: the one that chooses) and on the test
+split (900 sentences: reported, never used to choose). One JSON line per finished experiment goes to
+bench/results/ablation.jsonl with the CPU model and load average, since the machine changes between
+sessions and wall times only compare within one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "bench" / "results" / "ablation.jsonl"
+BASE = ["--config", str(ROOT / "configs" / "smollm2-cpu.yaml")]
+
+# name -> (what changes, finsent overrides); order = the order they ran in
+EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
+    "base": ("demo config before this work: answer loss, 2 epochs, lr 5e-4", []),
+    "ep3": ("3 epochs", ["--train.num_train_epochs", "3"]),
+    "ep4": ("4 epochs", ["--train.num_train_epochs", "4"]),
+    "lr1e-3": ("lr 1e-3", ["--train.learning_rate", "1e-3"]),
+    "label": ("label loss (cross-entropy over the labels' scores)", ["--train.loss", "label"]),
+    "label-ep3": ("label loss, 3 epochs", ["--train.loss", "label", "--train.num_train_epochs", "3"]),
+    "label-ls0.1": (
+        "label loss, label smoothing 0.1",
+        ["--train.loss", "label", "--train.label_smoothing", "0.1"],
+    ),
+    "rslora": ("rsLoRA (scale alpha/sqrt(r))", ["--lora.use_rslora"]),
+    "dora": ("DoRA", ["--lora.use_dora"]),
+}
+
+
+def sh(cmd: list[str], log: Path) -> float:
+    t = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if rc:
+        raise SystemExit(f"{cmd[1]} failed (exit {rc}); see {log}")
+    return time.perf_counter() - t
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def recorded() -> dict[str, dict]:
+    if not RECORD.is_file():
+        return {}
+    return {r["name"]: r for r in map(json.loads, RECORD.read_text().splitlines()) if r}
+
+
+def run_one(name: str, data: str, finsent: str) -> dict:
+    what, overrides = EXPERIMENTS[name]
+    out = ROOT / "runs" / "ablate" / name
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    common = BASE + ["--data.data", data] + overrides
+    load_before = os.getloadavg()[0]
+    t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
+    adapter = out / "train" / "adapter"
+    result = {"name": name, "what": what, "overrides": overrides}
+    for subset in ("eval", "test"):
+        ev = out / subset
+        sh(
+            [finsent, "evaluate", *common, "--adapter", str(adapter), "--subset", subset]
+            + ["--model.dtype", "float32", "--out", str(ev)],
+            log,
+        )
+        m = json.loads((ev / "metrics.json").read_text())
+        result[subset] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
+    trained = json.loads((out / "train" / "train_log.json").read_text())
+    result |= {
+        "train_seconds": round(t_train, 1),
+        "train_runtime": trained.get("train_runtime"),
+        "resumed_from": trained.get("resumed_from"),
+        "cpu": cpu_model(),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    RECORD.parent.mkdir(parents=True, exist_ok=True)
+    with open(RECORD, "a") as f:  # one line per run: a kill loses at most the run in progress
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def table(records: dict[str, dict]) -> str:
+    best = max(records.values(), key=lambda r: (r["eval"]["accuracy"], r["eval"]["macro_f1"]), default=None)
+    lines = [
+        "| experiment | change | eval acc. | eval macro F1 | test acc. | test macro F1 | train s | CPU (load) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records.values():
+        mark = " **(chosen by eval)**" if r is best else ""
+        lines.append(
+            f"| `{r['name']}`{mark} | {r['what']} | {r['eval']['accuracy']:.3f} | {r['eval']['macro_f1']:.3f} "
+            f"| {r['test']['accuracy']:.3f} | {r['test']['macro_f1']:.3f} | {r['train_seconds']:.0f} "
+            f"| {r['cpu'].replace('Intel(R) Xeon(R) Processor', 'Xeon (AMX)')} ({r['load_before']:.1f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated experiment names")
+    ap.add_argument(
+        "--data",
+        default=str(
+            Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
+            / "kaggle_all_data"
+            / "all-data.csv"
+        ),
+    )
+    ap.add_argument("--table", action="store_true")
+    ap.add_argument("--redo", action="store_true", help="run even if recorded (appends a new line)")
+    a = ap.parse_args()
+    if a.table:
+        print(table(recorded()))
+        return 0
+    names = [n for n in a.only.split(",") if n] or list(EXPERIMENTS)
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown:
+        ap.error(f"unknown experiments: {unknown}; known: {list(EXPERIMENTS)}")
+    finsent = str(Path(sys.executable).with_name("finsent"))
+    for name in names:
+        if name in recorded() and not a.redo:
+            continue
+        print(f"--- {name}: {EXPERIMENTS[name][0]}", flush=True)
+        r = run_one(name, a.data, finsent)
+        print(
+            f"    eval {r['eval']['accuracy']:.3f}  test {r['test']['accuracy']:.3f}  "
+            f"train {r['train_seconds']:.0f} s",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
