@@ -62,12 +62,15 @@ class Gated:
     def release(self) -> None:
         self._gate.set()
 
-    def predict(self, texts):
+    def probabilities(self, texts):
         self.calls.append(list(texts))
         self._gate.wait(20)
         if any("BOOM" in t for t in texts):
             raise RuntimeError("the model failed")
-        return self.clf.predict(texts)
+        return self.clf.probabilities(texts)
+
+    def finish(self, probs):
+        return self.clf.finish(probs)
 
     def describe(self):
         return self.clf.describe()

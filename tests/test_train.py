@@ -118,6 +118,13 @@ def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
     assert (tmp_path / "merged" / "model.safetensors").is_file()
     assert load_saved_config(tmp_path / "merged").model.model == str((tmp_path / "merged").resolve())
     assert parity["reference"] == "adapter on a float32 base"
+    # the temperature fitted on the eval split after training travels with the merged model
+    from finsent.calibration import Calibration
+
+    cal = Calibration.load(adapter)
+    assert cal is not None and cal.fitted_on == "eval split (18 sentences)" and cal.temperature > 0
+    assert cal.train_priors == [1 / 3] * 3 and cal.labels == ["positive", "neutral", "negative"]
+    assert Calibration.load(tmp_path / "merged") == cal
 
 
 def test_qlora_merge_names_the_pair_it_compared(tiny_model_dir, tmp_path, capsys):

@@ -131,7 +131,8 @@ EXAMPLES = {
     "merge": "finsent merge --adapter runs/train/adapter --out runs/merged",
     "run": f"finsent run --config configs/smollm2-cpu.yaml --data {DATA} --out runs/demo",
     "predict": 'finsent predict --model runs/demo/merged_model "Operating profit rose to EUR 13.1 mn ."\n'
-    "  finsent predict --model runs/demo/merged_model --input news.csv --output out.jsonl",
+    "  finsent predict --model runs/demo/merged_model --input news.csv --output out.jsonl\n"
+    "  torchrun --nproc_per_node 4 -m finsent predict --model runs/demo/merged_model --input big.csv --output out.csv",
     "serve": "finsent serve --model runs/demo/merged_model --port 8000",
     "export": "finsent export --model runs/demo/merged_model --dtype q8_0 --out runs/demo/finsent-q8_0.gguf",
     "env": "finsent env      # paste this into a bug report",
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     out_dir = {"required": True, "metavar": "DIR", "help": "output folder"}
     batch = {"type": _number(int, 1), "default": 32, "help": "sentences per forward pass"}
     adapter = {"help": "a LoRA adapter folder (its saved config supplies model, labels, template)"}
+    priors = {
+        "help": "label shares of the texts, for data not balanced like the training split: one per label "
+        "('0.15,0.7,0.15' or 'neutral=0.7,positive=0.15,negative=0.15'), or auto (estimated on the input by "
+        "EM; per request in serve); probabilities are re-weighted, so predictions may change"
+    }
 
     command(
         "data",
@@ -189,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "help": "score: full label likelihoods; generate: the notebooks' one-token generation",
             },
             "--batch-size": batch,
+            "--priors": priors,
             "--limit": {
                 "type": _number(int, 0),
                 "default": 0,
@@ -246,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--text-column": {"default": "text", "help": "text column of a CSV/JSONL input"},
             "--id-column": {"help": "column copied to the output (default: id or source_row when present)"},
             "--strict": {"action": "store_true", "help": "stop at the first bad row instead of skipping it"},
+            "--shard-rows": {
+                "type": _number(int, 1),
+                "help": "rows per shard of a resumable run in OUTPUT.shards/ (default under torchrun: 10000)",
+            },
+            "--priors": priors,
             "--batch-size": batch,
         },
     )
@@ -283,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "default": 30.0,
                 "help": "seconds a request may wait for its answer (then 504)",
             },
+            "--priors": priors,
             "--batch-size": batch,
         },
     )
@@ -334,6 +347,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from finsent.calibration import Calibration, parse_priors
     from finsent.config import save_config
     from finsent.data import make_splits
     from finsent.evaluate import run_evaluation, write_evaluation
@@ -345,9 +359,13 @@ def cmd_evaluate(args) -> int:
     for flaw in ds.flaws():
         print(f"data: {flaw}", file=sys.stderr)
     examples = splits[args.subset][: args.limit or None]
+    priors = parse_priors(args.priors, cfg.data.labels)
     model, tokenizer, device = load_model(cfg.model, args.adapter)
     codec = PromptCodec.from_config(cfg, tokenizer)
-    metrics, preds, probs = run_evaluation(model, codec, examples, args.batch_size, args.method)
+    calibration = Calibration.load(args.adapter or cfg.model.model)
+    metrics, preds, probs = run_evaluation(
+        model, codec, examples, args.batch_size, args.method, calibration=calibration, priors=priors
+    )
     metrics.update(
         model=cfg.model.model,
         adapter=args.adapter,
@@ -415,16 +433,25 @@ def cmd_run(args) -> int:
 def _classifier(args):
     from finsent.api import Classifier
 
-    return Classifier.from_config(resolve_config(args), args.adapter, args.batch_size)
+    return Classifier.from_config(resolve_config(args), args.adapter, args.batch_size, args.priors)
 
 
 def cmd_predict(args) -> int:
-    from finsent.predict import predict
+    from finsent.predict import predict, use_local_gpu
 
     if not args.texts and args.input is None and sys.stdin.isatty():
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
     summary = predict(
-        _classifier(args), args.texts, args.input, args.output, args.text_column, args.id_column, args.strict
+        _classifier(args),
+        args.texts,
+        args.input,
+        args.output,
+        args.text_column,
+        args.id_column,
+        args.strict,
+        shard_rows=args.shard_rows,
+        adapter=args.adapter,
     )
     return 0 if summary["predicted"] or not summary["bad"] else 1
 

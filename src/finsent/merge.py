@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from finsent.calibration import Calibration
 from finsent.config import Config, save_config
 
 MIN_AGREEMENT = 0.995
@@ -157,4 +158,7 @@ def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
         merged.to(target_dtype).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_config(merged_cfg, tmp)
+        calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
+        if calibration:
+            calibration.save(tmp)
     return merged

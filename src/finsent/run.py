@@ -17,8 +17,9 @@ from finsent.config import Config, save_config
 
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
+    from finsent.calibration import Calibration
     from finsent.data import make_splits
-    from finsent.evaluate import run_evaluation, write_evaluation
+    from finsent.evaluate import format_mistakes, run_evaluation, write_evaluation
     from finsent.fsio import write_json, write_text
     from finsent.merge import certify_merge, merge_and_save
     from finsent.models import load_model
@@ -32,6 +33,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     save_config(cfg, out)
     timings: dict[str, float] = {}
     results: dict[str, dict] = {}
+    mistakes: dict[str, str] = {}
 
     def stage(name: str):
         print(f"\n=== {name} ===", flush=True)
@@ -55,10 +57,17 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
             model_cfg.dtype = "float32"
         model, tokenizer, _ = load_model(model_cfg, adapter)
         codec = PromptCodec.from_config(cfg, tokenizer)
-        metrics, preds, probs = run_evaluation(model, codec, test, batch_size, desc=name)
+        # the temperature fitted on the eval split after training (none for the zero-shot model)
+        calibration = Calibration.load(adapter) if adapter else Calibration.load(model_cfg.model)
+        metrics, preds, probs = run_evaluation(
+            model, codec, test, batch_size, desc=name, calibration=calibration
+        )
         print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
         print(f"{metrics['examples_per_second']:.1f} sentences/s")
         results[name] = metrics
+        mistakes[name] = format_mistakes(
+            [(e, p, pr) for e, p, pr in zip(test, preds, probs) if p != e.label], codec.labels
+        )
         return preds, probs
 
     t = stage("zero-shot baseline")
@@ -102,7 +111,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     if history:
         plot_loss(history, out / "loss_curve.png")
     write_json(out / "summary.json", summary)
-    write_text(out / "report.md", render_report(summary, bool(history)))
+    write_text(out / "report.md", render_report(summary, bool(history), mistakes.get("merged", "")))
     print(f"\nreport: {out / 'report.md'}")
     return summary
 
@@ -133,7 +142,7 @@ def plot_loss(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def render_report(summary: dict, has_loss: bool) -> str:
+def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
     names = {"baseline": "zero-shot", "finetuned": "fine-tuned (adapter)", "merged": "merged"}
     labels = summary["baseline"]["confusion_matrix"]["labels"]
     cfg = summary["config"]
@@ -162,6 +171,26 @@ def render_report(summary: dict, has_loss: bool) -> str:
             f"Merge parity ({parity['split']}): {parity['agreement']:.1%} identical predictions "
             f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}.",
         ]
+    cal = {k: summary[k].get("calibration") for k in names if summary[k].get("calibration")}
+    if cal:
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            "Expected calibration error on the test split (15 bins), before and after the temperature fitted "
+            "on the eval split after training (saved as calibration.json beside the adapter and merged model):",
+            "",
+            "| model | temperature | ECE before | ECE after |",
+            "|---|---|---|---|",
+        ]
+        for k, c in cal.items():
+            t = f"{c['temperature']:.3f}" if c.get("temperature") else "-"
+            after = f"{c['ece_after']:.3f}" if c.get("ece_after") is not None else "-"
+            lines.append(f"| {names[k]} | {t} | {c['ece_before']:.3f} | {after} |")
+        lines += ["", "![reliability of the merged model](merged/reliability.png)"]
+    if mistakes:
+        lines += ["", "## Most confident mistakes (merged model, test split)", "", "```", mistakes, "```"]
+        lines += ["", "Every misclassified sentence with its probabilities: `merged/errors.csv`."]
     lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings"].items()]
     lines += ["", "## Confusion matrices", ""]

@@ -323,7 +323,8 @@ def create_app(clf, limits: Limits | None = None):
     from starlette.exceptions import HTTPException
 
     limits = limits or Limits()
-    batcher = MicroBatcher(clf.predict, limits.max_batch, limits.max_request_tokens, limits.max_queue)
+    # the model pass batches texts across requests; prior correction ('auto': EM) runs per request
+    batcher = MicroBatcher(clf.probabilities, limits.max_batch, limits.max_request_tokens, limits.max_queue)
     # A copy of the tokenizer for the checks, so they never share the Rust tokenizer with the model thread.
     codec = copy.copy(clf.codec)
     codec.tokenizer = copy.deepcopy(clf.codec.tokenizer)
@@ -456,7 +457,7 @@ def create_app(clf, limits: Limits | None = None):
     )
     async def classify(req: ClassifyRequest):
         tokens = check(req.texts)
-        return {"predictions": await batcher.classify(req.texts, tokens, limits.timeout)}
+        return {"predictions": clf.finish(await batcher.classify(req.texts, tokens, limits.timeout))}
 
     @app.get("/v1/model")
     async def model_info():

@@ -91,10 +91,13 @@ def train(cfg: Config, splits=None) -> Path:
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]
+        calibration = calibrate(trainer.model, codec, splits, tc.eval_batch_size)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
             trainer.model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_config(cfg, tmp)
+            if calibration:
+                calibration.save(tmp)
         write_model_card(
             adapter,
             cfg,
@@ -120,6 +123,32 @@ def train(cfg: Config, splits=None) -> Path:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return adapter
+
+
+def calibrate(model, codec, splits, batch_size: int):
+    """Temperature scaling fitted on the eval split (calibration.py), with the training label shares for
+    prior correction; None without an eval split."""
+    from collections import Counter
+
+    from finsent.calibration import fit
+    from finsent.scoring import classify
+
+    if not splits["eval"]:
+        return None
+    _, probs = classify(model, codec, [e.text for e in splits["eval"]], batch_size)
+    cal = fit(
+        probs,
+        [e.label for e in splits["eval"]],
+        codec.labels,
+        Counter(e.label for e in splits["train"]),
+        "eval split",
+    )
+    print(
+        f"calibration: temperature {cal.temperature:.3f} on the {cal.fitted_on}; "
+        f"ECE {cal.ece_before:.3f} -> {cal.ece_after:.3f}",
+        file=sys.stderr,
+    )
+    return cal
 
 
 def class_weights(cfg: Config, train_examples) -> list[float] | None:
