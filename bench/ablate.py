@@ -71,7 +71,7 @@ def recorded() -> dict[str, dict]:
     return {r["name"]: r for r in map(json.loads, RECORD.read_text().splitlines()) if r}
 
 
-def run_one(name: str, data: str, finsent: str) -> dict:
+def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
     what, overrides = EXPERIMENTS[name]
     out = ROOT / "runs" / "ablate" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +81,7 @@ def run_one(name: str, data: str, finsent: str) -> dict:
     t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
     adapter = out / "train" / "adapter"
     result = {"name": name, "what": what, "overrides": overrides}
-    for subset in ("eval", "test"):
+    for subset in ("eval", "test") if with_test else ("eval",):
         ev = out / subset
         sh(
             [finsent, "evaluate", *common, "--adapter", str(adapter), "--subset", subset]
@@ -98,6 +98,7 @@ def run_one(name: str, data: str, finsent: str) -> dict:
         "cpu": cpu_model(),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
@@ -112,15 +113,17 @@ def run_one(name: str, data: str, finsent: str) -> dict:
 def table(records: dict[str, dict]) -> str:
     best = max(records.values(), key=lambda r: (r["eval"]["accuracy"], r["eval"]["macro_f1"]), default=None)
     lines = [
-        "| experiment | change | eval acc. | eval macro F1 | test acc. | test macro F1 | train s | CPU (load) |",
+        "| experiment | change | eval acc. | eval macro F1 | test acc. | test macro F1 | train s | CPU |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records.values():
         mark = " **(chosen by eval)**" if r is best else ""
+        test = r.get("test")
         lines.append(
             f"| `{r['name']}`{mark} | {r['what']} | {r['eval']['accuracy']:.3f} | {r['eval']['macro_f1']:.3f} "
-            f"| {r['test']['accuracy']:.3f} | {r['test']['macro_f1']:.3f} | {r['train_seconds']:.0f} "
-            f"| {r['cpu'].replace('Intel(R) Xeon(R) Processor', 'Xeon (AMX)')} ({r['load_before']:.1f}) |"
+            + (f"| {test['accuracy']:.3f} | {test['macro_f1']:.3f} " if test else "| - | - ")
+            + f"| {r['train_seconds']:.0f} | {r['cpu'].replace('Intel(R) Xeon(R) Processor', 'Xeon (AMX)')}, "
+            f"{r.get('threads', '?')} thr. (load {r['load_before']:.1f}) |"
         )
     return "\n".join(lines)
 
@@ -137,6 +140,7 @@ def main() -> int:
         ),
     )
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--test", action="store_true", help="also evaluate on the test split (reported only)")
     ap.add_argument("--redo", action="store_true", help="run even if recorded (appends a new line)")
     a = ap.parse_args()
     if a.table:
@@ -151,12 +155,9 @@ def main() -> int:
         if name in recorded() and not a.redo:
             continue
         print(f"--- {name}: {EXPERIMENTS[name][0]}", flush=True)
-        r = run_one(name, a.data, finsent)
-        print(
-            f"    eval {r['eval']['accuracy']:.3f}  test {r['test']['accuracy']:.3f}  "
-            f"train {r['train_seconds']:.0f} s",
-            flush=True,
-        )
+        r = run_one(name, a.data, finsent, a.test)
+        test = f"test {r['test']['accuracy']:.3f}  " if "test" in r else ""
+        print(f"    eval {r['eval']['accuracy']:.3f}  {test}train {r['train_seconds']:.0f} s", flush=True)
     return 0
 
 
