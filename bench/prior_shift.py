@@ -12,7 +12,6 @@ shares estimated on the unlabeled sentences by EM (auto). Writes bench/results/p
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
