@@ -248,6 +248,9 @@ class Config:
             bounds += (" and " if bounds else "") + f"< {high:g}" if high is not None else ""
             raise FinsentError(f"{source} {section}.{name}: {value!r} is out of range (must be {bounds})")
         renamed = meta.get("renamed") or {}
+        choices = meta.get("choices")
+        if choices and value not in (*choices, *renamed):  # a YAML typo fails here, as a flag's does in argparse
+            raise FinsentError(f"{source} {section}.{name}: {value!r} is not one of {', '.join(choices)}")
         setattr(sec, name, renamed.get(value, value) if isinstance(value, str) else value)
 
     def validate(self, world_size: int = 1) -> Config:
