@@ -136,6 +136,8 @@ EXAMPLES = {
     "serve": "finsent serve --model runs/demo/merged_model --port 8000",
     "export": "finsent export --model runs/demo/merged_model --dtype q8_0 --out runs/demo/finsent-q8_0.gguf",
     "env": "finsent env      # paste this into a bug report",
+    "push": "finsent push runs/demo/merged_model --repo-id user/finsent-smollm2 --dry-run\n"
+    "  finsent push runs/demo/train/adapter --repo-id user/finsent-smollm2-lora --private",
 }
 
 
@@ -320,6 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
         },
     )
     command(
+        "push",
+        cmd_push,
+        "upload an adapter, merged model or GGUF folder with its model card to the Hugging Face Hub",
+        **{
+            "folder": {"metavar": "DIR", "help": "adapter, merged model or GGUF folder"},
+            "--repo-id": {"required": True, "help": "hub repository, user/name (created when missing)"},
+            "--private": {"action": "store_true", "help": "create the repository private"},
+            "--revision": {"help": "branch to commit to, created when missing (None: main)"},
+            "--commit-message": {"help": "commit message (None: one naming what was pushed)"},
+            "--dry-run": {
+                "action": "store_true",
+                "help": "list the files, sizes and total that would be uploaded; no network",
+            },
+        },
+    )
+    command(
         "env",
         cmd_env,
         "versions, device and dtype finsent would use: what to paste into a bug report",
@@ -482,6 +500,13 @@ def cmd_export(args) -> int:
 
     cfg = resolve_config(args)
     export(cfg, cfg.model.model, args.out, args.gguf_dtype, min_agreement=args.min_agreement)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from finsent.push import push
+
+    push(args.folder, args.repo_id, args.private, args.revision, args.commit_message, args.dry_run)
     return 0
 
 
