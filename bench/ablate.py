@@ -41,6 +41,14 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     ),
     "rslora": ("rsLoRA (scale alpha/sqrt(r))", ["--lora.use_rslora"]),
     "dora": ("DoRA", ["--lora.use_dora"]),
+    "lr2e-3": ("lr 2e-3", ["--train.learning_rate", "2e-3"]),
+    "lr1e-3-ls0.1": (
+        "lr 1e-3, label loss with label smoothing 0.1",
+        ["--train.learning_rate", "1e-3", "--train.loss", "label", "--train.label_smoothing", "0.1"],
+    ),
+    "lr1e-3-ep3": ("lr 1e-3, 3 epochs", ["--train.learning_rate", "1e-3", "--train.num_train_epochs", "3"]),
+    "lr1e-3-seed1": ("lr 1e-3, seed 1", ["--train.learning_rate", "1e-3", "--train.seed", "1"]),
+    "lr1e-3-seed2": ("lr 1e-3, seed 2", ["--train.learning_rate", "1e-3", "--train.seed", "2"]),
 }
 
 
@@ -78,13 +86,18 @@ def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
     log = out / "log.txt"
     common = BASE + ["--data.data", data] + overrides
     load_before = os.getloadavg()[0]
-    t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
     adapter = out / "train" / "adapter"
+    timing = out / "train_seconds.json"  # a finished training is not redone (and keeps its time)
+    if not timing.is_file() or not adapter.is_dir():
+        t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
+        timing.write_text(json.dumps({"train_seconds": t_train, "load_before": load_before}))
+    t_train, load_before = (json.loads(timing.read_text())[k] for k in ("train_seconds", "load_before"))
     result = {"name": name, "what": what, "overrides": overrides}
     for subset in ("eval", "test") if with_test else ("eval",):
         ev = out / subset
         sh(
-            [finsent, "evaluate", *common, "--adapter", str(adapter), "--subset", subset]
+            # the adapter's saved config supplies every option that training used
+            [finsent, "evaluate", "--data.data", data, "--adapter", str(adapter), "--subset", subset]
             + ["--model.dtype", "float32", "--out", str(ev)],
             log,
         )
