@@ -141,6 +141,20 @@ def table(records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def claim(name: str) -> bool:
+    """One driver per experiment: a second driver started beside this one skips what this one runs."""
+    lock = ROOT / "runs" / "ablate" / name / ".driver"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    if lock.is_file():
+        try:
+            os.kill(int(lock.read_text()), 0)
+            return False  # its driver is alive
+        except (ValueError, ProcessLookupError):
+            pass
+    lock.write_text(str(os.getpid()))
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated experiment names")
@@ -165,7 +179,7 @@ def main() -> int:
         ap.error(f"unknown experiments: {unknown}; known: {list(EXPERIMENTS)}")
     finsent = str(Path(sys.executable).with_name("finsent"))
     for name in names:
-        if name in recorded() and not a.redo:
+        if name in recorded() and not a.redo or not claim(name):
             continue
         print(f"--- {name}: {EXPERIMENTS[name][0]}", flush=True)
         r = run_one(name, a.data, finsent, a.test)
