@@ -14,6 +14,7 @@ FPB_DIR = DATA_DIR / "financial_phrasebank"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FINSENT_DATA_DIR", str(DATA_DIR))  # `fpb:...` specs (configs/fpb50-*.yaml) read it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CORPUS = [

@@ -290,6 +290,14 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     assert json.loads((out / "merged_model" / "merge_parity.json").read_text()) == parity
     for f in ("summary.json", "loss_curve.png", "finsent_config.yaml", "merged_model/model.safetensors"):
         assert (out / f).is_file(), f
+    # calibration: fitted after training, applied to both tuned evaluations, none for the zero-shot model
+    cal = summary["merged"]["calibration"]
+    assert cal["temperature"] == summary["finetuned"]["calibration"]["temperature"] > 0
+    assert cal["ece_after"] is not None and summary["baseline"]["calibration"]["temperature"] is None
+    report = (out / "report.md").read_text()
+    assert "| merged |" in report and "ECE before" in report and (out / "merged" / "reliability.png").is_file()
+    assert ("Most confident mistakes" in report) == (summary["merged"]["accuracy"] < 1)
+    assert (out / "merged" / "errors.csv").is_file() and (out / "merged_model" / "calibration.json").is_file()
 
 
 def test_parity_check_fails_below_the_required_agreement(tmp_path):
