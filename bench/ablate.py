@@ -29,18 +29,22 @@ BASE = ["--config", str(ROOT / "configs" / "smollm2-cpu.yaml")]
 
 # name -> (what changes, finsent overrides); order = the order they ran in
 EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("demo config before this work: answer loss, 2 epochs, lr 5e-4", []),
-    "ep3": ("3 epochs", ["--train.num_train_epochs", "3"]),
-    "ep4": ("4 epochs", ["--train.num_train_epochs", "4"]),
-    "lr1e-3": ("lr 1e-3", ["--train.learning_rate", "1e-3"]),
-    "label": ("label loss (cross-entropy over the labels' scores)", ["--train.loss", "label"]),
-    "label-ep3": ("label loss, 3 epochs", ["--train.loss", "label", "--train.num_train_epochs", "3"]),
-    "label-ls0.1": (
-        "label loss, label smoothing 0.1",
-        ["--train.loss", "label", "--train.label_smoothing", "0.1"],
+    "base": (
+        "demo config before this work: answer loss, 2 epochs, lr 5e-4",
+        ["--train.learning_rate", "5e-4"],
     ),
-    "rslora": ("rsLoRA (scale alpha/sqrt(r))", ["--lora.use_rslora"]),
-    "dora": ("DoRA", ["--lora.use_dora"]),
+    "ep3": ("3 epochs, lr 5e-4", ["--train.num_train_epochs", "3", "--train.learning_rate", "5e-4"]),
+    "ep4": ("4 epochs, lr 5e-4", ["--train.num_train_epochs", "4", "--train.learning_rate", "5e-4"]),
+    "lr1e-3": ("lr 1e-3", ["--train.learning_rate", "1e-3"]),
+    "label-ls0.1": (
+        "label loss, label smoothing 0.1, lr 5e-4",
+        ["--train.loss", "label", "--train.label_smoothing", "0.1", "--train.learning_rate", "5e-4"],
+    ),
+    "rslora": (
+        "rsLoRA (scale alpha/sqrt(r)), lr 5e-4",
+        ["--lora.use_rslora", "--train.learning_rate", "5e-4"],
+    ),
+    "dora": ("DoRA, lr 1e-3", ["--lora.use_dora", "--train.learning_rate", "1e-3"]),
     "lr2e-3": ("lr 2e-3", ["--train.learning_rate", "2e-3"]),
     "lr1e-3-ls0.1": (
         "lr 1e-3, label loss with label smoothing 0.1",
