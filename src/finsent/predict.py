@@ -9,6 +9,18 @@ Input: CSV/TSV (header row), JSONL, Parquet, or TXT (one text a line), read by t
 stdout without --output): the id column when the input has one, the text, the predicted label and one
 probability per label. A bad row (empty text, broken JSON) is reported with its line number and
 skipped, unless --strict; the output is written atomically.
+
+Corpora larger than one process (one GPU per process on CUDA, by LOCAL_RANK):
+
+    torchrun --nproc_per_node 8 -m finsent predict --model M --input big.csv --output out.csv
+
+Under torchrun (or alone with --shard-rows N) the rows are cut into contiguous shards, dealt to the
+ranks in turn (shard j to rank j mod WORLD_SIZE); each shard is written atomically to
+OUTPUT.shards/part-00003-of-00012.csv with a small .json marker beside it, rank 0 waits for the others,
+then concatenates the shards in order into OUTPUT (atomically) and removes the folder: the same rows,
+order and labels as one process. OUTPUT.shards/manifest.json records the input's fingerprint, the
+options and the shard plan, so a restarted run (any number of processes) skips the shards already
+written, and a changed input or option is refused instead of mixed in.
 """
 
 from __future__ import annotations
@@ -16,13 +28,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from finsent.errors import FinsentError
 
+# rows per classify() call, counted in input rows (bad ones too): chunks then start at the same rows in
+# one process and in a sharded run (shards are whole chunks), so both make the same batches and write
+# byte-identical outputs
 CHUNK = 256
+SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
+MANIFEST = "manifest.json"
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[str, dict | None, str]]:
@@ -45,9 +64,9 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
 class Writer:
     """CSV or JSONL rows to a file (atomically: renamed into place only by close(ok=True)) or to stdout."""
 
-    def __init__(self, output: str | None, labels: list[str], id_column: str | None):
+    def __init__(self, output: str | None, labels: list[str], id_column: str | None, header: bool = True):
         self.labels, self.id_column = labels, id_column
-        self.jsonl = bool(output) and Path(output).suffix.lower() in (".jsonl", ".json", ".ndjson")
+        self.jsonl = bool(output) and Path(output).suffix.lower() in JSONL_SUFFIXES
         self._files = contextlib.ExitStack()
         if output:
             from finsent.fsio import atomic_path
@@ -58,6 +77,7 @@ class Writer:
             self.fh = sys.stdout
         if not self.jsonl:
             self.csv = csv.writer(self.fh)
+        if not self.jsonl and header:  # a shard has no header: shards are concatenated under one
             self.csv.writerow(
                 ([id_column] if id_column else []) + ["text", "predicted"] + [f"p_{x}" for x in labels]
             )
@@ -94,12 +114,23 @@ def predict(
     text_column: str = "text",
     id_column: str | None = None,
     strict: bool = False,
+    shard_rows: int | None = None,
+    adapter: str | None = None,
 ) -> dict:
-    """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}."""
+    """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
+
+    Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
+    sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest."""
     import time
 
+    # torchrun with one process still shards when it can (resumable); with several it must
+    under_torchrun = "WORLD_SIZE" in os.environ and input_path not in (None, "-") and bool(output)
+    if shard_rows or under_torchrun or _rank_env()[1] > 1:
+        return predict_sharded(
+            clf, texts, input_path, output, text_column, id_column, strict, shard_rows or SHARD_ROWS, adapter
+        )
+
     from finsent.console import progress_bar
-    from finsent.data import is_missing
 
     rows = iter_rows(input_path, text_column, texts)
     first = next(rows, None)
@@ -121,17 +152,13 @@ def predict(
         chunk.clear()
 
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
-        for where, rec, err in _chain(first, rows):
-            value = None if rec is None else rec.get(text_column)
-            if err or is_missing(value):
-                msg = err or f"{where}: empty text"
-                if strict:
-                    raise FinsentError(msg + " (--strict)")
-                print(f"skipped {msg}", file=sys.stderr)
+        for i, (where, rec, err) in enumerate(_chain(first, rows)):
+            text = _text(where, rec, err, text_column, strict)
+            if text is None:
                 bad += 1
-                continue
-            chunk.append((rec, str(value).strip()))
-            if len(chunk) >= CHUNK:
+            else:
+                chunk.append((rec, text))
+            if (i + 1) % CHUNK == 0 and chunk:
                 flush()
         if chunk:
             flush()
@@ -149,6 +176,20 @@ def predict(
     return summary
 
 
+def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool) -> str | None:
+    """The row's text, or None for a bad row (reported on stderr; with `strict`, an error)."""
+    from finsent.data import is_missing
+
+    value = None if rec is None else rec.get(text_column)
+    if err or is_missing(value):
+        msg = err or f"{where}: empty text"
+        if strict:
+            raise FinsentError(msg + " (--strict)")
+        print(f"skipped {msg}", file=sys.stderr)
+        return None
+    return str(value).strip()
+
+
 def _plain(value):
     """Parquet ids arrive as numpy scalars or timestamps: JSON gets their plain value."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
@@ -157,3 +198,344 @@ def _plain(value):
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+# --- sharded, resumable prediction (torchrun) ---------------------------------------------------------
+
+
+def _rank_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside it."""
+    try:
+        return tuple(
+            int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+        )
+    except ValueError:
+        raise FinsentError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)"
+        ) from None
+
+
+def use_local_gpu() -> None:
+    """Under torchrun on a CUDA machine, one GPU per process: LOCAL_RANK's GPU becomes the current
+    device, so that the model loader's plain 'cuda' means this process's own GPU. Call before loading."""
+    if "LOCAL_RANK" not in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    local, count = _rank_env()[2], torch.cuda.device_count()
+    if local >= count:
+        raise FinsentError(
+            f"LOCAL_RANK {local} but only {count} GPU(s) visible: use --nproc_per_node {count} or fewer"
+        )
+    torch.cuda.set_device(local)
+
+
+def _fingerprint(path: str) -> dict:
+    """What identifies the input: its size and SHA-256 (its name may change, its content may not)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(Path(path).resolve()), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _options(clf, text_column: str, id_column: str | None, strict: bool, jsonl: bool, adapter) -> dict:
+    """Every choice that changes an output row: shards made under other options must not be mixed in.
+    (Batch size is left out: results do not depend on it; the device type too, for the same reason.)"""
+    import dataclasses
+
+    cfg = clf.config.to_dict()
+    known = {"model", "codec", "config", "device", "batch_size"}
+    return {
+        "model": {k: v for k, v in cfg["model"].items() if k not in ("device", "cache_dir")},
+        "adapter": str(Path(adapter).resolve()) if adapter else None,
+        "prompt": cfg["prompt"],
+        "labels": list(clf.labels),
+        "dtype": str(clf.model.dtype).replace("torch.", ""),
+        # any other setting of the Classifier (e.g. label priors) counts too
+        "classifier": {
+            f.name: _comparable(getattr(clf, f.name)) for f in dataclasses.fields(clf) if f.name not in known
+        },
+        "text_column": text_column,
+        "id_column": id_column,
+        "strict": strict,
+        "format": "jsonl" if jsonl else "csv",
+    }
+
+
+def _comparable(value):
+    """A setting as JSON can hold it (a dataclass as its fields), so that two processes, or a run and its
+    restart, compare equal when the setting is the same; an object of no known shape counts by its type."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    try:
+        return json.loads(json.dumps(value, default=_plain_number))
+    except (TypeError, ValueError):
+        return type(value).__name__
+
+
+def _plain_number(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two option dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
+
+
+class _Shards:
+    """OUTPUT.shards/: the manifest, the shard files and their completion markers."""
+
+    def __init__(self, output: str, jsonl: bool):
+        self.output = Path(output)
+        self.folder = self.output.with_name(self.output.name + ".shards")
+        self.suffix = ".jsonl" if jsonl else ".csv"
+        self.manifest_path = self.folder / MANIFEST
+
+    def name(self, j: int, n: int) -> str:
+        return f"part-{j:05d}-of-{n:05d}"
+
+    def data(self, j: int, n: int) -> Path:
+        return self.folder / (self.name(j, n) + self.suffix)
+
+    def marker(self, j: int, n: int) -> Path:
+        return self.folder / (self.name(j, n) + ".json")
+
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise FinsentError(
+                f"{self.manifest_path}: unreadable ({e}); delete {self.folder}/ to start over"
+            ) from None
+
+    def done(self, j: int, n: int) -> dict | None:
+        """The shard's marker when the shard is complete (marker written after the data file, sizes agree)."""
+        try:
+            mark = json.loads(self.marker(j, n).read_text(encoding="utf-8"))
+            return mark if self.data(j, n).stat().st_size == mark["bytes"] else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def settle(self, want: dict, rows: int, shard_rows: int, world: int) -> None:
+        """Rank 0, before anyone writes: resume the manifest's run when it is this run (same input and
+        options), refuse a partial run of another input or options, else start afresh."""
+        from finsent.fsio import write_json
+
+        have = self.read_manifest()
+        if have is not None:
+            changed = []
+            if have.get("input", {}).get("sha256") != want["input"]["sha256"]:
+                changed.append(f"input (was {have.get('input', {}).get('path')})")
+            changed += _differences(have.get("options", {}), want["options"])
+            if changed:
+                raise FinsentError(
+                    f"{self.folder}/ holds a partial run with another {', '.join(changed)}: rerun with the "
+                    f"same input and options to resume it, or delete {self.folder}/ to start over"
+                )
+            return
+        if self.folder.exists():  # shards without a manifest cannot be trusted
+            import shutil
+
+            shutil.rmtree(self.folder)
+        # every rank gets work on a small input; whole chunks only (see CHUNK)
+        size = -(-min(shard_rows, -(-rows // world)) // CHUNK) * CHUNK
+        write_json(self.manifest_path, want | {"rows": rows, "shard_rows": size, "shards": -(-rows // size)})
+
+
+def _barrier() -> None:
+    """Wait for every rank (gloo, so on a GPU machine too). The process group is created on first use
+    with a long timeout: a rank may classify for hours before the others hear from it."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+
+
+def predict_sharded(
+    clf,
+    texts: list[str],
+    input_path: str | None,
+    output: str | None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    strict: bool = False,
+    shard_rows: int = SHARD_ROWS,
+    adapter: str | None = None,
+) -> dict:
+    """This rank's shards of the input, then (rank 0) the whole output in input order; see the module's
+    docstring. Returns this rank's counts, or on rank 0 the whole run's."""
+    import time
+
+    from finsent.console import progress_bar
+
+    rank, world, _ = _rank_env()
+    if texts or input_path in (None, "-") or not output:
+        raise FinsentError(
+            "sharded prediction (torchrun, --shard-rows) needs --input FILE and --output FILE "
+            "(stdin and command-line texts cannot be split between processes)"
+        )
+    if not Path(input_path).is_file():
+        raise FinsentError(f"--input {input_path}: no such file")
+    # every rank reads the whole input once to count its rows: the shard plan needs the total
+    rows, first = 0, None
+    for row in iter_rows(input_path, text_column, []):
+        first = first or row
+        rows += 1
+    if not rows:
+        raise FinsentError(f"--input {input_path}: no rows")
+    if id_column is None and first[1] is not None:
+        id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
+    jsonl = Path(output).suffix.lower() in JSONL_SUFFIXES
+    shards = _Shards(output, jsonl)
+    want = {
+        "version": 1,
+        "input": _fingerprint(input_path),
+        "options": _options(clf, text_column, id_column, strict, jsonl, adapter),
+    }
+    if rank == 0:
+        shards.settle(want, rows, shard_rows, world)
+    if world > 1:
+        _barrier()  # the manifest is settled: every rank now reads the same plan
+    plan = shards.read_manifest()
+    if plan is None or plan.get("input", {}).get("sha256") != want["input"]["sha256"]:
+        raise FinsentError(f"{shards.manifest_path}: missing or changed while this run started")
+    if plan["shard_rows"] != shard_rows and shard_rows != SHARD_ROWS and rank == 0:
+        print(f"note: resuming with the manifest's {plan['shard_rows']} rows per shard", file=sys.stderr)
+    size, n = plan["shard_rows"], plan["shards"]
+    mine = [j for j in range(n) if j % world == rank]
+    todo = {j for j in mine if shards.done(j, n) is None}
+    skipped = [j for j in mine if j not in todo]
+    if skipped:
+        print(
+            f"rank {rank}: {len(skipped)} of {len(mine)} shards already written, skipped "
+            f"({', '.join(shards.name(j, n) for j in skipped[:5])}{', ...' if len(skipped) > 5 else ''})",
+            file=sys.stderr,
+        )
+    start, started_at = time.perf_counter(), time.time()
+    done = bad = 0
+    with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
+        shard, writer, counts, chunk = None, None, {}, []
+
+        def flush():
+            nonlocal done
+            results = clf.predict([t for _, t in chunk])
+            for (rec, text), r in zip(chunk, results):
+                writer.write(rec, text, r["label"], list(r["probabilities"].values()))
+            done += len(chunk)
+            counts["predicted"] += len(chunk)
+            bar.update(len(chunk))
+            chunk.clear()
+
+        def finish():
+            nonlocal writer
+            if chunk:
+                flush()
+            writer.__exit__(None, None, None)  # renamed into place; the marker follows it
+            from finsent.fsio import write_json
+
+            counts["bytes"] = shards.data(shard, n).stat().st_size
+            counts["written_at"] = time.time()
+            write_json(shards.marker(shard, n), counts)
+            writer = None
+
+        try:
+            for i, (where, rec, err) in enumerate(iter_rows(input_path, text_column, [])):
+                j = i // size
+                if j not in todo:
+                    continue
+                if j != shard:
+                    if writer is not None:
+                        finish()
+                    shard, counts = j, {"shard": j, "first_row": i, "predicted": 0, "bad": 0}
+                    writer = Writer(str(shards.data(j, n)), clf.labels, id_column, header=False)
+                text = _text(where, rec, err, text_column, strict)
+                if text is None:
+                    bad += 1
+                    counts["bad"] += 1
+                else:
+                    chunk.append((rec, text))
+                if (i + 1) % CHUNK == 0 and chunk:
+                    flush()
+            if writer is not None:
+                finish()
+        except BaseException as e:
+            if writer is not None:  # the unfinished shard's temporary file is removed, no marker
+                writer.__exit__(type(e), e, e.__traceback__)
+            raise
+    seconds = time.perf_counter() - start
+    mine_summary = {
+        "rows": rows,
+        "predicted": done,
+        "bad": bad,
+        "shards_written": len(todo),
+        "shards_skipped": len(skipped),
+    }
+    if world > 1:
+        _barrier()  # rank 0 waits here for every other rank's last shard
+    if rank != 0:
+        print(f"rank {rank}: {done} predicted in {len(todo)} shards, {bad} bad rows skipped", file=sys.stderr)
+        return mine_summary | {"sentences_per_second": done / seconds if seconds else 0.0}
+    return _concatenate(shards, n, clf.labels, id_column, rows, start, started_at)
+
+
+def _concatenate(
+    shards: _Shards, n: int, labels: list[str], id_column, rows: int, start: float, started_at: float
+) -> dict:
+    """Rank 0: the shards, in order, into the output (atomically); then the shards folder goes."""
+    import shutil
+    import time
+
+    marks = [shards.done(j, n) for j in range(n)]
+    missing = [shards.name(j, n) for j, m in enumerate(marks) if m is None]
+    if missing:
+        raise FinsentError(
+            f"{len(missing)} shard(s) missing after every rank finished ({', '.join(missing[:3])}); rerun to resume"
+        )
+    with Writer(str(shards.output), labels, id_column) as writer:
+        for j in range(n):
+            with open(shards.data(j, n), newline="", encoding="utf-8") as fh:
+                shutil.copyfileobj(fh, writer.fh)
+    shutil.rmtree(shards.folder)
+    seconds = time.perf_counter() - start
+    predicted = sum(m["predicted"] for m in marks)
+    # shards of an earlier, interrupted run were skipped: speed counts only this run's (1 s of slack
+    # for the clocks of other machines writing to a shared folder)
+    fresh = [m for m in marks if m.get("written_at", 0) >= started_at - 1]
+    world = _rank_env()[1]
+    summary = {
+        "rows": rows,
+        "predicted": predicted,
+        "bad": sum(m["bad"] for m in marks),
+        "shards": n,
+        "shards_skipped": n - len(fresh),
+        "processes": world,
+        "sentences_per_second": sum(m["predicted"] for m in fresh) / seconds if seconds else 0.0,
+    }
+    print(
+        f"{predicted} predicted, {summary['bad']} bad rows skipped, {n} shards ({summary['shards_skipped']} "
+        f"from an earlier run) by {world} process(es), {summary['sentences_per_second']:.1f} sentences/s; "
+        f"wrote {shards.output}",
+        file=sys.stderr,
+    )
+    return summary
