@@ -175,7 +175,9 @@ class TrainConfig:
         True, "without group_by_length: shuffle each epoch (false = file order, reproducible)"
     )
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule")
-    report_to: str = opt("tensorboard", "tensorboard or none")
+    report_to: str = opt(
+        "tensorboard", "logging integrations, comma-separated (tensorboard, mlflow, wandb, ...), all, or none"
+    )
     evaluation_strategy: str = opt("epoch", "when to evaluate on the eval split: epoch, steps or no")
     eval_steps: int = opt(0, "evaluate every N steps when evaluation_strategy=steps", at_least=0)
     gradient_checkpointing: bool = opt(True, "recompute activations to save memory")

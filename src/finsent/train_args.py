@@ -119,7 +119,7 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         if tc.shuffle
         else "sequential",
         lr_scheduler_type=tc.lr_scheduler_type,
-        report_to=[] if tc.report_to in ("none", "") else [tc.report_to],
+        report_to=report_to(tc.report_to),
         eval_strategy=evaluation,
         eval_steps=tc.eval_steps or None,
         gradient_checkpointing=tc.gradient_checkpointing,
@@ -136,6 +136,36 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         **save,
     )
     return SFTConfig(**kwargs | tc.extra)
+
+
+def report_to(spec: str) -> list[str] | str:
+    """train.report_to: any of transformers' logging integrations, comma-separated ('tensorboard,mlflow'),
+    'all' (every one installed) or 'none'. Checked here, before training starts: an unknown or missing
+    integration is a one-line error, not a traceback from the Trainer."""
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return "all"
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK]
+    if unknown:
+        raise FinsentError(
+            f"train.report_to: unknown integration {', '.join(unknown)} (transformers knows "
+            f"{', '.join(INTEGRATION_TO_CALLBACK)}; or all, none)"
+        )
+    # transformers never lists azure_ml beside mlflow, nor flyte: those are left to it
+    missing = [
+        n for n in names if n not in get_available_reporting_integrations() and n not in ("azure_ml", "flyte")
+    ]
+    if missing:
+        hint = " (pip install 'finsent[mlflow]')" if missing == ["mlflow"] else ""
+        raise FinsentError(f"train.report_to: {', '.join(missing)} not installed here{hint}")
+    return names
 
 
 def _check_extra(extra: dict, sft_config_cls) -> None:
