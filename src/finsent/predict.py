@@ -334,7 +334,7 @@ class _Shards:
         except (OSError, ValueError, KeyError):
             return None
 
-    def settle(self, want: dict, rows: int, shard_rows: int, world: int) -> None:
+    def settle(self, want: dict, rows: int, shard_rows: int, world: int) -> bool:
         """Rank 0, before anyone writes: resume the manifest's run when it is this run (same input and
         options), refuse a partial run of another input or options, else start afresh."""
         from finsent.fsio import write_json
@@ -350,7 +350,7 @@ class _Shards:
                     f"{self.folder}/ holds a partial run with another {', '.join(changed)}: rerun with the "
                     f"same input and options to resume it, or delete {self.folder}/ to start over"
                 )
-            return
+            return True
         if self.folder.exists():  # shards without a manifest cannot be trusted
             import shutil
 
@@ -358,6 +358,7 @@ class _Shards:
         # every rank gets work on a small input; whole chunks only (see CHUNK)
         size = -(-min(shard_rows, -(-rows // world)) // CHUNK) * CHUNK
         write_json(self.manifest_path, want | {"rows": rows, "shard_rows": size, "shards": -(-rows // size)})
+        return False
 
 
 def _barrier() -> None:
@@ -413,15 +414,18 @@ def predict_sharded(
         "input": _fingerprint(input_path),
         "options": _options(clf, text_column, id_column, strict, jsonl, adapter),
     }
-    if rank == 0:
-        shards.settle(want, rows, shard_rows, world)
+    resumed = shards.settle(want, rows, shard_rows, world) if rank == 0 else False
     if world > 1:
         _barrier()  # the manifest is settled: every rank now reads the same plan
     plan = shards.read_manifest()
     if plan is None or plan.get("input", {}).get("sha256") != want["input"]["sha256"]:
         raise FinsentError(f"{shards.manifest_path}: missing or changed while this run started")
-    if plan["shard_rows"] != shard_rows and shard_rows != SHARD_ROWS and rank == 0:
-        print(f"note: resuming with the manifest's {plan['shard_rows']} rows per shard", file=sys.stderr)
+    if resumed and shard_rows != SHARD_ROWS:
+        print(
+            f"note: resuming the manifest's plan ({plan['shards']} shards of {plan['shard_rows']} rows); "
+            "--shard-rows applies to a fresh run",
+            file=sys.stderr,
+        )
     size, n = plan["shard_rows"], plan["shards"]
     mine = [j for j in range(n) if j % world == rank]
     todo = {j for j in mine if shards.done(j, n) is None}
