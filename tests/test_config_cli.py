@@ -82,7 +82,7 @@ def test_validate_returns_a_resolved_copy_and_never_mutates():
     cfg.train.fast, cfg.train.gradient_checkpointing = True, True
     resolved = cfg.validate(world_size=2)
     assert cfg.train.fast and cfg.train.gradient_checkpointing  # the caller's config is untouched
-    assert not resolved.train.fast  # DDP: the standard loss
+    assert resolved.train.fast  # DDP keeps the fast path (run inside DDP's forward: parallel.py)
     single = cfg.validate(world_size=1)
     assert single.train.fast and not single.train.gradient_checkpointing  # fast needs the kv cache
     cfg.train.packing = True

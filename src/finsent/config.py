@@ -72,6 +72,12 @@ class ModelConfig:
     bnb_4bit_quant_type: str = opt("nf4", "4-bit quantisation type", choices=("nf4", "fp4"))
     bnb_4bit_use_double_quant: bool = opt(True, "nested quantisation of the 4-bit constants")
     bnb_4bit_compute_dtype: str = opt("float16", "compute dtype of 4-bit layers")
+    bnb_4bit_quant_storage: str = opt(
+        "uint8",
+        "dtype the packed 4-bit weights are stored in: uint8 (bitsandbytes' default), or a float type for "
+        "FSDP, which shards only floating-point tensors (FSDP + QLoRA: bfloat16, with --dtype bfloat16)",
+        choices=("uint8", "bfloat16", "float16", "float32"),
+    )
     cache_dir: str = opt(
         "", "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)"
     )
@@ -266,13 +272,7 @@ class Config:
             raise FinsentError(
                 "train.fast and train.packing exclude each other (fast shares the prompt prefix)"
             )
-        if tc.fast and world_size > 1:
-            # DDP synchronises gradients inside its own forward; the fast loss calls the decoder directly
-            note(
-                "train.fast is single-process; under DDP the standard SFTTrainer loss (answer tokens only) "
-                "is used"
-            )
-            tc.fast = False
+        # world_size > 1 keeps train.fast: the trainer runs the fast loss inside DDP/FSDP's forward
         if not tc.fast and (tc.loss != "answer" or tc.class_weights != "none"):
             raise FinsentError(
                 "train.loss=label and train.class_weights need train.fast: true (finsent's loss)"

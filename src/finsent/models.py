@@ -132,7 +132,10 @@ def pick_device(device: str = "auto") -> str:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FinsentError(f"--device {device}: CUDA is not available on this machine")
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    # one GPU per process under torchrun / accelerate launch (a 4-bit model is loaded straight onto it)
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
 def pick_dtype(dtype: str, device: str):
@@ -145,6 +148,11 @@ def pick_dtype(dtype: str, device: str):
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
+def launched_with_fsdp() -> bool:
+    """True under `accelerate launch` with an FSDP config (which sets this variable for every rank)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
 def bnb_config(mc):
     """The notebooks' 4-bit NF4 double-quant config (CUDA + bitsandbytes only)."""
     import torch
@@ -155,6 +163,7 @@ def bnb_config(mc):
         bnb_4bit_quant_type=mc.bnb_4bit_quant_type,
         bnb_4bit_compute_dtype=getattr(torch, mc.bnb_4bit_compute_dtype),
         bnb_4bit_use_double_quant=mc.bnb_4bit_use_double_quant,
+        bnb_4bit_quant_storage=getattr(torch, mc.bnb_4bit_quant_storage),
     )
 
 
@@ -182,7 +191,8 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
                 "--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')"
             )
         kwargs["quantization_config"] = bnb_config(mc)
-        kwargs["device_map"] = {"": device}
+        if not launched_with_fsdp():  # FSDP places the shards (rank 0 alone reads the weights)
+            kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as e:

@@ -35,7 +35,8 @@ def train(cfg: Config, splits=None) -> Path:
     from finsent.data import make_splits
     from finsent.fsio import atomic_dir, write_json
     from finsent.model_card import write_model_card
-    from finsent.models import load_model
+    from finsent.models import launched_with_fsdp, load_model
+    from finsent.parallel import gathered_state_dict, unwrap
     from finsent.prompts import PromptCodec
     from finsent.train_args import lora_config, sft_config
     from finsent.trainer import FinsentTrainer, upcast_trainable
@@ -55,7 +56,9 @@ def train(cfg: Config, splits=None) -> Path:
         save_config(cfg, out)
     model, tokenizer, device = load_model(cfg.model, trainable=True)
     codec = PromptCodec.from_config(cfg, tokenizer)
-    if cfg.model.load_in_4bit:
+    if cfg.model.load_in_4bit and not launched_with_fsdp():
+        # (not under FSDP, whose flat parameters share one dtype: norms stay in the 4-bit storage dtype,
+        # as TRL leaves a sharded QLoRA model)
         from peft import prepare_model_for_kbit_training
 
         # validate() has turned checkpointing off for the fast path, which needs the key/value cache
@@ -88,12 +91,13 @@ def train(cfg: Config, splits=None) -> Path:
 
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / ADAPTER_DIRNAME
+    state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]
         calibration = calibrate(trainer.model, codec, splits, tc.eval_batch_size)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
-            trainer.model.save_pretrained(tmp)
+            unwrap(trainer.model).save_pretrained(tmp, state_dict=state)
             tokenizer.save_pretrained(tmp)
             save_config(cfg, tmp)
             if calibration:

@@ -13,6 +13,7 @@ import sys
 from trl import SFTTrainer
 
 from finsent.metrics import classification_metrics
+from finsent.parallel import check_fast_loss, is_wrapped, through_wrapper, unwrap
 from finsent.scoring import answer_loss, classify, label_loss
 
 
@@ -37,6 +38,8 @@ class FinsentTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not (self.fast and model.training):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if is_wrapped(model) and not self._in_wrapper:  # DDP / FSDP / DeepSpeed: see parallel.py
+            return self._wrapped_fast_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.loss == "label":
             loss = label_loss(
                 model, self.codec, inputs, num_items_in_batch, self.class_weights, self.label_smoothing
@@ -49,8 +52,8 @@ class FinsentTrainer(SFTTrainer):
         """Classification accuracy on the eval split with the fast evaluator (not generation, and
         not the token-level loss over full-vocabulary logits that the stock loop computes)."""
         exs = self.eval_examples
-        preds, _ = classify(
-            self.model, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size
+        preds, _ = self._in_model(
+            lambda m: classify(m, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size)
         )
         m = classification_metrics([e.label for e in exs], preds, self.codec.labels)
         metrics = {
@@ -61,6 +64,35 @@ class FinsentTrainer(SFTTrainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         print(f"\neval accuracy {m['accuracy']:.3f} at step {self.state.global_step}", file=sys.stderr)
         return metrics
+
+    _in_wrapper = False
+
+    def _wrapped_fast_loss(self, model, inputs, return_outputs, num_items_in_batch):
+        """The fast loss run as the distributed wrapper's forward, so DDP all-reduces its gradients and
+        FSDP gathers the weights it uses (bypassed, each rank would train alone)."""
+        check_fast_loss(model)
+        inner = unwrap(model)
+        self._in_wrapper = True
+        try:
+            loss = through_wrapper(model, lambda: self.compute_loss(inner, inputs, False, num_items_in_batch))
+        finally:
+            self._in_wrapper = False
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # as Trainer.compute_loss: num_items_in_batch counts every rank's answer tokens and the
+            # wrapper averages gradients over ranks, so each rank's sum is scaled back up by the rank count
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return (loss, None) if return_outputs else loss
+
+    def _in_model(self, fn):
+        """fn(model) for an evaluation pass: directly, or inside an FSDP model's forward (which gathers
+        its sharded weights). Under DDP self.model is the bare model and needs no wrapper."""
+        import torch
+
+        if not is_wrapped(self.model):
+            return fn(self.model)
+        inner = unwrap(self.model)
+        with torch.no_grad():
+            return through_wrapper(self.model, lambda: fn(inner))
 
 
 def upcast_trainable(model) -> int:

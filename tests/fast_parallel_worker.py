@@ -1,0 +1,210 @@
+"""Run by tests/test_ddp_fast.py under torchrun (2 CPU processes, gloo); not a test module itself.
+
+    torchrun --standalone --nproc_per_node 2 tests/fast_parallel_worker.py MODEL_DIR OUT.json
+
+finsent's fast loss (scoring.answer_loss) and evaluator (scoring.classify) run through each wrapper with
+parallel.through_wrapper, as FinsentTrainer runs them, for a few AdamW steps; rank 0 also trains the
+same model in one process without any wrapper on the whole global batch (the reference). Written to
+OUT.json per wrapper: how far its LoRA weights, losses and eval probabilities are from the reference,
+and how far the fast loss is from the model's standard loss on the same batch. "ddp-bypass" is the old
+bug kept as a control: the fast loss called beside DDP's forward, so no gradient is all-reduced.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+TEXTS = [
+    ("Operating profit rose to EUR 13.1 mn from EUR 8.7 mn .", "positive"),
+    ("The company said it would cut 120 jobs .", "negative"),
+    ("The contract value amounts to about EUR 11 million .", "neutral"),
+    ("Net sales rose sharply in 2007 .", "positive"),
+    ("Net sales fell sharply .", "negative"),
+    ("The company said it would report in 2007 .", "neutral"),
+    ("Profit rose to EUR 8.7 mn .", "positive"),
+    ("Operating loss widened to EUR 13.1 mn .", "negative"),
+    ("The period amounts to 120 days .", "neutral"),
+    ("The company value rose .", "positive"),
+    ("Jobs fell .", "negative"),
+    ("It said so .", "neutral"),
+]
+GLOBAL_BATCH, STEPS, EVAL_AFTER = 4, 3, 1
+# fsdp2-unchecked last: it fails in a backward pass, after which no collective is safe
+KINDS = ["ddp", "ddp-bypass", "fsdp1", "fsdp1-flat", "fsdp2", "fsdp2-unchecked"]
+
+
+def build(model_dir: str):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finsent.config import Config
+    from finsent.prompts import PromptCodec
+
+    torch.manual_seed(0)  # the same LoRA initialisation in every process and in the reference
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(base, lora)
+    model.train()
+    return model, PromptCodec.from_config(Config(), tok)
+
+
+def collate(codec, pairs) -> dict:
+    """Right-padded input_ids / attention_mask / labels (answer tokens only), as the trainer's batches."""
+    seqs = [codec.train_ids(text, label) for text, label in pairs]
+    width = max(len(ids) for ids, _ in seqs)
+    ids_t = torch.full((len(seqs), width), codec.tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids_t)
+    labels = torch.full_like(ids_t, -100)
+    for i, (ids, n_prompt) in enumerate(seqs):
+        ids_t[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": ids_t, "attention_mask": mask, "labels": labels}
+
+
+def wrap(model, kind: str):
+    if kind in ("ddp", "ddp-bypass"):
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+    if kind.startswith("fsdp1"):
+        from peft.utils.other import fsdp_auto_wrap_policy
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        # what the Trainer builds for a PEFT model under FSDP1 (transformers' update_fsdp_plugin_peft):
+        # a unit per decoder layer and one per LoRA module; fsdp1-flat is the FSDP + QLoRA recipe's
+        # fsdp_use_orig_params: false
+        return FullyShardedDataParallel(
+            model,
+            auto_wrap_policy=fsdp_auto_wrap_policy(model),
+            use_orig_params=kind == "fsdp1",
+            device_id=torch.device("cpu"),
+        )
+    if kind.startswith("fsdp2"):
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.base_model.model.model.layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    raise ValueError(kind)
+
+
+def saved_adapter(wrapper, model, reference: bool) -> dict[str, torch.Tensor]:
+    """The LoRA weights as train.py saves them: gathered from the shards by every rank
+    (parallel.gathered_state_dict), written by rank 0 with save_pretrained, read back; {} on other ranks."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    from finsent.parallel import gathered_state_dict
+
+    state = None if reference else gathered_state_dict(wrapper)
+    if not reference and dist.get_rank() != 0:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, state_dict=state)
+        return load_file(f"{tmp}/adapter_model.safetensors")
+
+
+def inside(wrapper, kind: str | None, fn):
+    """fn() as FinsentTrainer runs it: inside the wrapper's forward, or directly without a wrapper."""
+    from finsent.parallel import through_wrapper
+
+    return through_wrapper(wrapper, fn) if kind else fn()
+
+
+def train(model_dir: str, kind: str | None) -> dict:
+    """kind None: the reference, one process, no wrapper, the whole global batch per step."""
+    from finsent.parallel import check_fast_loss
+    from finsent.scoring import answer_loss, classify
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if kind else (0, 1)
+    model, codec = build(model_dir)
+    wrapper = wrap(model, kind) if kind else model
+    if kind == "fsdp2":
+        check_fast_loss(wrapper)  # FinsentTrainer's check; fsdp2-unchecked shows what it prevents
+    init = saved_adapter(wrapper, model, True) if kind is None else {}  # how far the reference moved
+    opt = torch.optim.AdamW([p for p in wrapper.parameters() if p.requires_grad], lr=1e-2)
+    per_rank = GLOBAL_BATCH // world
+    losses, fast_vs_standard, probs = [], None, None
+    for step in range(STEPS):
+        rows = TEXTS[step * GLOBAL_BATCH : (step + 1) * GLOBAL_BATCH]
+        mine = collate(codec, rows[rank * per_rank : (rank + 1) * per_rank])
+        n_items = collate(codec, rows)["labels"].ne(-100).sum()  # the Trainer's global answer-token count
+        if step == 0:
+            with torch.no_grad():  # the fast loss against the model's own loss, same rows, same wrapper
+                standard = wrapper(**mine).loss
+                fast = inside(wrapper, kind, lambda b=mine: answer_loss(model, codec, b))
+            fast_vs_standard = abs(float(fast) - float(standard))
+
+        def loss_fn(batch=mine, n=n_items):
+            return answer_loss(model, codec, batch, n) * world  # x world: as FinsentTrainer (DDP averages)
+
+        loss = inside(wrapper, None if kind == "ddp-bypass" else kind, loss_fn)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        total = loss.detach() / world
+        if kind:
+            dist.all_reduce(total)
+        losses.append(float(total))
+        if step == EVAL_AFTER:  # an evaluation mid-training (FinsentTrainer._in_model), then training goes on
+            texts = [t for t, _ in TEXTS]
+            with torch.no_grad():
+                _, probs = inside(wrapper, kind, lambda t=texts: classify(model, codec, t, 5))
+            model.train()
+    final = saved_adapter(wrapper, model, kind is None)
+    moved = max((float((final[k] - init[k]).abs().max()) for k in init), default=None)
+    return {
+        "losses": losses,
+        "fast_vs_standard": fast_vs_standard,
+        "probs": probs,
+        "lora": final,
+        "moved": moved,
+    }
+
+
+def compare(got: dict, ref: dict) -> dict:
+    diff = max(float((got["lora"][k] - ref["lora"][k]).abs().max()) for k in ref["lora"])
+    return {
+        "same_keys": sorted(got["lora"]) == sorted(ref["lora"]),
+        "max_lora_diff": diff,
+        "lora_allclose": all(
+            torch.allclose(got["lora"][k], ref["lora"][k], atol=1e-5, rtol=1e-4) for k in ref["lora"]
+        ),
+        "losses": got["losses"],
+        "ref_losses": ref["losses"],
+        "max_prob_diff": max(abs(a - b) for p, q in zip(got["probs"], ref["probs"]) for a, b in zip(p, q)),
+        "fast_vs_standard": got["fast_vs_standard"],
+        "ref_fast_vs_standard": ref["fast_vs_standard"],
+        "ref_moved": ref["moved"],
+    }
+
+
+def main() -> None:
+    model_dir, out = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo")
+    ref = train(model_dir, None) if dist.get_rank() == 0 else None
+    results = {}
+    kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else KINDS
+    for kind in kinds:
+        print(f"rank {dist.get_rank()}: {kind}", file=sys.stderr, flush=True)
+        try:
+            got = train(model_dir, kind)
+            if ref is not None:
+                results[kind] = compare(got, ref)
+        except Exception as e:  # noqa: BLE001 - reported to the test, which names it
+            results[kind] = {"error": f"{type(e).__name__}: {e}"}
+        if dist.get_rank() == 0:  # after every wrapper, so a slow run leaves what it found
+            with open(out, "w") as f:
+                json.dump(results, f, indent=1)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
