@@ -109,7 +109,7 @@ def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
         result[subset] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
     trained = json.loads((out / "train" / "train_log.json").read_text())
     result |= {
-        "train_seconds": round(t_train, 1),
+        "train_seconds": round(t_train, 1) if t_train else None,
         "train_runtime": trained.get("train_runtime"),
         "resumed_from": trained.get("resumed_from"),
         "cpu": cpu_model(),
@@ -210,7 +210,7 @@ def main() -> int:
         print(f"--- {name}: {EXPERIMENTS[name][0]}", flush=True)
         r = run_one(name, a.data, finsent, a.test)
         test = f"test {r['test']['accuracy']:.3f}  " if "test" in r else ""
-        print(f"    eval {r['eval']['accuracy']:.3f}  {test}train {r['train_seconds']:.0f} s", flush=True)
+        print(f"    eval {r['eval']['accuracy']:.3f}  {test}train {train_time(r)} s", flush=True)
     return 0
 
 

@@ -295,7 +295,9 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     assert cal["temperature"] == summary["finetuned"]["calibration"]["temperature"] > 0
     assert cal["ece_after"] is not None and summary["baseline"]["calibration"]["temperature"] is None
     report = (out / "report.md").read_text()
-    assert "| merged |" in report and "ECE before" in report and (out / "merged" / "reliability.png").is_file()
+    assert (
+        "| merged |" in report and "ECE before" in report and (out / "merged" / "reliability.png").is_file()
+    )
     assert ("Most confident mistakes" in report) == (summary["merged"]["accuracy"] < 1)
     assert (out / "merged" / "errors.csv").is_file() and (out / "merged_model" / "calibration.json").is_file()
 

@@ -257,7 +257,10 @@ class Config:
             raise FinsentError(f"{source} {section}.{name}: {value!r} is out of range (must be {bounds})")
         renamed = meta.get("renamed") or {}
         choices = meta.get("choices")
-        if choices and value not in (*choices, *renamed):  # a YAML typo fails here, as a flag's does in argparse
+        if choices and value not in (
+            *choices,
+            *renamed,
+        ):  # a YAML typo fails here, as a flag's does in argparse
             raise FinsentError(f"{source} {section}.{name}: {value!r} is not one of {', '.join(choices)}")
         setattr(sec, name, renamed.get(value, value) if isinstance(value, str) else value)
 
