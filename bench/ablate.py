@@ -94,8 +94,14 @@ def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
     timing = out / "train_seconds.json"  # a finished training is not redone (and keeps its time)
     if not timing.is_file() or not adapter.is_dir():
         t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
-        timing.write_text(json.dumps({"train_seconds": t_train, "load_before": load_before}))
-    t_train, load_before = (json.loads(timing.read_text())[k] for k in ("train_seconds", "load_before"))
+        threads = int(
+            os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)
+        )  # the training's, not the eval's
+        timing.write_text(
+            json.dumps({"train_seconds": t_train, "load_before": load_before, "threads": threads})
+        )
+    saved = json.loads(timing.read_text())
+    t_train, load_before, threads = saved["train_seconds"], saved["load_before"], saved.get("threads", 1)
     result = {"name": name, "what": what, "overrides": overrides}
     for subset in ("eval", "test") if with_test else ("eval",):
         ev = out / subset
@@ -115,7 +121,7 @@ def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
         "cpu": cpu_model(),
         "load_before": round(load_before, 2) if load_before is not None else None,
         "load_after": round(os.getloadavg()[0], 2),
-        "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
+        "threads": threads,
         "commit": subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
@@ -138,7 +144,7 @@ def table(records: dict[str, dict]) -> str:
     import statistics
 
     lines = [
-        "| experiment | change | eval acc. | eval macro F1 | test acc. | test macro F1 | train s | CPU |",
+        "| experiment | change | eval acc. | eval macro F1 | test acc. | test macro F1 | train s | training CPU (Xeon with AMX) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[str, list[float]] = {}
@@ -148,8 +154,8 @@ def table(records: dict[str, dict]) -> str:
         lines.append(
             f"| `{r['name']}` | {r['what']} | {r['eval']['accuracy']:.3f} | {r['eval']['macro_f1']:.3f} "
             + (f"| {test['accuracy']:.3f} | {test['macro_f1']:.3f} " if test else "| - | - ")
-            + f"| {train_time(r)} | {r['cpu'].replace('Intel(R) Xeon(R) Processor', 'Xeon (AMX)')}, "
-            f"{r.get('threads', '?')} thr. (load {r['load_before'] or 0:.1f}) |"
+            + f"| {train_time(r)} | "
+            + (f"{r['threads']} thread(s), load {r['load_before']:.1f} |" if r.get("threads") else "- |")
         )
     if groups:
         best = max(groups, key=lambda g: statistics.mean(groups[g]))
