@@ -67,6 +67,26 @@ def sh(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - t
 
 
+def demo_model_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """--model (the demo's merged model), --data (all-data.csv) and --out: shared by the bench scripts that
+    measure a tuned model on the notebooks' test split (int8.py, prior_shift.py)."""
+    data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(ROOT / "runs" / "demo" / "merged_model"))
+    ap.add_argument("--data", default=str(data_dir / "kaggle_all_data" / "all-data.csv"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / out))
+    return ap
+
+
+def demo_test_split(model: str, data: str):
+    """(config in float32, the notebooks' test split) for a tuned model folder."""
+    from finsent.config import resolve
+    from finsent.data import make_splits
+
+    cfg = resolve(None, {"model.model": model, "data.data": data, "model.dtype": "float32"}, None)
+    return cfg, make_splits(cfg.data)[1]["test"]
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

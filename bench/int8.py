@@ -16,9 +16,7 @@ Writes bench/results/int8.json.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import time
 from pathlib import Path
 
@@ -52,25 +50,16 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from ablate import cpu_model
+    from ablate import cpu_model, demo_model_parser, demo_test_split
 
     from finsent.api import Classifier
-    from finsent.config import resolve
-    from finsent.data import make_splits
     from finsent.fsio import write_json
     from finsent.metrics import classification_metrics
 
-    data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(ROOT / "runs" / "demo" / "merged_model"))
-    ap.add_argument("--data", default=str(data_dir / "kaggle_all_data" / "all-data.csv"))
+    ap = demo_model_parser(__doc__, "int8.json")
     ap.add_argument("--limit", type=int, default=300, help="test sentences, spread over the labels (0 = all)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "int8.json"))
     a = ap.parse_args()
-
-    cfg = resolve(None, {"model.model": a.model, "data.data": a.data, "model.dtype": "float32"}, None)
-    _, splits = make_splits(cfg.data)
-    test = splits["test"]
+    cfg, test = demo_test_split(a.model, a.data)
     if a.limit and a.limit < len(test):
         test = test[:: len(test) // a.limit][: a.limit]
     texts, gold = [e.text for e in test], [e.label for e in test]

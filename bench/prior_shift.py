@@ -11,8 +11,7 @@ shares estimated on the unlabeled sentences by EM (auto). Writes bench/results/p
 
 from __future__ import annotations
 
-import argparse
-import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,24 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ablate import demo_model_parser, demo_test_split
+
     from finsent.api import Classifier
     from finsent.calibration import adjust
-    from finsent.config import resolve
-    from finsent.data import make_splits
     from finsent.fsio import write_json
     from finsent.metrics import classification_metrics
 
-    data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(ROOT / "runs" / "demo" / "merged_model"))
-    ap.add_argument("--data", default=str(data_dir / "kaggle_all_data" / "all-data.csv"))
+    ap = demo_model_parser(__doc__, "prior_shift.json")
     ap.add_argument("--fraction", type=float, default=0.2, help="share of each non-neutral label kept")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "prior_shift.json"))
     a = ap.parse_args()
-
-    cfg = resolve(None, {"model.model": a.model, "data.data": a.data, "model.dtype": "float32"}, None)
-    _, splits = make_splits(cfg.data)
-    test = splits["test"]
+    cfg, test = demo_test_split(a.model, a.data)
     keep = []
     for lab in cfg.data.labels:
         rows = [e for e in test if e.label == lab]
