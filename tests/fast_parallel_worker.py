@@ -101,13 +101,13 @@ def saved_adapter(wrapper, model, reference: bool) -> dict[str, torch.Tensor]:
 
     from safetensors.torch import load_file
 
-    from finsent.parallel import gathered_state_dict
+    from finsent.parallel import gathered_state_dict, save_adapter
 
     state = None if reference else gathered_state_dict(wrapper)
     if not reference and dist.get_rank() != 0:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, state_dict=state)
+        save_adapter(model, tmp, state)  # what train.py runs
         return load_file(f"{tmp}/adapter_model.safetensors")
 
 

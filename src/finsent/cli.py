@@ -215,7 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
             "--config": config,
             "--dry-run": {
                 "action": "store_true",
-                "help": "resolve everything without weights: parameters, optimizer steps, memory estimate",
+                "help": "resolve everything without weights: parameters, optimizer steps, memory per device",
+            },
+            "--num-processes": {
+                "type": _number(int, 1),
+                "default": None,
+                "help": "with --dry-run: processes (devices) in all (None: the accelerate config's, else 1)",
+            },
+            "--strategy": {
+                "choices": ("ddp", "fsdp", "zero3"),
+                "default": None,
+                "help": "with --dry-run: ddp replicates on every device, fsdp / zero3 shard (None: ddp)",
+            },
+            "--accelerate-config": {
+                "metavar": "FILE",
+                "default": None,
+                "help": "with --dry-run: take processes and sharding from this accelerate config file",
             },
         },
     )
@@ -405,25 +420,17 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = resolve_config(args)
+    spread = (args.num_processes, args.strategy, args.accelerate_config)
+    if not args.dry_run and any(x is not None for x in spread):
+        raise FinsentError(
+            "--num-processes, --strategy and --accelerate-config go with --dry-run; to train on many "
+            "devices: accelerate launch --config_file FILE -m finsent train ..."
+        )
     if args.dry_run:
-        from finsent.dryrun import dry_run
+        from finsent.dryrun import dry_run, parallelism, report
 
-        info = dry_run(cfg)
-        mem = info["memory_estimate_gb"]
-        print(f"model            {info['model']}")
-        print(
-            f"parameters       {info['total_parameters']:,} total, {info['trainable_parameters']:,} trainable "
-            f"({info['trainable_percent']:.2f}%)"
-        )
-        print(
-            f"optimizer steps  {info['optimizer_steps']} ({info['train_examples']} examples, "
-            f"{cfg.train.num_train_epochs:g} epochs, {cfg.train.per_device_train_batch_size} x "
-            f"{cfg.train.gradient_accumulation_steps} per step)"
-        )
-        print(
-            f"memory estimate  {mem['total']} GB (weights {mem['weights']}, LoRA + optimizer "
-            f"{mem['lora_and_optimizer']}, activations {mem['activations']})"
-        )
+        par = parallelism(args.num_processes, args.strategy, args.accelerate_config)
+        print(report(cfg, dry_run(cfg, par)))
         return 0
     from finsent.train import train
 

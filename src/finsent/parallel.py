@@ -89,17 +89,40 @@ def is_sharded(model) -> bool:
 
 
 def gathered_state_dict(model) -> dict | None:
-    """The adapter's weights of a sharded model, whole (FSDP: on every rank; ZeRO-3: on rank 0, the whole
-    16-bit state), None for a model that one process holds whole. A collective: every rank calls it, then
-    rank 0 saves the adapter from it (a rank-0-only save would hang in FSDP's gather, or write ZeRO-3's
-    empty partitions)."""
+    """The adapter's weights of a sharded model, whole (FSDP: on rank 0, or every rank on CPU; ZeRO-3:
+    the whole 16-bit state on rank 0), None for a model that one process holds whole. A collective: every
+    rank calls it, then rank 0 saves the adapter from it (a rank-0-only save would hang in FSDP's gather,
+    or write ZeRO-3's empty partitions)."""
     if not is_sharded(model):
         return None
     if hasattr(model, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed, as accelerate's get_state_dict
-        return model._zero3_consolidated_16bit_state_dict() or {}
+        full = model._zero3_consolidated_16bit_state_dict() or {}
+        return {k: v for k, v in full.items() if "lora_" in k}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    # The trainable (LoRA) weights only, whole on every rank: small, and copies. cpu_offload's rank-0 copy
-    # is no copy on a CPU run, and the tensors then alias storage FSDP frees (a segfault on CPU/gloo).
-    options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True)
-    return get_model_state_dict(model, options=options)
+    # On GPUs the whole state goes to rank 0's CPU RAM (FSDP's FULL_STATE_DICT, offload_to_cpu, rank0_only).
+    # On CPU that "offload" is no copy, and the tensors alias storage FSDP frees (a segfault, CPU/gloo), so
+    # there every rank keeps its own whole copy. Only the adapter's weights are kept (PEFT's "lora_" names).
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not on_cpu)
+    return {k: v for k, v in get_model_state_dict(model, options=options).items() if "lora_" in k}
+
+
+def save_adapter(model, folder, state: dict | None) -> None:
+    """`model.save_pretrained(folder)`, or from a gathered state (gathered_state_dict). PEFT's own save
+    finds the adapter's keys by the model's module names, which FSDP's wrappers change, and then writes an
+    empty adapter (seen with PEFT 0.21), so a gathered state is written here under PEFT's names."""
+    import copy
+    from pathlib import Path
+
+    if state is None:
+        model.save_pretrained(folder)
+        return
+    from safetensors.torch import save_file
+
+    name = model.active_adapter
+    weights = {k.replace(f".{name}.", "."): v.detach().contiguous() for k, v in state.items()}
+    save_file(weights, str(Path(folder) / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = copy.deepcopy(model.peft_config[name])
+    config.inference_mode = True  # as PeftModel.save_pretrained writes it
+    config.save_pretrained(folder)

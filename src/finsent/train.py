@@ -36,7 +36,7 @@ def train(cfg: Config, splits=None) -> Path:
     from finsent.fsio import atomic_dir, write_json
     from finsent.model_card import write_model_card
     from finsent.models import launched_with_fsdp, load_model
-    from finsent.parallel import gathered_state_dict, unwrap
+    from finsent.parallel import gathered_state_dict, save_adapter, unwrap
     from finsent.prompts import PromptCodec
     from finsent.train_args import lora_config, sft_config
     from finsent.trainer import FinsentTrainer, upcast_trainable
@@ -97,7 +97,7 @@ def train(cfg: Config, splits=None) -> Path:
         evals = [h for h in history if "eval_accuracy" in h]
         calibration = calibrate(trainer.model, codec, splits, tc.eval_batch_size)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
-            unwrap(trainer.model).save_pretrained(tmp, state_dict=state)
+            save_adapter(unwrap(trainer.model), tmp, state)
             tokenizer.save_pretrained(tmp)
             save_config(cfg, tmp)
             if calibration:
