@@ -92,10 +92,12 @@ def train(cfg: Config, splits=None) -> Path:
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / ADAPTER_DIRNAME
     state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
+    # the eval split's probabilities for the temperature, by every process (FSDP gathers weights in its forward)
+    eval_probs = trainer.classify([e.text for e in splits["eval"]])[1] if splits["eval"] else None
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]
-        calibration = calibrate(trainer.model, codec, splits, tc.eval_batch_size)
+        calibration = calibrate(eval_probs, codec, splits)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
             save_adapter(unwrap(trainer.model), tmp, state)
             tokenizer.save_pretrained(tmp)
@@ -129,17 +131,15 @@ def train(cfg: Config, splits=None) -> Path:
     return adapter
 
 
-def calibrate(model, codec, splits, batch_size: int):
-    """Temperature scaling fitted on the eval split (calibration.py), with the training label shares for
-    prior correction; None without an eval split."""
+def calibrate(probs, codec, splits):
+    """Temperature scaling fitted on the eval split's probabilities (calibration.py), with the training
+    label shares for prior correction; None without an eval split."""
     from collections import Counter
 
     from finsent.calibration import fit
-    from finsent.scoring import classify
 
-    if not splits["eval"]:
+    if probs is None:
         return None
-    _, probs = classify(model, codec, [e.text for e in splits["eval"]], batch_size)
     cal = fit(
         probs,
         [e.label for e in splits["eval"]],

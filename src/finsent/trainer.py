@@ -52,9 +52,7 @@ class FinsentTrainer(SFTTrainer):
         """Classification accuracy on the eval split with the fast evaluator (not generation, and
         not the token-level loss over full-vocabulary logits that the stock loop computes)."""
         exs = self.eval_examples
-        preds, _ = self._in_model(
-            lambda m: classify(m, self.codec, [e.text for e in exs], self.args.per_device_eval_batch_size)
-        )
+        preds, _ = self.classify([e.text for e in exs])
         m = classification_metrics([e.label for e in exs], preds, self.codec.labels)
         metrics = {
             f"{metric_key_prefix}_accuracy": m["accuracy"],
@@ -64,6 +62,10 @@ class FinsentTrainer(SFTTrainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         print(f"\neval accuracy {m['accuracy']:.3f} at step {self.state.global_step}", file=sys.stderr)
         return metrics
+
+    def classify(self, texts: list[str]) -> tuple[list[str], list[list[float]]]:
+        """The model's labels and probabilities for `texts`; under FSDP every process must call it."""
+        return self._in_model(lambda m: classify(m, self.codec, texts, self.args.per_device_eval_batch_size))
 
     _in_wrapper = False
 
