@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -170,7 +171,7 @@ def table(records: dict[str, dict]) -> str:
     groups: dict[str, list[float]] = {}
     for r in records.values():
         test = r.get("test")
-        groups.setdefault(r["name"].split("-seed")[0], []).append(r["eval"]["accuracy"])
+        groups.setdefault(re.sub(r"-seed\d+", "", r["name"]), []).append(r["eval"]["accuracy"])
         lines.append(
             f"| `{r['name']}` | {r['what']} | {r['eval']['accuracy']:.3f} | {r['eval']['macro_f1']:.3f} "
             + (f"| {test['accuracy']:.3f} | {test['macro_f1']:.3f} " if test else "| - | - ")
