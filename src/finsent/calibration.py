@@ -102,16 +102,11 @@ def _logsumexp(z):
 
 def ece(probs, gold: Sequence[int], bins: int = BINS) -> float:
     """Expected calibration error: |accuracy - confidence| per confidence bin, weighted by bin size."""
-    import numpy as np
-
-    p = np.asarray(probs, dtype=np.float64)
-    if not len(p):
-        return 0.0
-    conf, pred = p.max(axis=1), p.argmax(axis=1)
-    hit = pred == np.asarray(gold)
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    return float(
-        sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean() for b in set(which))
+    n = len(probs)
+    return (
+        sum(b["n"] * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, gold, bins)) / n
+        if n
+        else 0.0
     )
 
 
