@@ -123,7 +123,7 @@ def test_per_text_and_per_request_token_limits(clf):
         text = "Profit rose " + ROCKETS * 10
         assert len(clf.codec.prompt_ids(text)) > one + 10
         message = assert_error(post(url, ["Profit rose .", text]), 422, "invalid", "texts.1")
-        assert f"{one + 10} per text" in message
+        assert f"the limit of {one + 10} tokens per text" in message
         message = assert_error(post(url, ["Profit rose ."] * 4), 413, "too_large", "texts")
         assert f"{3 * one + 5} tokens" in message
         assert model.calls == []

@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "type": _number(int, 1),
                 "help": "rows per shard of a resumable run in OUTPUT.shards/ (default under torchrun: 10000)",
             },
+            "--max-tokens": {
+                "type": _number(int, 1),
+                "help": "prompt tokens per text; a longer one is a bad row (default: the model's context)",
+            },
             "--priors": priors,
             "--batch-size": batch,
         },
@@ -477,6 +481,7 @@ def cmd_predict(args) -> int:
         args.strict,
         shard_rows=args.shard_rows,
         adapter=args.adapter,
+        max_tokens=args.max_tokens,
     )
     return 0 if summary["predicted"] or not summary["bad"] else 1
 

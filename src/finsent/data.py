@@ -203,8 +203,8 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        for i, line in enumerate(_decode_any(path).splitlines()):
-            yield f"{path}:{i + 1}", {text_column: line}, None
+        with open(path, "rb", buffering=1 << 16) as fh:  # peek() sees the first 64 KiB
+            yield from text_lines(fh, str(path), text_column)
     elif suffix in TABLES:
         header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
         for i, rec, error in _records(path, text_column, None):
@@ -213,6 +213,27 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
         raise FinsentError(
             f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
         )
+
+
+def text_lines(stream, name: str, text_column: str = "text"):
+    """(where, {text_column: line}, None) for each line of a binary stream of one text a line: a .txt
+    file or stdin, one rule for both. A line ends at \\n, \\r\\n or a lone \\r (all-data.csv ends its
+    lines with \\r alone; nothing else ends one: str.splitlines() would also cut at \\x85, which is how
+    Latin-1 decodes cp1252's '...'). Each line is UTF-8, else Latin-1. Streamed: a pipe's rows are
+    classified while it is still being written."""
+    head = stream.peek(65536)[:65536] if hasattr(stream, "peek") else b""
+    _check_binary(Path(name), head)
+    n = 0
+    for raw in stream:  # a binary stream's lines end at b"\n" only
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        for part in raw.split(b"\r"):
+            n += 1
+            try:
+                line = part.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                line = part.decode("latin-1")
+            yield f"{name}:{n}", {text_column: line}, None
 
 
 def _check_columns(path: Path, columns: list[str], text_column: str, label_column: str | None) -> None:

@@ -51,11 +51,12 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
         for i, t in enumerate(texts, 1):
             yield f"argument {i}", {text_column: t}, ""
         return
+    from finsent.data import iter_records, text_lines
+
     if path in (None, "-"):
-        for i, line in enumerate(sys.stdin, 1):
-            yield f"stdin:{i}", {text_column: line.rstrip("\r\n")}, ""
+        for where, rec, _ in text_lines(sys.stdin.buffer, "stdin", text_column):
+            yield where, rec, ""
         return
-    from finsent.data import iter_records
 
     for where, rec, error in iter_records(path, text_column):
         yield where, rec, error or ""
@@ -116,18 +117,29 @@ def predict(
     strict: bool = False,
     shard_rows: int | None = None,
     adapter: str | None = None,
+    max_tokens: int | None = None,
 ) -> dict:
     """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
 
     Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
-    sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest."""
+    sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest.
+    A text whose prompt is over `max_tokens` or the model's context is a bad row."""
     import time
 
     # torchrun with one process still shards when it can (resumable); with several it must
     under_torchrun = "WORLD_SIZE" in os.environ and input_path not in (None, "-") and bool(output)
     if shard_rows or under_torchrun or _rank_env()[1] > 1:
         return predict_sharded(
-            clf, texts, input_path, output, text_column, id_column, strict, shard_rows or SHARD_ROWS, adapter
+            clf,
+            texts,
+            input_path,
+            output,
+            text_column,
+            id_column,
+            strict,
+            shard_rows or SHARD_ROWS,
+            adapter,
+            max_tokens,
         )
 
     from finsent.console import progress_bar
@@ -139,6 +151,7 @@ def predict(
     if id_column is None and first[1] is not None:
         id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
     bad, done = 0, 0
+    limit = _limit(clf, max_tokens)
     start = time.perf_counter()
     chunk: list[tuple[dict, str]] = []
 
@@ -153,7 +166,7 @@ def predict(
 
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
         for i, (where, rec, err) in enumerate(_chain(first, rows)):
-            text = _text(where, rec, err, text_column, strict)
+            text = _text(where, rec, err, text_column, strict, clf.codec, limit)
             if text is None:
                 bad += 1
             else:
@@ -176,18 +189,30 @@ def predict(
     return summary
 
 
-def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool) -> str | None:
-    """The row's text, or None for a bad row (reported on stderr; with `strict`, an error)."""
+def _limit(clf, max_tokens: int | None) -> tuple[int | None, str]:
+    """(most prompt tokens per text, why): --max-tokens or the model's context (PromptCodec.prompt_limit)."""
+    from finsent.scoring import model_context
+
+    return clf.codec.prompt_limit(model_context(clf.model), max_tokens)
+
+
+def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool, codec, limit) -> str | None:
+    """The row's text, or None for a bad row: empty, unreadable, or a prompt over `limit` (reported on
+    stderr; with `strict`, an error)."""
     from finsent.data import is_missing
 
     value = None if rec is None else rec.get(text_column)
-    if err or is_missing(value):
+    text = None if err or is_missing(value) else str(value).strip()
+    if text is not None:
+        err = codec.too_long(text, *limit)
+        err = err and f"{where}: {err}"
+    if err or text is None:
         msg = err or f"{where}: empty text"
         if strict:
             raise FinsentError(msg + " (--strict)")
         print(f"skipped {msg}", file=sys.stderr)
         return None
-    return str(value).strip()
+    return text
 
 
 def _plain(value):
@@ -383,6 +408,7 @@ def predict_sharded(
     strict: bool = False,
     shard_rows: int = SHARD_ROWS,
     adapter: str | None = None,
+    max_tokens: int | None = None,
 ) -> dict:
     """This rank's shards of the input, then (rank 0) the whole output in input order; see the module's
     docstring. Returns this rank's counts, or on rank 0 the whole run's."""
@@ -412,7 +438,7 @@ def predict_sharded(
     want = {
         "version": 1,
         "input": _fingerprint(input_path),
-        "options": _options(clf, text_column, id_column, strict, jsonl, adapter),
+        "options": _options(clf, text_column, id_column, strict, jsonl, adapter) | {"max_tokens": max_tokens},
     }
     resumed = shards.settle(want, rows, shard_rows, world) if rank == 0 else False
     if world > 1:
@@ -438,6 +464,7 @@ def predict_sharded(
         )
     start, started_at = time.perf_counter(), time.time()
     done = bad = 0
+    limit = _limit(clf, max_tokens)
     with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
         shard, writer, counts, chunk = None, None, {}, []
 
@@ -473,7 +500,7 @@ def predict_sharded(
                         finish()
                     shard, counts = j, {"shard": j, "first_row": i, "predicted": 0, "bad": 0}
                     writer = Writer(str(shards.data(j, n)), clf.labels, id_column, header=False)
-                text = _text(where, rec, err, text_column, strict)
+                text = _text(where, rec, err, text_column, strict, clf.codec, limit)
                 if text is None:
                     bad += 1
                     counts["bad"] += 1

@@ -139,6 +139,25 @@ class PromptCodec:
         ids = self.prompt_ids(text)
         return shared_split(self.prefix_ids, ids)
 
+    def prompt_limit(self, context: int | None, cap: int | None = None) -> tuple[int | None, str]:
+        """(most prompt tokens a text may take, what sets that) for a model with `context` positions: its
+        context less the longest answer (scored after the prompt), or `cap` when lower; (None, "") with
+        neither. One rule for the scorer, `predict` and the server."""
+        longest = max((len(ids) for ids in self.label_ids), default=0)
+        fit = context - longest if context else None
+        if cap is not None and (fit is None or cap <= fit):
+            return cap, f"the limit of {cap} tokens per text"
+        if fit is None:
+            return None, ""
+        return fit, f"the model's context of {context} tokens less the longest answer ({longest}): {fit}"
+
+    def too_long(self, text: str, limit: int | None, why: str) -> str | None:
+        """Why `text`'s prompt cannot be scored under prompt_limit()'s (limit, why), or None if it fits."""
+        if limit is None:
+            return None
+        n = len(self.prompt_ids(text))
+        return f"its prompt is {n} tokens, over {why}" if n > limit else None
+
     def train_ids(self, text: str, label: str) -> tuple[list[int], int]:
         """Prompt + answer + EOS, and how many leading tokens are prompt (no loss on them)."""
         prompt = self.prompt_ids(text)

@@ -260,10 +260,43 @@ def score_plain(model, codec, texts: Sequence[str]):
     return out
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first, so memory peaks early)."""
+# Tokens per scoring batch (rows x longest row). The 4-D attention mask grows with rows x length^2, so
+# a batch of 32 texts of 8,000 tokens would ask for tens of GB; short sentences (the usual case: 32 rows
+# of under 500 tokens) never reach it, so their batches are exactly `batch_size` rows.
+BATCH_TOKENS = 16_384
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int = BATCH_TOKENS
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first, so memory peaks early), of at most
+    `batch_size` rows and, beyond one row, of at most `max_tokens` padded tokens."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        b = batches[-1] if batches else None
+        # rows come longest first, so a batch's first row sets its padded length
+        if b and len(b) < batch_size and (len(b) + 1) * lengths[b[0]] <= max_tokens:
+            b.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def model_context(model) -> int | None:
+    """How many positions the model can attend over (its config's max_position_embeddings), if it says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+
+
+def check_lengths(codec, prompts: Sequence[Prompt], context: int | None) -> None:
+    """A one-line error for the first prompt too long for the model: without it a huge text reaches the
+    scorer as an attention mask of tens of GB and fails as an allocator traceback."""
+    limit, why = codec.prompt_limit(context)
+    for i, (n, body) in enumerate(prompts):
+        if limit is not None and n + len(body) > limit:
+            from finsent.errors import FinsentError
+
+            raise FinsentError(f"text {i}: its prompt is {n + len(body)} tokens, over {why}")
 
 
 def classify(
@@ -286,6 +319,7 @@ def classify(
     import torch
 
     prompts = [codec.split(t) for t in texts]
+    check_lengths(codec, prompts, model_context(model))
     preds: list[str] = [""] * len(texts)
     probs: list[list[float]] = [[]] * len(texts)
     was_training = model.training

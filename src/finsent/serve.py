@@ -322,17 +322,16 @@ def create_app(clf, limits: Limits | None = None):
     from pydantic import BaseModel, Field
     from starlette.exceptions import HTTPException
 
+    from finsent.scoring import model_context
+
     limits = limits or Limits()
     # the model pass batches texts across requests; prior correction ('auto': EM) runs per request
     batcher = MicroBatcher(clf.probabilities, limits.max_batch, limits.max_request_tokens, limits.max_queue)
     # A copy of the tokenizer for the checks, so they never share the Rust tokenizer with the model thread.
     codec = copy.copy(clf.codec)
     codec.tokenizer = copy.deepcopy(clf.codec.tokenizer)
-    context = getattr(getattr(clf.model, "config", None), "max_position_embeddings", None)
-    longest_answer = max((len(ids) for ids in codec.label_ids), default=0)
-    max_tokens = limits.max_tokens
-    if context:
-        max_tokens = min(max_tokens, context - longest_answer)
+    context = model_context(clf.model)
+    max_tokens, why_max = codec.prompt_limit(context, limits.max_tokens)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -431,16 +430,7 @@ def create_app(clf, limits: Limits | None = None):
         for i, t in enumerate(texts):
             n = len(codec.prompt_ids(t))
             if n > max_tokens:
-                what = (
-                    f"the model's context of {context} tokens less the longest answer ({longest_answer})"
-                    if max_tokens < limits.max_tokens
-                    else "the limit"
-                )
-                raise ServeError(
-                    422,
-                    f"texts.{i}: its prompt is {n} tokens, over {what}: {max_tokens} per text",
-                    f"texts.{i}",
-                )
+                raise ServeError(422, f"texts.{i}: its prompt is {n} tokens, over {why_max}", f"texts.{i}")
             total += n
             if total > limits.max_request_tokens:
                 raise ServeError(

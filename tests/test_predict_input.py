@@ -1,0 +1,101 @@
+"""What `finsent predict` reads: one line rule for stdin and files, and texts too long for the model.
+
+Both found by piping all-data.csv (lines ended by a lone \\r) into `finsent predict`: stdin saw one
+172k-token text, and the scorer asked for a 29.6 GB attention mask instead of reporting a bad row."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from finsent.cli import main
+from finsent.errors import FinsentError
+from finsent.scoring import length_batches
+
+# a lone \r ends a line (all-data.csv), \r\n and \n too; \x85 (Latin-1's reading of cp1252's '...') and a
+# form feed do not; the third line is Latin-1, the others UTF-8
+LINES = b"Profit rose .\rSales fell .\r\nCaf\xe9 opened \x85 more\nA\x0cB costs rose\rlast line"
+
+
+def _finsent(args: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "finsent", *args], input=stdin, capture_output=True, env=env, timeout=300
+    )
+
+
+def test_stdin_and_a_txt_file_split_lines_alike(tiny_model_dir, tmp_path):
+    # the reference: Python's universal newlines (\n, \r\n, \r), not finsent's reader
+    expected = [ln.strip() for ln in io.TextIOWrapper(io.BytesIO(LINES), encoding="latin-1", newline=None)]
+    assert len(expected) == 5
+    src = tmp_path / "in.txt"
+    src.write_bytes(LINES)
+    base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--output"]
+    piped = _finsent(base + [str(tmp_path / "piped.csv")], stdin=LINES)
+    assert piped.returncode == 0, piped.stderr.decode()
+    filed = _finsent(base + [str(tmp_path / "filed.csv"), "--input", str(src)])
+    assert filed.returncode == 0, filed.stderr.decode()
+    assert (tmp_path / "piped.csv").read_bytes() == (tmp_path / "filed.csv").read_bytes()
+    rows = list(csv.DictReader((tmp_path / "piped.csv").open(encoding="utf-8")))
+    assert [r["text"] for r in rows] == expected
+
+
+def test_binary_stdin_is_one_line_error(tiny_model_dir):
+    r = _finsent(["predict", "--model", str(tiny_model_dir)], stdin="Profit rose .\n".encode("utf-16"))
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert "Traceback" not in err  # (the lines before it are the model's loading messages)
+    assert err.strip().splitlines()[-1].startswith("finsent predict: error: stdin:1: unreadable encoding")
+
+
+def test_a_text_over_the_context_is_a_bad_row(tiny_model_dir, clf, tmp_path, capsys):
+    context = clf.model.config.max_position_embeddings
+    huge = ("Profit rose . " * context).strip()  # several tokens a repeat: far over the context
+    n = len(clf.codec.prompt_ids(huge))
+    src = tmp_path / "in.txt"
+    src.write_text(f"Profit rose .\n{huge}\nSales fell .\n")
+    out = tmp_path / "out.csv"
+    base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
+    assert main(base + ["--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    longest = max(len(ids) for ids in clf.codec.label_ids)
+    assert (
+        f"skipped {src}:2: its prompt is {n} tokens, over the model's context of {context} tokens less "
+        f"the longest answer ({longest}): {context - longest}"
+    ) in err
+    assert "2 predicted, 1 bad rows skipped" in err
+    assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose .", "Sales fell ."]
+
+    assert main(base + ["--output", str(out), "--strict"]) == 2
+    assert f"{src}:2: its prompt is {n} tokens" in capsys.readouterr().err
+
+    # --max-tokens below the context: every row is over it (exit 1: nothing predicted)
+    assert main(base + ["--max-tokens", "3"]) == 1
+    one = len(clf.codec.prompt_ids("Profit rose ."))
+    assert (
+        f"{src}:1: its prompt is {one} tokens, over the limit of 3 tokens per text" in capsys.readouterr().err
+    )
+
+
+def test_classifier_refuses_a_prompt_over_the_context(clf):
+    """The Python API (and evaluate) meet the same limit in the scorer: one line, naming the text."""
+    context = clf.model.config.max_position_embeddings
+    with pytest.raises(
+        FinsentError, match=rf"^text 1: its prompt is \d+ tokens, over the model's context of {context}"
+    ):
+        clf(["Profit rose .", "Profit rose . " * context])
+
+
+def test_length_batches_cap_padded_tokens():
+    lengths = [12] * 70 + [6000, 5000, 900, 9000, 20000]
+    batches = length_batches(lengths, batch_size=32, max_tokens=16_384)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        padded = len(b) * max(lengths[i] for i in b)
+        assert len(b) <= 32 and (len(b) == 1 or padded <= 16_384), (b, padded)
+    # by hand: 20000 and 9000 alone (two rows would pass 16,384), 6000 + 5000, then 900 padding 17 short
+    # rows (18 x 900 = 16,200), then the other 53 short rows in batches of 32
+    assert [len(b) for b in batches] == [1, 1, 2, 18, 32, 21]
