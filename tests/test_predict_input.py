@@ -99,3 +99,21 @@ def test_length_batches_cap_padded_tokens():
     # by hand: 20000 and 9000 alone (two rows would pass 16,384), 6000 + 5000, then 900 padding 17 short
     # rows (18 x 900 = 16,200), then the other 53 short rows in batches of 32
     assert [len(b) for b in batches] == [1, 1, 2, 18, 32, 21]
+
+
+def test_a_closed_pipe_ends_quietly(tiny_model_dir, tmp_path):
+    """`finsent predict ... | head -1`: exit 141 as a shell tool does, no BrokenPipeError traceback."""
+    src = tmp_path / "in.txt"
+    src.write_text(
+        "".join(
+            f"Operating profit rose to EUR {i} mn from EUR {i + 1} mn a year ago .\n" for i in range(1500)
+        )
+    )
+    cmd = [sys.executable, "-m", "finsent", "predict", "--model", str(tiny_model_dir), "--input", str(src)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as p:
+        assert p.stdout.readline().startswith(b"text,predicted")
+        p.stdout.close()  # the reader goes away while ~150 kB of rows are still to come
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
