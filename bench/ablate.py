@@ -112,12 +112,32 @@ def recorded() -> dict[str, dict]:
     return {r["name"]: r for r in map(json.loads, RECORD.read_text().splitlines()) if r}
 
 
-def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
+def fold_data(data: str, seed: int) -> tuple[str, list[str]]:
+    """A held-out fold of the notebooks' training split, for choosing without the test split (whose
+    150-sentence eval split repeats 4 negative sentences 50 times: all-data.csv has 604 negatives, and 600
+    went to train and test). (data file, split options): the 900 training sentences written to a CSV, then
+    the notebook split of that file, 240 per label to train on and 60 per label held out (by `seed`)."""
+    from finsent.config import resolve
+    from finsent.data import export_splits, make_splits
+
+    folder = ROOT / "runs" / "ablate" / "fold-data"
+    if not (folder / "train.csv").is_file():
+        cfg = resolve(str(ROOT / "configs" / "smollm2-cpu.yaml"), {"data.data": data}, None)
+        export_splits({"train": make_splits(cfg.data)[1]["train"]}, folder)
+    split = ["--data.train_per_label", "240", "--data.test_per_label", "60", "--data.eval_per_label", "0"]
+    return str(folder / "train.csv"), split + ["--data.seed", str(seed)]
+
+
+def run_one(name: str, data: str, finsent: str, with_test: bool, fold: int | None = None) -> dict:
     what, overrides = EXPERIMENTS[name]
+    split: list[str] = []
+    if fold is not None:  # trained on 240 a label of the training split, scored on its held-out 60
+        data, split = fold_data(data, fold)
+        name, what = f"{name}@fold{fold}", f"{what} (fold {fold})"
     out = ROOT / "runs" / "ablate" / name
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
-    common = BASE + ["--data.data", data] + overrides
+    common = BASE + ["--data.data", data] + split + overrides
     load_before = os.getloadavg()[0]
     adapter = out / "train" / "adapter"
     timing = out / "train_seconds.json"  # a finished training is not redone (and keeps its time)
@@ -134,17 +154,18 @@ def run_one(name: str, data: str, finsent: str, with_test: bool) -> dict:
     saved = json.loads(timing.read_text())
     t_train, load_before, threads = saved["train_seconds"], saved["load_before"], saved.get("threads", 1)
     result = {"name": name, "what": what, "overrides": overrides}
-    for subset in ("eval", "test") if with_test else ("eval",):
+    for subset in ("test",) if fold is not None else ("eval", "test") if with_test else ("eval",):
         ev = out / subset
         sh(
             # the adapter's saved config supplies every option that training used
-            [finsent, "evaluate", "--data.data", data, "--subset", subset]
+            [finsent, "evaluate", "--data.data", data, *split, "--subset", subset]
             + ["--model" if full else "--adapter", str(adapter)]
             + ["--model.dtype", "float32", "--out", str(ev)],
             log,
         )
         m = json.loads((ev / "metrics.json").read_text())
-        result[subset] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
+        key = "fold" if fold is not None else subset  # a fold's "test" is held out of the training split
+        result[key] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
     trained = json.loads((out / "train" / "train_log.json").read_text())
     result |= {
         "train_seconds": round(t_train, 1) if t_train else None,
@@ -180,7 +201,12 @@ def table(records: dict[str, dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[str, list[float]] = {}
+    folds: dict[str, dict[int, dict]] = {}
     for r in records.values():
+        if "fold" in r:  # scored on a fold held out of the training split: the table after these
+            base, k = r["name"].split("@fold")
+            folds.setdefault(base, {})[int(k)] = r
+            continue
         test = r.get("test")
         groups.setdefault(re.sub(r"-seed\d+", "", r["name"]), []).append(r["eval"]["accuracy"])
         lines.append(
@@ -201,6 +227,23 @@ def table(records: dict[str, dict]) -> str:
             mark = " **(chosen)**" if g == best else ""
             lines.append(
                 f"| `{g}`{mark} | {len(accs)} | {statistics.mean(accs):.3f} | {sd} | {min(accs):.3f} - {max(accs):.3f} |"
+            )
+    if folds:
+        seeds = sorted({k for runs in folds.values() for k in runs})
+        lines += [
+            "",
+            "| experiment | " + " | ".join(f"fold {k} acc." for k in seeds) + " | mean | train s (fold 0) |",
+            "|---|" + "---|" * (len(seeds) + 2),
+        ]
+        for base, runs in folds.items():
+            accs = [runs[k]["fold"]["accuracy"] if k in runs else None for k in seeds]
+            got = [a for a in accs if a is not None]
+            lines.append(
+                f"| `{base}` | "
+                + " | ".join(f"{a:.3f}" if a is not None else "-" for a in accs)
+                + f" | {statistics.mean(got):.3f} | "
+                + (train_time(runs[seeds[0]]) if seeds[0] in runs else "-")
+                + " |"
             )
     return "\n".join(lines)
 
@@ -233,6 +276,11 @@ def main() -> int:
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--test", action="store_true", help="also evaluate on the test split (reported only)")
     ap.add_argument("--redo", action="store_true", help="run even if recorded (appends a new line)")
+    ap.add_argument(
+        "--fold",
+        type=int,
+        help="train on a fold of the training split and score its held-out part (this seed) instead",
+    )
     a = ap.parse_args()
     if a.table:
         print(table(recorded()))
@@ -243,12 +291,13 @@ def main() -> int:
         ap.error(f"unknown experiments: {unknown}; known: {list(EXPERIMENTS)}")
     finsent = str(Path(sys.executable).with_name("finsent"))
     for name in names:
-        if name in recorded() and not a.redo or not claim(name):
+        key = name if a.fold is None else f"{name}@fold{a.fold}"
+        if key in recorded() and not a.redo or not claim(key):
             continue
-        print(f"--- {name}: {EXPERIMENTS[name][0]}", flush=True)
-        r = run_one(name, a.data, finsent, a.test)
-        test = f"test {r['test']['accuracy']:.3f}  " if "test" in r else ""
-        print(f"    eval {r['eval']['accuracy']:.3f}  {test}train {train_time(r)} s", flush=True)
+        print(f"--- {key}: {EXPERIMENTS[name][0]}", flush=True)
+        r = run_one(name, a.data, finsent, a.test, a.fold)
+        scores = "  ".join(f"{k} {r[k]['accuracy']:.3f}" for k in ("eval", "test", "fold") if k in r)
+        print(f"    {scores}  train {train_time(r)} s", flush=True)
     return 0
 
 

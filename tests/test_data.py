@@ -223,3 +223,15 @@ def test_random_split_is_datasets_train_test_split_row_for_row(fpb_dir):
     _, with_eval = make_splits(dc, ds)
     assert [e.source_row for e in with_eval["test"]] == reference["test"]["source_row"]
     assert [e.source_row for e in with_eval["train"] + with_eval["eval"]] == reference["train"]["source_row"]
+
+
+def test_notebook_split_with_nothing_left_for_eval():
+    """Every row in train or test (as bench/ablate.py's folds of the training split): no eval split,
+    not a pandas error; train and test still partition the rows."""
+    from finsent.data import Example
+
+    exs = [Example(i, f"sentence {i}", lab) for i, lab in enumerate(["positive", "neutral", "negative"] * 6)]
+    s = split_notebook(exs, ["positive", "neutral", "negative"], train_per_label=4, test_per_label=2)
+    assert s["eval"] == []
+    rows = [e.source_row for e in s["train"] + s["test"]]
+    assert sorted(rows) == list(range(18)) and len(s["test"]) == 6

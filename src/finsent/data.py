@@ -460,12 +460,11 @@ def split_notebook(
     used = set(x_train.index) | set(x_test.index)
     rest = df[~df.index.isin(used)]
     # the notebooks' groupby("sentiment").apply(sample): groups in sorted order, each sampled afresh
-    x_eval = pd.concat(
-        [
-            rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
-            for lab in sorted(set(rest.label))
-        ]
-    )
+    parts = [
+        rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
+        for lab in sorted(set(rest.label))
+    ]
+    x_eval = pd.concat(parts) if parts else rest  # nothing left over (or eval_per_label 0): no eval split
     return {
         name: _to_examples(frame) for name, frame in (("train", x_train), ("eval", x_eval), ("test", x_test))
     }
