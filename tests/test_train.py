@@ -468,3 +468,81 @@ def test_atomic_folders_replace_only_when_complete(tmp_path):
         (tmp / "b.bin").write_text("second")
     assert sorted(p.name for p in target.iterdir()) == ["b.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # no temporary folders left
+
+
+def test_full_fine_tuning_trains_every_weight_into_a_whole_model(tiny_model_dir, tmp_path):
+    """train.method=full: every weight moves, the output is a plain transformers model (no adapter) whose
+    saved config names its own folder, and the reloaded model classifies the toy task better than the base."""
+    from safetensors.torch import load_file
+
+    from finsent.api import Classifier
+    from finsent.train import train
+
+    # the random tiny model learns the toy task's words slowly: 10 epochs at 1e-2 (0.61 test accuracy)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=10.0, method="full")
+    cfg.train.learning_rate = 1e-2
+    folder = train(cfg, toy_splits())
+    assert folder.name == "model" and not (folder / "adapter_config.json").exists()
+    base = load_file(tiny_model_dir / "model.safetensors")
+    tuned = load_file(folder / "model.safetensors")
+    assert set(tuned) == set(base)
+    unchanged = [k for k in base if torch.equal(base[k], tuned[k])]
+    assert unchanged == [], unchanged
+    assert all(t.dtype == torch.float32 for t in tuned.values())
+    saved = load_saved_config(folder)
+    assert saved.model.model == str(folder.resolve()) and saved.train.method == "full"
+    log = json.loads((tmp_path / "t" / "train_log.json").read_text())
+    losses = [h["loss"] for h in log["log_history"] if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0], losses
+    test = toy_splits()["test"]
+
+    def accuracy(clf):
+        return sum(r["label"] == e.label for r, e in zip(clf([e.text for e in test]), test)) / len(test)
+
+    assert accuracy(Classifier.load(str(folder))) > accuracy(Classifier.load(str(tiny_model_dir)))
+
+
+def test_full_fine_tuning_keeps_float32_weights_under_autocast(tiny_model_dir, tmp_path):
+    """dtype auto + method full: float32 weights, and bf16 autocast exactly where auto would load bf16."""
+    from finsent.models import cpu_has_bf16
+    from finsent.train import full_precision
+
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", method="full")
+    cfg.model.dtype = "auto"
+    full_precision(cfg)
+    assert cfg.model.dtype == "float32" and cfg.train.bf16 == cpu_has_bf16() and not cfg.train.fp16
+    cfg.model.dtype = "bfloat16"  # an explicit dtype is the user's choice
+    full_precision(cfg)
+    assert cfg.model.dtype == "bfloat16"
+    cfg.model.load_in_4bit = True
+    with pytest.raises(Exception, match="train.method=full trains every weight"):
+        cfg.validate()
+
+
+def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
+    """`finsent run` with train.method=full: no adapter, nothing to merge; merged_model/ is the trained
+    model's copy, reloaded and checked against it on the test split like a merge."""
+    import csv
+
+    from finsent.run import run
+
+    data = tmp_path / "toy.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for split in toy_splits(12).values():
+            w.writerows([e.text, e.label] for e in split)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0, method="full")
+    cfg.data.data, cfg.data.split = str(data), "stratified"
+    summary = run(cfg, tmp_path / "run")
+    out = tmp_path / "run"
+    assert (
+        not (out / "train" / "adapter").exists() and (out / "train" / "model" / "model.safetensors").is_file()
+    )
+    parity = summary["merged"]["merge_parity"]
+    assert parity["agreement"] == 1.0 and parity["reference"] == "fully fine-tuned model"
+    assert summary["merged"]["accuracy"] == summary["finetuned"]["accuracy"]
+    merged = out / "merged_model"
+    assert load_saved_config(merged).model.model == str(merged.resolve())
+    assert (merged / "calibration.json").is_file() and "finsent full" in (merged / "README.md").read_text()
+    assert "| fine-tuned (every weight) |" in (out / "report.md").read_text()

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from finsent.errors import FinsentError
-from finsent.train import ADAPTER_DIRNAME, LOG_FILENAME
+from finsent.train import ADAPTER_DIRNAME, LOG_FILENAME, MODEL_DIRNAME
 
 STAMP = "run_stamp.json"
 # what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
@@ -27,7 +27,7 @@ NOT_HASHED = {
     ("train", "eval_batch_size"),
 }
 # the training folder's own outputs (named in train.py) and TensorBoard's logs
-TRAINING_OUTPUTS = (ADAPTER_DIRNAME, LOG_FILENAME, "runs", STAMP)
+TRAINING_OUTPUTS = (ADAPTER_DIRNAME, MODEL_DIRNAME, LOG_FILENAME, "runs", STAMP)
 
 
 def config_hash(cfg) -> str:

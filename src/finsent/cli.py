@@ -439,8 +439,8 @@ def cmd_train(args) -> int:
         return 0
     from finsent.train import train
 
-    adapter = train(cfg)
-    print(f"adapter saved to {adapter}")
+    folder = train(cfg)
+    print(f"{'model' if cfg.train.method == 'full' else 'adapter'} saved to {folder}")
     return 0
 
 

@@ -161,6 +161,12 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = opt("runs/train", "where checkpoints, the adapter and logs go", alias="--out")
+    method: str = opt(
+        "lora",
+        "lora = a PEFT adapter on the frozen base (the notebooks'); full = every weight trains (float32 "
+        "weights, bf16/fp16 autocast where dtype auto picks it) and the output is a whole model",
+        choices=("lora", "full"),
+    )
     num_train_epochs: float = opt(3.0, "epochs", at_least=1e-9)
     per_device_train_batch_size: int = opt(1, "micro-batch size", at_least=1)
     gradient_accumulation_steps: int = opt(8, "micro-batches per optimizer step", at_least=1)
@@ -280,6 +286,10 @@ class Config:
             raise FinsentError(
                 "train.loss=label and train.class_weights need train.fast: true (finsent's loss)"
             )
+        if tc.method == "full" and cfg.model.load_in_4bit:
+            raise FinsentError(
+                "train.method=full trains every weight, which a 4-bit base cannot (use train.method=lora)"
+            )
         if tc.label_smoothing and tc.loss != "label":
             raise FinsentError("train.label_smoothing applies to train.loss=label")
         class_weight_list(tc.class_weights, cfg.data.labels, {})  # a malformed list fails here, before work
@@ -288,6 +298,15 @@ class Config:
             note("train.fast keeps activations instead of gradient checkpointing (more memory, less compute)")
             tc.gradient_checkpointing = False
         return cfg
+
+
+def self_contained(cfg: Config, folder: Path) -> Config:
+    """The config saved inside a whole model's folder (merged or fully fine-tuned): it names that folder
+    as its model, so `--model FOLDER` finds labels, template and weights in one place."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.model = str(Path(folder).resolve())
+    cfg.model.load_in_4bit = False
+    return cfg
 
 
 def class_weight_list(spec: str, labels: list[str], counts: dict[str, int]) -> list[float] | None:

@@ -15,7 +15,7 @@ import copy
 from pathlib import Path
 
 from finsent.calibration import Calibration
-from finsent.config import Config, save_config
+from finsent.config import Config, save_config, self_contained
 
 MIN_AGREEMENT = 0.995
 PARITY_FILENAME = "merge_parity.json"
@@ -113,17 +113,31 @@ def certify_merge(
     except FinsentError as e:
         moved = reject(out, str(e))
         raise FinsentError(f"{e}; the merged model was moved to {moved}") from None
+    full = cfg.train.method == "full"
     write_model_card(
         out,
         cfg,
-        "merged",
+        "full" if full else "merged",
         metrics=metrics,
         extra={
-            "merged from adapter": adapter,
+            ("copied from the fully fine-tuned model" if full else "merged from adapter"): adapter,
             f"merge parity ({where})": f"{summary_line(parity)}, against the {reference}",
         },
     )
     return parity
+
+
+def copy_full(cfg: Config, trained, out) -> None:
+    """train.method=full: nothing to merge; the trained model folder is copied to `out` (atomically) with
+    a config naming `out`, so a run's deployable model is always merged_model/. The caller then checks
+    the copy's parity and writes its card, as for a merge."""
+    import shutil
+
+    from finsent.fsio import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        shutil.copytree(trained, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("README.md"))
+        save_config(self_contained(cfg, out), tmp)
 
 
 def _load_unquantised(cfg: Config, adapter):
@@ -151,9 +165,7 @@ def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
     merged = peft_model.merge_and_unload()
     out = Path(out)
     target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
-    merged_cfg = copy.deepcopy(cfg)
-    merged_cfg.model.model = str(out.resolve())
-    merged_cfg.model.load_in_4bit = False
+    merged_cfg = self_contained(cfg, out)
     with atomic_dir(out) as tmp:
         merged.to(target_dtype).save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

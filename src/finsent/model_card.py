@@ -20,7 +20,8 @@ from pathlib import Path
 
 from finsent.fsio import write_text
 
-LIBRARY_NAME = {"adapter": "peft", "merged": "transformers", "gguf": "gguf"}
+# "full": a fully fine-tuned model (train.method=full), loaded as a merged one is
+LIBRARY_NAME = {"adapter": "peft", "merged": "transformers", "full": "transformers", "gguf": "gguf"}
 TAGS = ["finsent", "financial-sentiment", "text-classification", "lora"]
 EXAMPLE_SENTENCE = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn ."
 # Everything above this line of the body is finsent's (rewritten on every write); everything below is kept.
@@ -409,7 +410,7 @@ def _how_to_load(folder: Path, cfg, kind, file, words, parts, shown) -> list[str
             f"print(Classifier.load({q(base)}, adapter={q(str(folder))}).predict([{q(EXAMPLE_SENTENCE)}]))",
             "```",
         ]
-    if kind == "merged":
+    if kind in ("merged", "full"):
         return [
             "With transformers (a plain Llama-architecture causal LM, no PEFT needed):",
             "",

@@ -21,7 +21,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.data import make_splits
     from finsent.evaluate import format_mistakes, run_evaluation, write_evaluation
     from finsent.fsio import write_json, write_text
-    from finsent.merge import certify_merge, merge_and_save
+    from finsent.merge import certify_merge, copy_full, merge_and_save
     from finsent.models import load_model
     from finsent.prompts import PromptCodec
     from finsent.train import train, training_history
@@ -78,13 +78,20 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     adapter = train(cfg, splits)
     timings["train"] = time.perf_counter() - t
 
-    t = stage("evaluate the adapter")
-    tuned = measure("finetuned", cfg.model, str(adapter))
+    # train.method=full: `adapter` is the whole trained model, and "merge" copies it to merged_model/
+    full = cfg.train.method == "full"
+    t = stage("evaluate the fine-tuned model" if full else "evaluate the adapter")
+    if full:
+        trained = copy.deepcopy(cfg.model)
+        trained.model = str(adapter)
+        tuned = measure("finetuned", trained)
+    else:
+        tuned = measure("finetuned", cfg.model, str(adapter))
     timings["finetuned"] = time.perf_counter() - t
 
-    t = stage("merge")
+    t = stage("copy (full fine-tuning: nothing to merge)" if full else "merge")
     merged_dir = out / "merged_model"
-    merge_and_save(cfg, adapter, merged_dir)
+    (copy_full if full else merge_and_save)(cfg, adapter, merged_dir)
     timings["merge"] = time.perf_counter() - t
 
     # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
@@ -92,7 +99,13 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
     merged = measure("merged", merged_model)
-    reference = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
+    reference = (
+        "fully fine-tuned model"
+        if full
+        else "adapter on its 4-bit base (as trained)"
+        if cfg.model.load_in_4bit
+        else "adapter"
+    )
     parity = certify_merge(
         cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"], reference=reference
     )
@@ -143,9 +156,14 @@ def plot_loss(history: list[dict], path: Path) -> None:
 
 
 def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
-    names = {"baseline": "zero-shot", "finetuned": "fine-tuned (adapter)", "merged": "merged"}
-    labels = summary["baseline"]["confusion_matrix"]["labels"]
     cfg = summary["config"]
+    full = cfg["train"].get("method") == "full"
+    names = {
+        "baseline": "zero-shot",
+        "finetuned": "fine-tuned (every weight)" if full else "fine-tuned (adapter)",
+        "merged": "merged_model/ (its copy)" if full else "merged",
+    }
+    labels = summary["baseline"]["confusion_matrix"]["labels"]
     lines = [
         "# finsent run",
         "",

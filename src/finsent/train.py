@@ -8,7 +8,8 @@ Reads top to bottom: setup (options, data, model, LoRA), train, save. The loss i
 arguments is in train_args.py; the trainer (fast loss, classifying evaluation) in trainer.py.
 
 Writes into train.output_dir: checkpoint-*/ (for --resume), adapter/ (the adapter, its tokenizer, config
-and model card), train_log.json and the TensorBoard logs.
+and model card), train_log.json and the TensorBoard logs. With train.method=full every weight trains and
+model/ holds the whole model instead of adapter/ (nothing to merge).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ import os
 import sys
 from pathlib import Path
 
-from finsent.config import Config, save_config
+from finsent.config import Config, save_config, self_contained
 from finsent.errors import FinsentError
 
 ADAPTER_DIRNAME = "adapter"
+MODEL_DIRNAME = "model"  # train.method=full: the whole fine-tuned model
 LOG_FILENAME = "train_log.json"
 
 
 def train(cfg: Config, splits=None) -> Path:
-    """Fine-tune, save the adapter to <output_dir>/adapter with its config; return that folder."""
+    """Fine-tune, save the adapter to <output_dir>/adapter (train.method=full: the whole model to
+    <output_dir>/model) with its config; return that folder."""
     import torch
     from datasets import Dataset
     from transformers import set_seed
@@ -44,6 +47,9 @@ def train(cfg: Config, splits=None) -> Path:
     # --- setup: the resolved options, data, model, LoRA
     cfg = cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
     tc = cfg.train
+    full = tc.method == "full"
+    if full:
+        full_precision(cfg)
     out = Path(tc.output_dir)
     set_seed(tc.seed)
     main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
@@ -72,7 +78,7 @@ def train(cfg: Config, splits=None) -> Path:
         train_dataset=train_ds,
         eval_dataset=eval_ds if len(eval_ds) else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg, model),
+        peft_config=None if full else lora_config(cfg, model),
         codec=codec,
         fast=tc.fast,
         eval_examples=splits["eval"],
@@ -82,7 +88,9 @@ def train(cfg: Config, splits=None) -> Path:
     )
     if args.fp16:
         upcast_trainable(trainer.model)
-    trainer.model.print_trainable_parameters()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    print(f"trainable parameters: {trainable:,d} of {total:,d} ({trainable / total:.2%})", file=sys.stderr)
 
     # --- train (from the last complete checkpoint of the same run with --resume)
     if last:
@@ -90,7 +98,7 @@ def train(cfg: Config, splits=None) -> Path:
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
-    adapter = out / ADAPTER_DIRNAME
+    adapter = out / (MODEL_DIRNAME if full else ADAPTER_DIRNAME)
     state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
     # the eval split's probabilities for the temperature, by every process (FSDP gathers weights in its forward)
     eval_probs = trainer.classify([e.text for e in splits["eval"]])[1] if splits["eval"] else None
@@ -99,15 +107,18 @@ def train(cfg: Config, splits=None) -> Path:
         evals = [h for h in history if "eval_accuracy" in h]
         calibration = calibrate(eval_probs, codec, splits)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
-            save_adapter(unwrap(trainer.model), tmp, state)
+            if full:  # a plain transformers model; a gathered state (FSDP, ZeRO-3) is written as is
+                unwrap(trainer.model).save_pretrained(tmp, state_dict=state)
+            else:
+                save_adapter(unwrap(trainer.model), tmp, state)
             tokenizer.save_pretrained(tmp)
-            save_config(cfg, tmp)
+            save_config(self_contained(cfg, adapter) if full else cfg, tmp)
             if calibration:
                 calibration.save(tmp)
         write_model_card(
             adapter,
             cfg,
-            "adapter",
+            "full" if full else "adapter",
             extra={
                 "final eval-split accuracy": f"{evals[-1]['eval_accuracy']:.3f}"
                 if evals
@@ -129,6 +140,25 @@ def train(cfg: Config, splits=None) -> Path:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return adapter
+
+
+def full_precision(cfg: Config) -> None:
+    """train.method=full with model.dtype auto: float32 weights, and bf16 (fp16) autocast where auto
+    would have loaded bf16 (fp16) weights. AdamW's steps at a full fine-tune's learning rate (5e-5) are
+    below bf16's resolution for most weights, so bf16 weights would mostly not move. Saved in the run's
+    config, so the model folder says float32 and a resumed run compares equal."""
+    import torch
+
+    from finsent.models import pick_device, pick_dtype
+
+    if cfg.model.dtype != "auto":
+        return  # the user's choice stands
+    picked = pick_dtype("auto", pick_device(cfg.model.device))
+    cfg.model.dtype = "float32"
+    if picked == torch.bfloat16:
+        cfg.train.bf16 = True
+    elif picked == torch.float16:
+        cfg.train.fp16 = True
 
 
 def calibrate(probs, codec, splits):
