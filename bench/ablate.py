@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "bench" / "results" / "ablation.jsonl"
 BASE = ["--config", str(ROOT / "configs" / "smollm2-cpu.yaml")]
 
+FULL = ["--train.method", "full"]
 # name -> (what changes, finsent overrides); order = the order they ran in
 EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "base": (
@@ -54,13 +55,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "lr1e-3-ep3": ("lr 1e-3, 3 epochs", ["--train.learning_rate", "1e-3", "--train.num_train_epochs", "3"]),
     "lr1e-3-seed1": ("lr 1e-3, seed 1", ["--train.learning_rate", "1e-3", "--train.seed", "1"]),
     "lr1e-3-seed2": ("lr 1e-3, seed 2", ["--train.learning_rate", "1e-3", "--train.seed", "2"]),
-    # full fine-tuning (bench/full_train.py: no LoRA, float32 weights, bf16 autocast)
-    "full-lr5e-5": ("full fine-tuning, lr 5e-5", ["--train.learning_rate", "5e-5"]),
-    "full-lr2e-5": ("full fine-tuning, lr 2e-5", ["--train.learning_rate", "2e-5"]),
-    "full-lr1e-4": ("full fine-tuning, lr 1e-4", ["--train.learning_rate", "1e-4"]),
+    # full fine-tuning: float32 weights, bf16 autocast (first run as a bench script, now train.method)
+    "full-lr5e-5": ("full fine-tuning, lr 5e-5", FULL + ["--train.learning_rate", "5e-5"]),
+    "full-lr2e-5": ("full fine-tuning, lr 2e-5", FULL + ["--train.learning_rate", "2e-5"]),
+    "full-lr1e-4": ("full fine-tuning, lr 1e-4", FULL + ["--train.learning_rate", "1e-4"]),
     "full-lr5e-5-seed1": (
         "full fine-tuning, lr 5e-5, seed 1",
-        ["--train.learning_rate", "5e-5", "--train.seed", "1"],
+        FULL + ["--train.learning_rate", "5e-5", "--train.seed", "1"],
     ),
 }
 
@@ -139,12 +140,11 @@ def run_one(name: str, data: str, finsent: str, with_test: bool, fold: int | Non
     log = out / "log.txt"
     common = BASE + ["--data.data", data] + split + overrides
     load_before = os.getloadavg()[0]
-    adapter = out / "train" / "adapter"
+    full = overrides[:2] == FULL  # the whole model, in train/model (train/adapter for the first runs)
+    adapter = out / "train" / ("model" if full and not (out / "train" / "adapter").is_dir() else "adapter")
     timing = out / "train_seconds.json"  # a finished training is not redone (and keeps its time)
-    full = name.startswith("full-")
-    trainer = [sys.executable, str(ROOT / "bench" / "full_train.py")] if full else [finsent, "train"]
     if not timing.is_file() or not adapter.is_dir():
-        t_train = sh([*trainer, *common, "--out", str(out / "train"), "--resume"], log)
+        t_train = sh([finsent, "train", *common, "--out", str(out / "train"), "--resume"], log)
         threads = int(
             os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)
         )  # the training's, not the eval's
