@@ -224,7 +224,8 @@ def table(records: dict[str, dict]) -> str:
         ]
         for g, accs in groups.items():
             sd = f"{statistics.stdev(accs):.3f}" if len(accs) > 1 else "-"
-            mark = " **(chosen)**" if g == best else ""
+            # folds, where there are any, choose (the eval split's 50 negatives are 4 sentences)
+            mark = (" (best on eval)" if folds else " **(chosen)**") if g == best else ""
             lines.append(
                 f"| `{g}`{mark} | {len(accs)} | {statistics.mean(accs):.3f} | {sd} | {min(accs):.3f} - {max(accs):.3f} |"
             )
@@ -235,11 +236,16 @@ def table(records: dict[str, dict]) -> str:
             "| experiment | " + " | ".join(f"fold {k} acc." for k in seeds) + " | mean | train s (fold 0) |",
             "|---|" + "---|" * (len(seeds) + 2),
         ]
+
+        def mean_fold(runs):
+            return statistics.mean(r["fold"]["accuracy"] for r in runs.values())
+
+        chosen = max(folds, key=lambda b: (len(folds[b]), mean_fold(folds[b])))
         for base, runs in folds.items():
             accs = [runs[k]["fold"]["accuracy"] if k in runs else None for k in seeds]
             got = [a for a in accs if a is not None]
             lines.append(
-                f"| `{base}` | "
+                f"| `{base}`{' **(chosen)**' if base == chosen else ''} | "
                 + " | ".join(f"{a:.3f}" if a is not None else "-" for a in accs)
                 + f" | {statistics.mean(got):.3f} | "
                 + (train_time(runs[seeds[0]]) if seeds[0] in runs else "-")

@@ -26,6 +26,8 @@ def train_args(model_dir, data, out):
         "train",
         "--config",
         str(ROOT / "configs" / "smollm2-cpu.yaml"),
+        "--train.method",
+        "lora",
         "--model",
         str(model_dir),
         "--dtype",

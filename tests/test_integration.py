@@ -96,6 +96,8 @@ def test_train_embedded_model_a_few_steps(all_data, tmp_path):
             "train",
             "--config",
             str(ROOT / "configs" / "smollm2-cpu.yaml"),
+            "--train.method",
+            "lora",
             "--data",
             str(all_data),
             "--train.max_steps",

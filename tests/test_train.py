@@ -42,6 +42,7 @@ def tiny_config(model_dir, out, **train) -> Config:
     cfg.train.learning_rate = 5e-3
     cfg.lora.r = 8
     cfg.lora.lora_alpha = 16
+    cfg.train.method = "lora"  # the CPU config fully fine-tunes; these tests are about LoRA unless told
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
@@ -546,3 +547,23 @@ def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
     assert load_saved_config(merged).model.model == str(merged.resolve())
     assert (merged / "calibration.json").is_file() and "finsent full" in (merged / "README.md").read_text()
     assert "| fine-tuned (every weight) |" in (out / "report.md").read_text()
+
+
+def test_dry_run_counts_full_fine_tuning():
+    """--dry-run of the CPU config (train.method=full, SmolLM2-135M): every parameter trains, float32
+    weights (dtype auto), and float32 gradients + two AdamW moments for all of them; LoRA r=64 trains
+    19.5M, 14.5% of the base."""
+    from finsent.dryrun import dry_run, report
+
+    cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
+    assert cfg.train.method == "full" and cfg.model.dtype == "auto"
+    full = dry_run(cfg)
+    n = full["total_parameters"]
+    assert full["trainable_parameters"] == n and full["trainable_percent"] == 100
+    mem = full["memory_estimate_gb"]
+    assert mem["weights_whole_model"] == round(n * 4 / 1e9, 2)
+    assert mem["lora_and_optimizer"] == round(n * 12 / 1e9, 2)
+    assert mem["weights_whole_model"] > 0.5 and "gradients + optimizer" in report(cfg, full)
+    cfg.train.method = "lora"
+    lora = dry_run(cfg)
+    assert 14 < lora["trainable_percent"] < 15 and "LoRA + optimizer" in report(cfg, lora)

@@ -127,7 +127,9 @@ DATA = "../shared/data/kaggle_all_data/all-data.csv"
 EXAMPLES = {
     "data": f"finsent data --data {DATA} --split notebook --export runs/data",
     "evaluate": f"finsent evaluate --data {DATA} --subset test --out runs/zero-shot",
-    "train": "finsent train --config configs/smollm2-cpu.yaml --out runs/train\n"
+    "train": "finsent train --config configs/smollm2-cpu.yaml --out runs/train      # full fine-tuning\n"
+    "  finsent train --config configs/smollm2-cpu.yaml --train.method lora --train.learning_rate 1e-3 "
+    "--out runs/train   # LoRA\n"
     "  finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run",
     "merge": "finsent merge --adapter runs/train/adapter --out runs/merged",
     "run": f"finsent run --config configs/smollm2-cpu.yaml --data {DATA} --out runs/demo",
@@ -138,7 +140,7 @@ EXAMPLES = {
     "export": "finsent export --model runs/demo/merged_model --dtype q8_0 --out runs/demo/finsent-q8_0.gguf",
     "env": "finsent env      # paste this into a bug report",
     "push": "finsent push runs/demo/merged_model --repo-id user/finsent-smollm2 --dry-run\n"
-    "  finsent push runs/demo/train/adapter --repo-id user/finsent-smollm2-lora --private",
+    "  finsent push runs/train/adapter --repo-id user/finsent-smollm2-lora --private",
 }
 
 

@@ -115,15 +115,20 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
     # 4-bit QLoRA quantises the decoder's linear layers only; embeddings, head and norms keep the dtype
     in_linear = sum(m.weight.numel() for m in layers_mod.modules() if isinstance(m, torch.nn.Linear))
     per_layer = sum(p.numel() for p in layers_mod[0].parameters())
-    peft_model = get_peft_model(base, lora_config(cfg, base))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     tc = cfg.train
+    full = tc.method == "full"
+    if full:
+        trainable = total
+    else:
+        peft_model = get_peft_model(base, lora_config(cfg, base))
+        trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     n_train = _train_size(cfg)
     per_step = tc.per_device_train_batch_size * tc.gradient_accumulation_steps * par.processes
     steps = (
         tc.max_steps if tc.max_steps > 0 else math.ceil(n_train / per_step) * math.ceil(tc.num_train_epochs)
     )
-    dense = 2 if cfg.model.dtype in ("auto", "bfloat16", "float16") else 4
+    dense = 2 if cfg.model.dtype in ("bfloat16", "float16") or cfg.model.dtype == "auto" and not full else 4
+    # (train.method=full with dtype auto keeps float32 weights: train.full_precision)
     # NF4 packs two weights a byte; double quantisation adds ~0.127 bits of constants a weight
     quant = 0.5 + 0.127 / 8
     if cfg.model.load_in_4bit:
@@ -131,8 +136,9 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
         layer_gb = per_layer * quant / 1e9
     else:
         base_gb, layer_gb = total * dense / 1e9, per_layer * dense / 1e9
-    # LoRA weights in fp32 + their grads + two AdamW moments
-    lora_gb = trainable * 4 * 4 / 1e9
+    # LoRA weights in fp32 + their grads + two AdamW moments; full: the weights are counted above, so
+    # float32 gradients + two moments
+    lora_gb = trainable * (3 if full else 4) * 4 / 1e9
     seq = 128  # a PhraseBank prompt is under 128 tokens
     layers, hidden = model_cfg.num_hidden_layers, model_cfg.hidden_size
     # Activations kept for the backward pass, per token and layer. Korthikanti et al. 2022 ("Reducing
@@ -156,6 +162,7 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
         "total_parameters": total,
         "trainable_parameters": trainable,
         "trainable_percent": 100 * trainable / total,
+        "method": tc.method,
         "train_examples": n_train,
         "optimizer_steps": steps,
         "processes": n,
@@ -193,8 +200,9 @@ def report(cfg: Config, info: dict) -> str:
         f"optimizer steps  {info['optimizer_steps']} ({info['train_examples']} examples, "
         f"{tc.num_train_epochs:g} epochs, {n} x {tc.per_device_train_batch_size} x "
         f"{tc.gradient_accumulation_steps} per step)",
-        f"memory estimate  {mem['total']} GB per device: weights {mem['weights']} ({shard}), LoRA + "
-        f"optimizer {mem['lora_and_optimizer']} ({state}), activations {mem['activations']} "
+        f"memory estimate  {mem['total']} GB per device: weights {mem['weights']} ({shard}), "
+        + ("gradients + " if info.get("method") == "full" else "LoRA + ")
+        + f"optimizer {mem['lora_and_optimizer']} ({state}), activations {mem['activations']} "
         f"(batch {tc.per_device_train_batch_size} a device)",
     ]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Merge a LoRA adapter into its base in full precision, save it, and prove the merge kept accuracy.
 
-    finsent merge --adapter runs/demo/train/adapter --out runs/demo/merged
+    finsent merge --adapter runs/train/adapter --out runs/merged
 
 The notebooks merged into a half-precision copy and lost 4.5 points. Here the base is loaded in
 float32 (a 4-bit base is dequantised by loading it unquantised), the LoRA delta is added in float32, and

@@ -1,6 +1,6 @@
 """`finsent push`: publish an adapter, a merged model or a GGUF export on the Hugging Face Hub.
 
-    finsent push runs/demo/train/adapter --repo-id user/finsent-smollm2-lora --dry-run
+    finsent push runs/train/adapter --repo-id user/finsent-smollm2-lora --dry-run
     finsent push runs/demo/merged_model --repo-id user/finsent-smollm2 --private
 
 What a folder is decides what goes up: an adapter (adapter_config.json) or a merged model (config.json
