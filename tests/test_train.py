@@ -32,6 +32,18 @@ def toy_splits(n_per_label: int = 24):
     return out
 
 
+def toy_csv(path: Path, n_per_label: int) -> Path:
+    """toy_splits() written as one text,label CSV (for `finsent run`, which splits it itself)."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for split in toy_splits(n_per_label).values():
+            w.writerows([e.text, e.label] for e in split)
+    return path
+
+
 def tiny_config(model_dir, out, **train) -> Config:
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     cfg.model.model = str(model_dir)
@@ -267,16 +279,9 @@ def test_evaluate_reads_base_model_and_labels_from_the_adapter(tiny_model_dir, t
 
 def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     """`finsent run` end to end: zero-shot, train, adapter and merged evaluations, parity on the test split."""
-    import csv
-
     from finsent.run import run
 
-    data = tmp_path / "toy.csv"
-    with open(data, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for split in toy_splits(30).values():
-            w.writerows([e.text, e.label] for e in split)
+    data = toy_csv(tmp_path / "toy.csv", 30)
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=6.0)
     cfg.data.data, cfg.data.split = str(data), "stratified"
     summary = run(cfg, tmp_path / "run")
@@ -523,16 +528,9 @@ def test_full_fine_tuning_keeps_float32_weights_under_autocast(tiny_model_dir, t
 def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
     """`finsent run` with train.method=full: no adapter, nothing to merge; merged_model/ is the trained
     model's copy, reloaded and checked against it on the test split like a merge."""
-    import csv
-
     from finsent.run import run
 
-    data = tmp_path / "toy.csv"
-    with open(data, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["text", "label"])
-        for split in toy_splits(12).values():
-            w.writerows([e.text, e.label] for e in split)
+    data = toy_csv(tmp_path / "toy.csv", 12)
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0, method="full")
     cfg.data.data, cfg.data.split = str(data), "stratified"
     summary = run(cfg, tmp_path / "run")
