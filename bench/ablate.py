@@ -59,6 +59,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "full-lr5e-5": ("full fine-tuning, lr 5e-5", FULL + ["--train.learning_rate", "5e-5"]),
     "full-lr2e-5": ("full fine-tuning, lr 2e-5", FULL + ["--train.learning_rate", "2e-5"]),
     "full-lr1e-4": ("full fine-tuning, lr 1e-4", FULL + ["--train.learning_rate", "1e-4"]),
+    "full-lr2e-4": ("full fine-tuning, lr 2e-4", FULL + ["--train.learning_rate", "2e-4"]),
     "full-lr5e-5-seed1": (
         "full fine-tuning, lr 5e-5, seed 1",
         FULL + ["--train.learning_rate", "5e-5", "--train.seed", "1"],
