@@ -247,8 +247,10 @@ def table(records: dict[str, dict]) -> str:
         seeds = sorted({k for runs in folds.values() for k in runs})
         lines += [
             "",
-            "| experiment | " + " | ".join(f"fold {k} acc." for k in seeds) + " | mean | train s (fold 0) |",
-            "|---|" + "---|" * (len(seeds) + 2),
+            "| experiment | "
+            + " | ".join(f"fold {k} acc." for k in seeds)
+            + " | mean | sd | train s (fold 0) |",
+            "|---|" + "---|" * (len(seeds) + 3),
         ]
 
         def mean_fold(runs):
@@ -265,6 +267,7 @@ def table(records: dict[str, dict]) -> str:
                 f"| `{base}`{' **(chosen)**' if base == chosen else ''} | "
                 + " | ".join(f"{a:.3f}" if a is not None else "-" for a in accs)
                 + f" | {statistics.mean(got):.3f} | "
+                + (f"{statistics.stdev(got):.3f} | " if len(got) > 1 else "- | ")
                 + (train_time(runs[seeds[0]]) if seeds[0] in runs else "-")
                 + " |"
             )
