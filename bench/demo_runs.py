@@ -1,0 +1,59 @@
+"""Record a finished `finsent run` of the demo recipe in bench/results/demo_runs.json (every run, the
+losing ones too): accuracy, F1, per-label accuracy, calibration, merge parity and stage times, with the
+CPU it ran on, since the machine changes between sessions and wall times compare only within one.
+
+    python bench/demo_runs.py runs/demo --config "full fine-tuning, lr 2e-4 (configs/smollm2-cpu.yaml)" \\
+        --threads 2 --note "nothing else running"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ablate import cpu_model
+
+from finsent.fsio import write_json
+
+RECORD = Path(__file__).resolve().parent / "results" / "demo_runs.json"
+
+
+def stage(m: dict) -> dict:
+    cal = m.get("calibration") or {}
+    return {
+        "accuracy": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "weighted_f1": m["weighted_f1"],
+        "per_label_accuracy": {k: v["accuracy"] for k, v in m["per_label"].items()},
+        "calibration": {k: cal.get(k) for k in ("temperature", "ece_before", "ece_after")},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="the run's folder (holds summary.json)")
+    ap.add_argument("--config", required=True, help="what was run, in words")
+    ap.add_argument("--threads", type=int, required=True, help="torch threads the run used")
+    ap.add_argument("--note", default="", help="what else ran beside it")
+    a = ap.parse_args()
+    s = json.loads((a.run / "summary.json").read_text())
+    cpu = cpu_model() + (" (AMX)" if "amx_bf16" in Path("/proc/cpuinfo").read_text() else "")
+    entry = {
+        "config": a.config,
+        "run": str(a.run),
+        "train_seed": s["config"]["train"].get("seed"),
+        "cpu": f"{cpu}, {a.threads} thread(s)" + (f", {a.note}" if a.note else ""),
+        **{k: stage(s[k]) for k in ("baseline", "finetuned", "merged")},
+        "merge_parity": s["merged"].get("merge_parity"),
+        "timings_s": {k: round(v, 1) for k, v in s["timings"].items()},
+    }
+    record = json.loads(RECORD.read_text()) if RECORD.is_file() else []
+    write_json(RECORD, record + [entry])
+    ft = entry["finetuned"]
+    print(f"recorded {a.run}: fine-tuned {ft['accuracy']:.3f}, total {entry['timings_s']['total']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
