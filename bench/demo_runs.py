@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ablate import cpu_model
+from ablate import cpu_model  # bench/ is on sys.path when run as a script
 
 from finsent.fsio import write_json
 
@@ -38,7 +38,11 @@ def main() -> int:
     ap.add_argument("--note", default="", help="what else ran beside it")
     a = ap.parse_args()
     s = json.loads((a.run / "summary.json").read_text())
-    cpu = cpu_model() + (" (AMX)" if "amx_bf16" in Path("/proc/cpuinfo").read_text() else "")
+    try:
+        amx = "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        amx = False
+    cpu = cpu_model() + (" (AMX)" if amx else "")
     entry = {
         "config": a.config,
         "run": str(a.run),
@@ -49,6 +53,8 @@ def main() -> int:
         "timings_s": {k: round(v, 1) for k, v in s["timings"].items()},
     }
     record = json.loads(RECORD.read_text()) if RECORD.is_file() else []
+    if any(e.get("run") == str(a.run) for e in record):
+        raise SystemExit(f"{a.run} is already in {RECORD}")
     write_json(RECORD, record + [entry])
     ft = entry["finetuned"]
     print(f"recorded {a.run}: fine-tuned {ft['accuracy']:.3f}, total {entry['timings_s']['total']} s")

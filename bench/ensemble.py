@@ -21,6 +21,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="`finsent run` folders, or evaluation folders")
     a = ap.parse_args()
+    if len(set(a.runs)) < len(a.runs):
+        ap.error("a run is named twice")
     frames = {}
     for run in a.runs:
         path = run / STAGE / "predictions.csv" if (run / STAGE).is_dir() else run / "predictions.csv"
