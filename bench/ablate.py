@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from finsent.models import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "bench" / "results" / "ablation.jsonl"
@@ -112,16 +113,6 @@ def demo_test_split(model: str, data: str):
     return cfg, make_splits(cfg.data)[1]["test"]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def recorded() -> dict[str, dict]:
     if not RECORD.is_file():
         return {}
@@ -186,7 +177,7 @@ def run_one(name: str, data: str, finsent: str, with_test: bool, fold: int | Non
         "train_seconds": round(t_train, 1) if t_train else None,
         "train_runtime": trained.get("train_runtime"),
         "resumed_from": trained.get("resumed_from"),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "load_before": round(load_before, 2) if load_before is not None else None,
         "load_after": round(os.getloadavg()[0], 2),
         "threads": threads,

@@ -22,8 +22,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def main() -> int:
-    from ablate import RECORD, cpu_model, recorded
+    from ablate import RECORD, recorded
     from safetensors.torch import load_file, save_file
+
+    from finsent.models import cpu_name
 
     data = str(ROOT.parent / "shared" / "data" / "kaggle_all_data" / "all-data.csv")
     finsent = str(Path(sys.executable).with_name("finsent"))
@@ -54,7 +56,7 @@ def main() -> int:
             )
             m = json.loads((ev / "metrics.json").read_text())
             result[subset] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
-        result |= {"train_seconds": None, "cpu": cpu_model(), "threads": None, "load_before": None}
+        result |= {"train_seconds": None, "cpu": cpu_name(), "threads": None, "load_before": None}
         result["date"] = time.strftime("%Y-%m-%d %H:%M")
         with open(RECORD, "a") as f:
             f.write(json.dumps(result) + "\n")

@@ -12,9 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ablate import cpu_model  # bench/ is on sys.path when run as a script
-
 from finsent.fsio import write_json
+from finsent.models import cpu_has_bf16, cpu_name
 
 RECORD = Path(__file__).resolve().parent / "results" / "demo_runs.json"
 
@@ -37,12 +36,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, required=True, help="torch threads the run used")
     ap.add_argument("--note", default="", help="what else ran beside it")
     a = ap.parse_args()
+    if not (a.run / "summary.json").is_file():
+        raise SystemExit(f"{a.run}: no summary.json (not a finished `finsent run` folder)")
     s = json.loads((a.run / "summary.json").read_text())
-    try:
-        amx = "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux
-        amx = False
-    cpu = cpu_model() + (" (AMX)" if amx else "")
+    cpu = cpu_name() + (" (AMX/AVX512-BF16)" if cpu_has_bf16() else "")
     entry = {
         "config": a.config,
         "run": str(a.run),

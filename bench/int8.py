@@ -50,11 +50,12 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from ablate import cpu_model, demo_model_parser, demo_test_split
+    from ablate import demo_model_parser, demo_test_split
 
     from finsent.api import Classifier
     from finsent.fsio import write_json
     from finsent.metrics import classification_metrics
+    from finsent.models import cpu_name
 
     ap = demo_model_parser(__doc__, "int8.json")
     ap.add_argument("--limit", type=int, default=300, help="test sentences, spread over the labels (0 = all)")
@@ -78,7 +79,7 @@ def main() -> int:
         "model": a.model,
         "sentences": len(texts),
         "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "float32": {"seconds": t_ref, "sentences_per_second": len(texts) / t_ref, "accuracy": acc_ref},
     }
     print(

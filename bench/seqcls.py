@@ -55,14 +55,14 @@ def last_hidden(model, codec, texts, prefix_kv=None):
 
 def main() -> int:
     import torch
-    from ablate import RECORD, cpu_model
+    from ablate import RECORD
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, get_cosine_schedule_with_warmup, set_seed
 
     from finsent.config import resolve
     from finsent.data import make_splits
     from finsent.metrics import classification_metrics
-    from finsent.models import load_tokenizer, pick_dtype, resolve_model
+    from finsent.models import cpu_name, load_tokenizer, pick_dtype, resolve_model
     from finsent.prompts import PromptCodec
 
     data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -149,7 +149,7 @@ def main() -> int:
         "overrides": ["bench/seqcls.py", "--epochs", str(a.epochs), "--lr", str(a.lr)],
         "eval": {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")},
         "train_seconds": round(train_seconds, 1),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)),
         "load_before": round(load_before, 2),
         "date": time.strftime("%Y-%m-%d %H:%M"),
