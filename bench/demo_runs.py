@@ -15,7 +15,15 @@ from pathlib import Path
 from finsent.fsio import write_json
 from finsent.models import cpu_has_bf16, cpu_name
 
-RECORD = Path(__file__).resolve().parent / "results" / "demo_runs.json"
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "bench" / "results" / "demo_runs.json"
+
+
+def where(run: Path) -> str:
+    """The run's folder as recorded: relative to the checkout when inside it, so the same folder named
+    from anywhere is one entry."""
+    run = run.resolve()
+    return str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)
 
 
 def stage(m: dict) -> dict:
@@ -37,12 +45,12 @@ def main() -> int:
     ap.add_argument("--note", default="", help="what else ran beside it")
     a = ap.parse_args()
     if not (a.run / "summary.json").is_file():
-        raise SystemExit(f"{a.run}: no summary.json (not a finished `finsent run` folder)")
+        ap.error(f"{a.run}: no summary.json (not a finished `finsent run` folder)")
     s = json.loads((a.run / "summary.json").read_text())
     cpu = cpu_name() + (" (AMX/AVX512-BF16)" if cpu_has_bf16() else "")
     entry = {
         "config": a.config,
-        "run": str(a.run),
+        "run": where(a.run),
         "train_seed": s["config"]["train"].get("seed"),
         "cpu": f"{cpu}, {a.threads} thread(s)" + (f", {a.note}" if a.note else ""),
         **{k: stage(s[k]) for k in ("baseline", "finetuned", "merged")},
@@ -50,8 +58,8 @@ def main() -> int:
         "timings_s": {k: round(v, 1) for k, v in s["timings"].items()},
     }
     record = json.loads(RECORD.read_text()) if RECORD.is_file() else []
-    if any(e.get("run") == str(a.run) for e in record):
-        raise SystemExit(f"{a.run} is already in {RECORD}")
+    if any(e.get("run") == entry["run"] for e in record):
+        ap.error(f"{a.run} is already in {RECORD}")
     write_json(RECORD, record + [entry])
     ft = entry["finetuned"]
     print(f"recorded {a.run}: fine-tuned {ft['accuracy']:.3f}, total {entry['timings_s']['total']} s")

@@ -21,7 +21,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path, help="`finsent run` folders, or evaluation folders")
     a = ap.parse_args()
-    if len(set(a.runs)) < len(a.runs):
+    if len({r.resolve() for r in a.runs}) < len(a.runs):
         ap.error("a run is named twice")
     frames = {}
     for run in a.runs:
@@ -32,7 +32,7 @@ def main() -> int:
     labels = np.array([c[2:] for c in probs])
     for name, f in frames.items():  # an ensemble only means something over the same rows and labels
         if not f["source_row"].equals(first["source_row"]) or [c for c in f if c.startswith("p_")] != probs:
-            raise SystemExit(f"{name}: not the same sentences or labels as {a.runs[0]}")
+            ap.error(f"{name}: not the same sentences or labels as {a.runs[0]}")
     gold = first["label"].to_numpy()
     print("| members | accuracy |\n|---|---|")
     for k in range(1, len(frames) + 1):
