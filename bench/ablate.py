@@ -71,14 +71,28 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "full fine-tuning, lr 1e-4, batch 8",
         FULL + ["--train.learning_rate", "1e-4", "--train.per_device_train_batch_size", "8"],
     ),
+    # the directions left unmeasured after the first five-fold round: more epochs (at the lower of the
+    # two tied learning rates: 1.5x the steps), and the notebooks' gradient clip (0.3, a QLoRA setting)
+    # relaxed to transformers' default 1.0 for a full fine-tune, whose gradient norm is far above 0.3
+    "full-lr1e-4-ep3": (
+        "full fine-tuning, lr 1e-4, 3 epochs",
+        FULL + ["--train.learning_rate", "1e-4", "--train.num_train_epochs", "3"],
+    ),
+    "full-lr2e-4-clip1": (
+        "full fine-tuning, lr 2e-4, max_grad_norm 1.0",
+        FULL + ["--train.learning_rate", "2e-4", "--train.max_grad_norm", "1.0"],
+    ),
 }
 # Fixed before folds 2-4 ran (two folds could not rank configurations a few sentences apart; folds 0-1
 # of full-lr1e-4 and full-lr2e-4 had been seen): these candidates, each on folds 0-4; the choice is the
 # most held-out sentences right over all five folds (900 predictions), and a configuration short of five
 # folds is not chosen. (Not fixed in advance, added when full-lr1e-4-bs8 tied full-lr2e-4 at 769/900: a
-# tie keeps the configuration already shipped.)
+# tie keeps the configuration already shipped.) Second round, fixed before any of its runs (2026-11-28):
+# full-lr1e-4-ep3 and full-lr2e-4-clip1 join on the same five folds and the same rule; the shipped
+# configuration is replaced only by more sentences right than its 769, and a 3-epoch winner must also
+# keep `make demo` within 900 s, checked by a demo run.
 FOLDS = range(5)
-CANDIDATES = ("full-lr1e-4", "full-lr2e-4", "full-lr1e-4-bs8")
+CANDIDATES = ("full-lr1e-4", "full-lr2e-4", "full-lr1e-4-bs8", "full-lr1e-4-ep3", "full-lr2e-4-clip1")
 SHIPPED = "full-lr2e-4"  # configs/smollm2-cpu.yaml when the rule was fixed
 
 
