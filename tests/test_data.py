@@ -235,3 +235,22 @@ def test_notebook_split_with_nothing_left_for_eval():
     assert s["eval"] == []
     rows = [e.source_row for e in s["train"] + s["test"]]
     assert sorted(rows) == list(range(18)) and len(s["test"]) == 6
+
+
+def test_a_thin_notebook_eval_split_is_reported(all_data):
+    """all-data.csv has 604 negatives and the notebook split puts 600 in train and test, so its 50 eval
+    negatives can only be the 4 left, drawn with replacement; the flaw report says so, naming the label.
+    The counts are taken here from the file itself, not from the split code."""
+    from finsent.config import resolve
+
+    df = pd.read_csv(all_data, names=["sentiment", "text"], encoding="utf-8", encoding_errors="replace")
+    spare_negatives = int((df.sentiment == "negative").sum()) - 600
+    assert spare_negatives == 4
+    ds, splits = make_splits(resolve(None, {"data.data": str(all_data)}, None).data)
+    thin = [f for f in ds.flaws() if f.startswith("eval split:")]
+    assert thin == [
+        next(f for f in thin if f"'negative' is {spare_negatives} distinct sentence(s) drawn 50 times" in f)
+    ]
+    assert len({e.source_row for e in splits["eval"] if e.label == "negative"}) == spare_negatives
+    stratified = resolve(None, {"data.data": str(all_data), "data.split": "stratified"}, None).data
+    assert not [f for f in make_splits(stratified)[0].flaws() if f.startswith("eval split:")]

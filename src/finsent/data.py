@@ -48,6 +48,7 @@ class Dataset:
     conflicts: int = 0  # sentences that appear with more than one label
     dropped_by_dedupe: int = 0
     in_train_and_test: int = 0  # --split file: sentences of the test file also in the training data
+    thin_eval: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (distinct, rows)
 
     def flaws(self) -> list[str]:
         out = [f"malformed: {m}" for m in self.malformed]
@@ -66,6 +67,13 @@ class Dataset:
                     if self.dropped_by_dedupe
                     else " (--dedupe removes them)"
                 )
+            )
+        for label, (distinct, rows) in self.thin_eval.items():
+            out.append(
+                f"eval split: '{label}' is {distinct} distinct sentence(s) drawn {rows} times (the notebook"
+                " split samples eval with replacement from what train and test leave); the temperature is"
+                " fitted and eval accuracy measured on it: lower data.train_per_label / data.test_per_label"
+                " or use --split stratified"
             )
         return out
 
@@ -515,6 +523,12 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         splits = split_notebook(
             ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
         )
+        # The notebooks sample eval with replacement (kept, for their exact rows). With little left of a
+        # label, as all-data.csv's 4 spare negatives, that is a few sentences counted many times: say so.
+        for label in labels:
+            rows = [e.source_row for e in splits["eval"] if e.label == label]
+            if rows and 2 * len(set(rows)) < len(rows):
+                ds.thin_eval[label] = (len(set(rows)), len(rows))
     elif dc.split == "stratified":
         splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
     elif dc.split == "random":

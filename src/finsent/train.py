@@ -56,7 +56,9 @@ def train(cfg: Config, splits=None) -> Path:
     if main:
         guard(out, tc.resume, tc.overwrite)
     if splits is None:
-        _, splits = make_splits(cfg.data)
+        ds, splits = make_splits(cfg.data)
+        for flaw in ds.flaws() if main else ():
+            print(f"data: {flaw}", file=sys.stderr)
     last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
     if main:
         save_config(cfg, out)
