@@ -282,9 +282,12 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     from finsent.run import run
 
     data = toy_csv(tmp_path / "toy.csv", 30)
+    rows = data.read_text().splitlines()[1:]  # the toy sentences repeat: a flaw the report must carry
+    copies = f"duplicate sentences: {len(rows) - len(set(rows))} extra copies"
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=6.0)
     cfg.data.data, cfg.data.split = str(data), "stratified"
     summary = run(cfg, tmp_path / "run")
+    assert summary["data_flaws"] == [copies] and len(rows) > len(set(rows))
     n_test = summary["baseline"]["n"]
     assert n_test == summary["finetuned"]["n"] == summary["merged"]["n"] > 0
     assert summary["finetuned"]["accuracy"] > summary["baseline"]["accuracy"]
@@ -301,6 +304,7 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     assert cal["temperature"] == summary["finetuned"]["calibration"]["temperature"] > 0
     assert cal["ece_after"] is not None and summary["baseline"]["calibration"]["temperature"] is None
     report = (out / "report.md").read_text()
+    assert f"- data: {copies}" in report
     assert (
         "| merged |" in report and "ECE before" in report and (out / "merged" / "reliability.png").is_file()
     )

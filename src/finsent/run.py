@@ -118,6 +118,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     summary = {
         **{k: results[k] for k in ("baseline", "finetuned", "merged")},
         "timings": timings,
+        "data_flaws": ds.flaws(),
         "config": cfg.to_dict(),
     }
     history = training_history(cfg.train.output_dir)
@@ -170,6 +171,8 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
         f"Model `{cfg['model']['model']}`, data `{cfg['data']['data']}`, split `{cfg['data']['split']}`, "
         f"test sentences: {summary['baseline']['n']}.",
         "",
+        *(f"- data: {flaw}" for flaw in summary.get("data_flaws", [])),
+        *([""] if summary.get("data_flaws") else []),
         "| model | accuracy | macro F1 | "
         + " | ".join(f"acc. {lab}" for lab in labels)
         + " | unparsed | sent/s |",
