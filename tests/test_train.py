@@ -283,11 +283,12 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
 
     data = toy_csv(tmp_path / "toy.csv", 30)
     rows = data.read_text().splitlines()[1:]  # the toy sentences repeat: a flaw the report must carry
+    assert len(rows) > len(set(rows))
     copies = f"duplicate sentences: {len(rows) - len(set(rows))} extra copies"
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=6.0)
     cfg.data.data, cfg.data.split = str(data), "stratified"
     summary = run(cfg, tmp_path / "run")
-    assert summary["data_flaws"] == [copies] and len(rows) > len(set(rows))
+    assert summary["data_flaws"] == [copies]
     n_test = summary["baseline"]["n"]
     assert n_test == summary["finetuned"]["n"] == summary["merged"]["n"] > 0
     assert summary["finetuned"]["accuracy"] > summary["baseline"]["accuracy"]
@@ -409,6 +410,24 @@ def test_train_refuses_an_earlier_run_without_resume_or_overwrite(tiny_model_dir
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--overwrite to start again" in err
+
+
+def test_train_reports_the_datas_flaws_once(tiny_model_dir, tmp_path, capsys):
+    """`finsent train` splits the data itself and prints its flaw report (here: each label's 6 eval rows
+    are the 2 sentences train and test left, drawn with replacement), once, on stderr."""
+    from finsent.train import train
+
+    data = tmp_path / "few.csv"
+    verbs = {"positive": "rose", "neutral": "said", "negative": "fell"}
+    lines = [f"{lab},The {w} {v} ." for lab, v in verbs.items() for w in WORDS[:6]]
+    data.write_text("\n".join(lines) + "\n")
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
+    cfg.data.data, cfg.data.train_per_label, cfg.data.test_per_label = str(data), 2, 2
+    cfg.data.eval_per_label = 6
+    train(cfg)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data: ")]
+    assert [line.split("'")[1] for line in err] == ["positive", "neutral", "negative"]
+    assert all("6 '" in line and "only 2 distinct sentence(s)" in line for line in err)
 
 
 def test_resume_checks_options_and_data_before_trusting_a_checkpoint(tiny_model_dir, tmp_path):

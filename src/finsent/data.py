@@ -70,10 +70,11 @@ class Dataset:
             )
         for label, (distinct, rows) in self.thin_eval.items():
             out.append(
-                f"eval split: '{label}' is {distinct} distinct sentence(s) drawn {rows} times (the notebook"
-                " split samples eval with replacement from what train and test leave); the temperature is"
-                " fitted and eval accuracy measured on it: lower data.train_per_label / data.test_per_label"
-                " or use --split stratified"
+                f"eval split: {rows} '{label}' rows hold only {distinct} distinct sentence(s) (the notebook"
+                " split samples eval with replacement from what train and test leave); the eval split fits"
+                " the temperature and is what training's eval metrics and the parity checks of `merge` and"
+                " `export` without examples measure: lower data.train_per_label / data.test_per_label or use"
+                " --split stratified"
             )
         return out
 
@@ -519,16 +520,17 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
     """Read the data named by a DataConfig and split it as it asks."""
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
+    ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
     if dc.split == "notebook":
         splits = split_notebook(
             ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
         )
         # The notebooks sample eval with replacement (kept, for their exact rows). With little left of a
         # label, as all-data.csv's 4 spare negatives, that is a few sentences counted many times: say so.
-        for label in labels:
-            rows = [e.source_row for e in splits["eval"] if e.label == label]
-            if rows and 2 * len(set(rows)) < len(rows):
-                ds.thin_eval[label] = (len(set(rows)), len(rows))
+        # Half: n draws from n spare rows already repeat about a third of them, so this fires only when
+        # fewer than about 0.6 n rows are left. Distinct by text, as duplicate rows are one sentence.
+        texts = {lab: [e.text for e in splits["eval"] if e.label == lab] for lab in labels}
+        ds.thin_eval = {lab: (len(set(t)), len(t)) for lab, t in texts.items() if 2 * len(set(t)) < len(t)}
     elif dc.split == "stratified":
         splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
     elif dc.split == "random":

@@ -156,6 +156,15 @@ def plot_loss(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def data_flaws(flaws: list[str], shown: int = 10) -> list[str]:
+    """report.md's lines for the data's flaws: the first few (a messy file can have thousands of skipped
+    rows; summary.json keeps them all)."""
+    lines = [f"- data: {flaw}" for flaw in flaws[:shown]]
+    if len(flaws) > shown:
+        lines.append(f"- data: ... and {len(flaws) - shown} more (summary.json)")
+    return lines + [""] if lines else []
+
+
 def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
     cfg = summary["config"]
     full = cfg["train"].get("method") == "full"
@@ -171,8 +180,7 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
         f"Model `{cfg['model']['model']}`, data `{cfg['data']['data']}`, split `{cfg['data']['split']}`, "
         f"test sentences: {summary['baseline']['n']}.",
         "",
-        *(f"- data: {flaw}" for flaw in summary.get("data_flaws", [])),
-        *([""] if summary.get("data_flaws") else []),
+        *data_flaws(summary.get("data_flaws", [])),
         "| model | accuracy | macro F1 | "
         + " | ".join(f"acc. {lab}" for lab in labels)
         + " | unparsed | sent/s |",

@@ -55,11 +55,14 @@ def train(cfg: Config, splits=None) -> Path:
     main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
     if main:
         guard(out, tc.resume, tc.overwrite)
-    if splits is None:
+    flaws = []
+    if splits is None:  # (`finsent run` splits and reports the data itself)
         ds, splits = make_splits(cfg.data)
-        for flaw in ds.flaws() if main else ():
-            print(f"data: {flaw}", file=sys.stderr)
+        flaws = ds.flaws()
     last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
+    if main:  # after prepare, whose refusals stay one line
+        for flaw in flaws:
+            print(f"data: {flaw}", file=sys.stderr)
     if main:
         save_config(cfg, out)
     model, tokenizer, device = load_model(cfg.model, trainable=True)
