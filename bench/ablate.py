@@ -257,12 +257,15 @@ def table(records: dict[str, dict]) -> str:
             "",
             "| experiment | "
             + " | ".join(f"fold {k} acc." for k in seeds)
-            + " | mean | sd | train s (fold 0) |",
-            "|---|" + "---|" * (len(seeds) + 3),
+            + " | right (rule's folds) | mean | sd | train s (fold 0) |",
+            "|---|" + "---|" * (len(seeds) + 4),
         ]
 
         def right(runs) -> int:  # sentences right over the rule's folds: whole numbers tie exactly
             return sum(round(r["fold"]["accuracy"] * r["fold"]["n"]) for k, r in runs.items() if k in FOLDS)
+
+        def held_out(runs) -> int:
+            return sum(r["fold"]["n"] for k, r in runs.items() if k in FOLDS)
 
         # the rule fixed before folds 2-4 (CANDIDATES on FOLDS); until they are all in, the most folds
         complete = [b for b in CANDIDATES if set(FOLDS) <= set(folds.get(b, {}))]
@@ -277,6 +280,7 @@ def table(records: dict[str, dict]) -> str:
             lines.append(
                 f"| `{base}`{' **(chosen)**' if base == chosen else ''} | "
                 + " | ".join(f"{a:.3f}" if a is not None else "-" for a in accs)
+                + (f" | {right(runs)} of {held_out(runs)}" if set(FOLDS) <= set(runs) else " | -")
                 + f" | {statistics.mean(got):.3f} | "
                 + (f"{statistics.stdev(got):.3f} | " if len(got) > 1 else "- | ")
                 + (train_time(runs[seeds[0]]) if seeds[0] in runs else "-")
