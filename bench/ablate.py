@@ -83,6 +83,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "full fine-tuning, lr 2e-4, max_grad_norm 1.0",
         FULL + ["--train.learning_rate", "2e-4", "--train.max_grad_norm", "1.0"],
     ),
+    # the schedule, the one direction still unmeasured after the second round: no decay after warm-up
+    # (against full-lr1e-4's cosine, 765); 2 epochs, so that five folds fit in what was left of a session
+    "full-lr1e-4-const": (
+        "full fine-tuning, lr 1e-4, constant schedule after warm-up",
+        FULL + ["--train.learning_rate", "1e-4", "--train.lr_scheduler_type", "constant_with_warmup"],
+    ),
 }
 # Fixed before folds 2-4 ran (two folds could not rank configurations a few sentences apart; folds 0-1
 # of full-lr1e-4 and full-lr2e-4 had been seen): these candidates, each on folds 0-4; the choice is the
@@ -91,10 +97,19 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
 # tie keeps the configuration already shipped.) Second round, fixed before any of its runs (2026-11-28):
 # full-lr1e-4-ep3 and full-lr2e-4-clip1 join on the same five folds and the same rule; the shipped
 # configuration is replaced only by more sentences right than its 769, and a 3-epoch winner must also
-# keep `make demo` within 900 s, checked by a demo run.
+# keep `make demo` within 900 s, checked by a demo run. full-lr1e-4-ep3 won (774) and was shipped. Third
+# round, fixed before its runs: full-lr1e-4-const on the same folds and rule, replacing the shipped
+# configuration only with more than 774 right.
 FOLDS = range(5)
-CANDIDATES = ("full-lr1e-4", "full-lr2e-4", "full-lr1e-4-bs8", "full-lr1e-4-ep3", "full-lr2e-4-clip1")
-SHIPPED = "full-lr2e-4"  # configs/smollm2-cpu.yaml when the rule was fixed (the tie-break's reference)
+CANDIDATES = (
+    "full-lr1e-4",
+    "full-lr2e-4",
+    "full-lr1e-4-bs8",
+    "full-lr1e-4-ep3",
+    "full-lr2e-4-clip1",
+    "full-lr1e-4-const",
+)
+SHIPPED = "full-lr1e-4-ep3"  # configs/smollm2-cpu.yaml now (the tie-break's reference; full-lr2e-4 before)
 
 
 def sh(cmd: list[str], log: Path) -> float:
