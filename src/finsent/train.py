@@ -60,10 +60,9 @@ def train(cfg: Config, splits=None) -> Path:
         ds, splits = make_splits(cfg.data)
         flaws = ds.flaws()
     last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
-    if main:  # after prepare, whose refusals stay one line
+    if main:  # flaws after prepare, whose refusals stay one line
         for flaw in flaws:
             print(f"data: {flaw}", file=sys.stderr)
-    if main:
         save_config(cfg, out)
     model, tokenizer, device = load_model(cfg.model, trainable=True)
     codec = PromptCodec.from_config(cfg, tokenizer)
