@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from finsent.models import cpu_name
+from finsent.modeling.device import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "bench" / "results" / "ablation.jsonl"
@@ -142,8 +142,8 @@ def demo_model_parser(doc: str, out: str) -> argparse.ArgumentParser:
 
 def demo_test_split(model: str, data: str):
     """(config in float32, the notebooks' test split) for a tuned model folder."""
-    from finsent.config import resolve
-    from finsent.data import make_splits
+    from finsent.core.config import resolve
+    from finsent.data.splits import make_splits
 
     cfg = resolve(None, {"model.model": model, "data.data": data, "model.dtype": "float32"}, None)
     return cfg, make_splits(cfg.data)[1]["test"]
@@ -160,8 +160,8 @@ def fold_data(data: str, seed: int) -> tuple[str, list[str]]:
     150-sentence eval split repeats 4 negative sentences 50 times: all-data.csv has 604 negatives, and 600
     went to train and test). (data file, split options): the 900 training sentences written to a CSV, then
     the notebook split of that file, 240 per label to train on and 60 per label held out (by `seed`)."""
-    from finsent.config import resolve
-    from finsent.data import export_splits, make_splits
+    from finsent.core.config import resolve
+    from finsent.data.splits import export_splits, make_splits
 
     folder = ROOT / "runs" / "ablate" / "fold-data"
     if not (folder / "train.csv").is_file():

@@ -25,7 +25,7 @@ def main() -> int:
     from ablate import RECORD, recorded
     from safetensors.torch import load_file, save_file
 
-    from finsent.models import cpu_name
+    from finsent.modeling.device import cpu_name
 
     data = str(ROOT.parent / "shared" / "data" / "kaggle_all_data" / "all-data.csv")
     finsent = str(Path(sys.executable).with_name("finsent"))

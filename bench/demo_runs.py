@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from finsent.fsio import write_json
-from finsent.models import cpu_has_bf16, cpu_name
+from finsent.core.fsio import write_json
+from finsent.modeling.device import cpu_has_bf16, cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "bench" / "results" / "demo_runs.json"

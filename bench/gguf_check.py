@@ -171,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     ensure_llama_cpp()
     import numpy as np
 
-    from finsent.api import Classifier
     from finsent.cli import main as finsent_main
-    from finsent.config import load_saved_config
-    from finsent.data import make_splits
-    from finsent.export import model_folder, parse_modelfile, render_template
-    from finsent.scoring import _parse_answer
+    from finsent.core.config import load_saved_config
+    from finsent.data.splits import make_splits
+    from finsent.deploy.export import model_folder
+    from finsent.deploy.ollama import parse_modelfile, render_template
+    from finsent.modeling.scoring import _parse_answer
+    from finsent.serving.api import Classifier
 
     folder = model_folder(args.model)
     out_dir = Path(args.out) if args.out else folder.parent / f"gguf-check-{folder.name}"

@@ -52,10 +52,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from ablate import demo_model_parser, demo_test_split
 
-    from finsent.api import Classifier
-    from finsent.fsio import write_json
-    from finsent.metrics import classification_metrics
-    from finsent.models import cpu_name
+    from finsent.core.fsio import write_json
+    from finsent.evaluation.metrics import classification_metrics
+    from finsent.modeling.device import cpu_name
+    from finsent.serving.api import Classifier
 
     ap = demo_model_parser(__doc__, "int8.json")
     ap.add_argument("--limit", type=int, default=300, help="test sentences, spread over the labels (0 = all)")

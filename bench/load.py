@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from finsent.models import DEFAULT_MODEL
+from finsent.core.registry import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
@@ -93,7 +93,7 @@ def main() -> None:
 
     import httpx
 
-    from finsent.data import read_file
+    from finsent.data.readers import read_file
 
     texts = [e.text for e in read_file(DATA, ["positive", "neutral", "negative"]).examples[:n]]
     with socket.socket() as s:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from finsent.models import DEFAULT_MODEL
+from finsent.core.registry import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
@@ -78,11 +78,12 @@ def main() -> None:
 
     import torch
 
-    from finsent.config import Config
-    from finsent.data import read_file, split_notebook
-    from finsent.models import load_model
-    from finsent.prompts import PromptCodec
-    from finsent.scoring import classify, score_plain
+    from finsent.core.options import Config
+    from finsent.core.prompts import PromptCodec
+    from finsent.data.readers import read_file
+    from finsent.data.splits import split_notebook
+    from finsent.modeling.load import load_model
+    from finsent.modeling.scoring import classify, score_plain
 
     cfg = Config()
     cfg.model.model = args.model

@@ -22,10 +22,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from ablate import demo_model_parser, demo_test_split
 
-    from finsent.api import Classifier
-    from finsent.calibration import adjust
-    from finsent.fsio import write_json
-    from finsent.metrics import classification_metrics
+    from finsent.core.fsio import write_json
+    from finsent.evaluation.metrics import classification_metrics
+    from finsent.modeling.calibration import adjust
+    from finsent.serving.api import Classifier
 
     ap = demo_model_parser(__doc__, "prior_shift.json")
     ap.add_argument("--fraction", type=float, default=0.2, help="share of each non-neutral label kept")

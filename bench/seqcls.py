@@ -31,7 +31,7 @@ def last_hidden(model, codec, texts, prefix_kv=None):
     import torch
     from transformers import DynamicCache
 
-    from finsent.scoring import Row, _cache_argument, _layout, prefix_states
+    from finsent.modeling.scoring import Row, _cache_argument, _layout, prefix_states
 
     decoder = model.get_decoder()
     prompts = [codec.split(t) for t in texts]
@@ -59,11 +59,12 @@ def main() -> int:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, get_cosine_schedule_with_warmup, set_seed
 
-    from finsent.config import resolve
-    from finsent.data import make_splits
-    from finsent.metrics import classification_metrics
-    from finsent.models import cpu_name, load_tokenizer, pick_dtype, resolve_model
-    from finsent.prompts import PromptCodec
+    from finsent.core.config import resolve
+    from finsent.core.prompts import PromptCodec
+    from finsent.data.splits import make_splits
+    from finsent.evaluation.metrics import classification_metrics
+    from finsent.modeling.device import cpu_name, pick_dtype
+    from finsent.modeling.load import load_tokenizer, resolve_model
 
     data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +135,7 @@ def main() -> int:
     model.float().eval()
     preds = []
     with torch.inference_mode():
-        from finsent.scoring import prefix_states
+        from finsent.modeling.scoring import prefix_states
 
         kv = prefix_states(model, codec.prefix_ids)
         ev = splits["eval"][: 16 if a.smoke else None]

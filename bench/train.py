@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from finsent.models import DEFAULT_MODEL
+from finsent.core.registry import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (
@@ -37,8 +37,9 @@ DATA = (
 
 
 def setup(model_name: str, samples: int):
-    from finsent.config import build_config
-    from finsent.data import read_file, split_notebook
+    from finsent.core.config import build_config
+    from finsent.data.readers import read_file
+    from finsent.data.splits import split_notebook
 
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     cfg.model.model = model_name
@@ -52,8 +53,8 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from finsent.models import load_model
-    from finsent.prompts import PromptCodec
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.load import load_model
 
     model, tokenizer, _ = load_model(cfg.model, trainable=True)
     codec = PromptCodec.from_config(cfg, tokenizer)
@@ -103,9 +104,9 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
 
 
 def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
-    from finsent.models import load_model
-    from finsent.prompts import PromptCodec
-    from finsent.train import train
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.load import load_model
+    from finsent.training.train import train
 
     cfg.train.num_train_epochs = epochs
     cfg.train.output_dir = str(out)
@@ -123,7 +124,7 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
         + len(codec.prefix_ids) * -(-n // bs)
     ) * epochs
     # 2 fwd + 2 bwd (frozen base: input gradients only), the backward only from the lowest adapted layer up
-    from finsent.train_args import parse_layers
+    from finsent.training.args import parse_layers
 
     layers = parse_layers(cfg.lora.layers_to_transform)
     n_layers = model.config.num_hidden_layers
@@ -132,8 +133,8 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
 
 
 def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: float) -> dict:
-    from finsent.metrics import classification_metrics
-    from finsent.scoring import classify
+    from finsent.evaluation.metrics import classification_metrics
+    from finsent.modeling.scoring import classify
 
     exs = splits["eval"]
     preds, _ = classify(model, codec, [e.text for e in exs])

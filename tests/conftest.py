@@ -102,7 +102,7 @@ def fpb_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def clf(tiny_model_dir):
-    from finsent.api import Classifier
+    from finsent.serving.api import Classifier
 
     return Classifier.load(str(tiny_model_dir), dtype="float32")
 
@@ -115,7 +115,8 @@ def server(clf):
 
     import uvicorn
 
-    from finsent.serve import Limits, create_app
+    from finsent.serving.app import create_app
+    from finsent.serving.errors import Limits
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -41,8 +41,8 @@ def build(model_dir: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from finsent.config import Config
-    from finsent.prompts import PromptCodec
+    from finsent.core.options import Config
+    from finsent.core.prompts import PromptCodec
 
     torch.manual_seed(0)  # the same LoRA initialisation in every process and in the reference
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -101,7 +101,7 @@ def saved_adapter(wrapper, model, reference: bool) -> dict[str, torch.Tensor]:
 
     from safetensors.torch import load_file
 
-    from finsent.parallel import gathered_state_dict, save_adapter
+    from finsent.training.parallel import gathered_state_dict, save_adapter
 
     state = None if reference else gathered_state_dict(wrapper)
     if not reference and dist.get_rank() != 0:
@@ -113,15 +113,15 @@ def saved_adapter(wrapper, model, reference: bool) -> dict[str, torch.Tensor]:
 
 def inside(wrapper, kind: str | None, fn):
     """fn() as FinsentTrainer runs it: inside the wrapper's forward, or directly without a wrapper."""
-    from finsent.parallel import through_wrapper
+    from finsent.training.parallel import through_wrapper
 
     return through_wrapper(wrapper, fn) if kind else fn()
 
 
 def train(model_dir: str, kind: str | None) -> dict:
     """kind None: the reference, one process, no wrapper, the whole global batch per step."""
-    from finsent.parallel import check_fast_loss
-    from finsent.scoring import answer_loss, classify
+    from finsent.modeling.scoring import answer_loss, classify
+    from finsent.training.parallel import check_fast_loss
 
     rank, world = (dist.get_rank(), dist.get_world_size()) if kind else (0, 1)
     model, codec = build(model_dir)

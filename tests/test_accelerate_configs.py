@@ -85,13 +85,13 @@ def test_documented_dry_run_runs(path):
 
 
 def _mem(cfg, processes, strategy, offload=False):
-    from finsent.dryrun import Parallelism, dry_run
+    from finsent.training.dryrun import Parallelism, dry_run
 
     return dry_run(cfg, Parallelism(processes, strategy, offload))
 
 
 def test_memory_per_device_sharded_against_replicated():
-    from finsent.config import Config
+    from finsent.core.options import Config
 
     cfg = Config()
     cfg.model.model, cfg.model.dtype = "meta-llama/Llama-2-7b-hf", "bfloat16"
@@ -116,7 +116,7 @@ def test_memory_per_device_sharded_against_replicated():
 
 def test_qlora_70b_fits_two_24gb_cards_with_fsdp_offload():
     """The recipe's claim, by finsent's estimate: Llama-2-70B in 4-bit, 2 processes, offloaded."""
-    from finsent.config import Config
+    from finsent.core.options import Config
 
     cfg = Config()
     cfg.model.model, cfg.model.dtype, cfg.model.load_in_4bit = "meta-llama/Llama-2-70b-hf", "bfloat16", True
@@ -130,7 +130,7 @@ def test_qlora_70b_fits_two_24gb_cards_with_fsdp_offload():
 
 
 def test_flags_override_the_accelerate_config():
-    from finsent.dryrun import parallelism
+    from finsent.training.dryrun import parallelism
 
     par = parallelism(None, None, str(ROOT / "configs" / "accelerate" / "fsdp.yaml"))
     assert (par.processes, par.strategy, par.offload_params) == (8, "fsdp", False)

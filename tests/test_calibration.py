@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from finsent.calibration import (
+from finsent.core.errors import FinsentError
+from finsent.modeling.calibration import (
     Calibration,
     adjust,
     ece,
@@ -23,7 +24,6 @@ from finsent.calibration import (
     reweight,
     scale,
 )
-from finsent.errors import FinsentError
 
 LABELS = ["positive", "neutral", "negative"]
 

@@ -66,7 +66,7 @@ def test_skip_invalid_counts_rows(capsys, tmp_path):
     path = tmp_path / "d.csv"
     rows = ["Profit up,positive", "Hmm,mixed", " ,neutral", "Loss,negative", "Flat,neutral"]
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
-    from finsent.data import read_file
+    from finsent.data.readers import read_file
 
     ds = read_file(path, ["positive", "neutral", "negative"], skip_invalid=True)
     assert [e.text for e in ds.examples] == ["Profit up", "Loss", "Flat"]
@@ -76,7 +76,7 @@ def test_skip_invalid_counts_rows(capsys, tmp_path):
 def test_malformed_line_is_skipped_and_reported(tmp_path):
     path = tmp_path / "s.txt"
     path.write_bytes(b"Profit up@positive\nbroken line\nLoss caf\xe9@negative\n")
-    from finsent.data import read_file
+    from finsent.data.readers import read_file
 
     ds = read_file(path, ["positive", "neutral", "negative"])
     assert [e.text for e in ds.examples] == ["Profit up", "Loss café"]
@@ -132,7 +132,7 @@ def test_repeated_column_names_are_an_error(capsys, tmp_path):
 def test_outputs_keep_the_users_file_mode(tmp_path):
     import os
 
-    from finsent.fsio import write_json
+    from finsent.core.fsio import write_json
 
     old = os.umask(0o022)
     try:

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from finsent.cli import _overrides, build_parser, main
-from finsent.config import Config, build_config
-from finsent.errors import FinsentError
+from finsent.core.config import build_config
+from finsent.core.errors import FinsentError
+from finsent.core.options import Config
 
 
 def parsed(*argv: str) -> dict:
@@ -63,7 +64,7 @@ def test_version_and_env():
 
 
 def test_extra_trainer_keys_pass_through(tmp_path):
-    from finsent.train_args import sft_config
+    from finsent.training.args import sft_config
 
     cfg = build_config(overrides={"train.extra": "{save_total_limit: 2, logging_first_step: false}"})
     cfg.train.output_dir = str(tmp_path)

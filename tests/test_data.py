@@ -3,8 +3,11 @@ import json
 import pandas as pd
 import pytest
 
-from finsent.data import LabelMapper, make_splits, read_file, resolve_data, split_notebook
-from finsent.errors import FinsentError
+from finsent.core.errors import FinsentError
+from finsent.core.labels import LabelMapper
+from finsent.data.phrasebank import resolve_data
+from finsent.data.readers import read_file
+from finsent.data.splits import make_splits, split_notebook
 
 LABELS = ["positive", "neutral", "negative"]
 
@@ -108,7 +111,7 @@ def test_labels_are_normalised_and_renamed():
 
 
 def test_stratified_split_keeps_proportions(all_data):
-    from finsent.config import DataConfig
+    from finsent.core.options import DataConfig
 
     dc = DataConfig(data=str(all_data), split="stratified", test_size=0.2, eval_size=0.1)
     _, splits = make_splits(dc)
@@ -118,7 +121,7 @@ def test_stratified_split_keeps_proportions(all_data):
 
 
 def test_explicit_test_file(all_data, fpb_dir):
-    from finsent.config import DataConfig
+    from finsent.core.options import DataConfig
 
     dc = DataConfig(data=str(all_data), split="file", test_data=str(fpb_dir / "Sentences_AllAgree.txt"))
     _, splits = make_splits(dc)
@@ -132,7 +135,7 @@ def test_fpb_from_a_local_mirror_of_the_hub_layout(fpb_dir, tmp_path, monkeypatc
     same rows."""
     import pandas as pd
 
-    from finsent.data import HUB_LABELS
+    from finsent.data.phrasebank import HUB_LABELS
 
     original = read_file(fpb_dir / "Sentences_AllAgree.txt", LABELS)
     folder = tmp_path / "mirror" / "sentences_allagree" / "train"
@@ -179,7 +182,7 @@ def test_utf8_phrasebank_style_file_is_read_as_utf8(tmp_path):
 
 
 def test_split_file_reports_and_dedupe_removes_test_sentences_in_train(tmp_path):
-    from finsent.config import DataConfig
+    from finsent.core.options import DataConfig
 
     rows = [(f"Sentence {i} rose .", "positive") for i in range(20)] + [
         (f"Sentence {i} fell .", "negative") for i in range(20)
@@ -207,7 +210,7 @@ def test_random_split_is_datasets_train_test_split_row_for_row(fpb_dir):
     the same 1,212 test rows as `datasets` itself gives, in the same order."""
     import datasets
 
-    from finsent.config import DataConfig
+    from finsent.core.options import DataConfig
 
     path = fpb_dir / "Sentences_50Agree.txt"
     ds = read_file(path, LABELS)
@@ -228,7 +231,7 @@ def test_random_split_is_datasets_train_test_split_row_for_row(fpb_dir):
 def test_notebook_split_with_nothing_left_for_eval():
     """Every row in train or test (as bench/ablate.py's folds of the training split): no eval split,
     not a pandas error; train and test still partition the rows."""
-    from finsent.data import Example
+    from finsent.data.dataset import Example
 
     exs = [Example(i, f"sentence {i}", lab) for i, lab in enumerate(["positive", "neutral", "negative"] * 6)]
     s = split_notebook(exs, ["positive", "neutral", "negative"], train_per_label=4, test_per_label=2)
@@ -241,7 +244,7 @@ def test_a_thin_notebook_eval_split_is_reported(all_data):
     """all-data.csv has 604 negatives and the notebook split puts 600 in train and test, so its 50 eval
     negatives can only be the 4 left, drawn with replacement; the flaw report says so, naming the label.
     The counts are taken here from the file itself, not from the split code."""
-    from finsent.config import resolve
+    from finsent.core.config import resolve
 
     df = pd.read_csv(all_data, names=["sentiment", "text"], encoding="utf-8", encoding_errors="replace")
     spare_negatives = int((df.sentiment == "negative").sum()) - 600
@@ -264,8 +267,8 @@ def test_thin_eval_threshold(spare, eval_per_label, thin):
     """Flagged when a label's eval rows hold fewer than half as many distinct sentences. One spare
     sentence drawn 2 times is exactly half (not flagged), 3 times is; 6 draws from 40 are mostly
     distinct; eval_per_label 0 or nothing left makes no eval rows. Only 'negative' is short."""
-    from finsent.config import resolve
-    from finsent.data import Dataset, Example
+    from finsent.core.config import resolve
+    from finsent.data.dataset import Dataset, Example
 
     counts = {"positive": 4 + 40, "neutral": 4 + 40, "negative": 4 + spare}
     exs = [Example(i, f"{lab} sentence {i}", lab) for lab, n in counts.items() for i in range(n)]

@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from finsent.config import Config
+from finsent.core.options import Config
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16", "q8_0"])
 def test_gguf_round_trip_keeps_predictions(tiny_model_dir, tmp_path, dtype):
     import gguf
 
-    from finsent.data import Example
-    from finsent.export import export
+    from finsent.data.dataset import Example
+    from finsent.deploy.export import export
 
     cfg = Config()
     cfg.model.model = str(tiny_model_dir)
@@ -50,9 +50,9 @@ def test_gguf_round_trip_keeps_predictions(tiny_model_dir, tmp_path, dtype):
 def test_an_export_below_its_threshold_fails_and_is_moved_aside(tiny_model_dir, tmp_path, monkeypatch):
     """The gate uses the per-type thresholds: one that no export can meet fails the command, and the
     file is moved to NAME.gguf.rejected with the reason beside it."""
-    import finsent.export as export_module
-    from finsent.data import Example
-    from finsent.errors import FinsentError
+    import finsent.deploy.export as export_module
+    from finsent.core.errors import FinsentError
+    from finsent.data.dataset import Example
 
     cfg = Config()
     cfg.model.model, cfg.model.dtype = str(tiny_model_dir), "float32"
@@ -70,7 +70,7 @@ def test_gguf_logits_match_the_source(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from finsent.export import write_gguf
+    from finsent.deploy.gguf import write_gguf
 
     out = write_gguf(tiny_model_dir, tmp_path / "t.gguf", "f16")
     src = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
@@ -80,8 +80,8 @@ def test_gguf_logits_match_the_source(tiny_model_dir, tmp_path):
 
 
 def test_export_refuses_non_llama(tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.export import write_gguf
+    from finsent.core.errors import FinsentError
+    from finsent.deploy.gguf import write_gguf
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(FinsentError, match="not Llama"):
@@ -91,8 +91,8 @@ def test_export_refuses_non_llama(tmp_path):
 def test_modelfile_template_renders_the_trained_prompt(tiny):
     """Ollama's TEMPLATE, read as Ollama's parser reads it and {{ .Prompt }} filled in, is the prompt
     finsent trains and scores on, byte for byte: it ends with the suffix, the answer is generated."""
-    from finsent.export import modelfile, parse_modelfile
-    from finsent.prompts import PromptCodec
+    from finsent.core.prompts import PromptCodec
+    from finsent.deploy.ollama import modelfile, parse_modelfile
 
     codec = PromptCodec.from_config(Config(), tiny[1])
     assert Config().prompt.template == "notebook"
@@ -108,7 +108,7 @@ def test_modelfile_template_renders_the_trained_prompt(tiny):
 
 
 def test_modelfile_parser_follows_ollama():
-    from finsent.export import parse_modelfile
+    from finsent.deploy.ollama import parse_modelfile
 
     text = 'FROM ./m.gguf\n# c\nPARAMETER stop "<|im_end|>"\nPARAMETER stop x y\nSYSTEM """a\n  b"""\n'
     assert parse_modelfile(text) == {
@@ -145,7 +145,7 @@ def test_gguf_tokenizer_metadata_as_llama_cpp_reads_it(tiny_model_dir, tmp_path)
     from tokenizers import pre_tokenizers
     from transformers import AutoTokenizer
 
-    from finsent.export import added_special, write_gguf
+    from finsent.deploy.gguf import added_special, write_gguf
 
     fields = _fields(write_gguf(tiny_model_dir, tmp_path / "gpt2.gguf"))
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -169,8 +169,8 @@ def test_gguf_refuses_a_pre_tokenizer_llama_cpp_does_not_know(tmp_path):
     from conftest import build_tiny_llama
     from tokenizers import pre_tokenizers
 
-    from finsent.errors import FinsentError
-    from finsent.export import write_gguf
+    from finsent.core.errors import FinsentError
+    from finsent.deploy.gguf import write_gguf
 
     odd = _tokenizer_with(pre_tokenizers.Sequence([pre_tokenizers.Punctuation(), pre_tokenizers.ByteLevel()]))
     build_tiny_llama(odd).save_pretrained(tmp_path)
@@ -182,7 +182,7 @@ def test_gguf_refuses_a_pre_tokenizer_llama_cpp_does_not_know(tmp_path):
 def test_check_text_is_llama_cpp_s():
     from hashlib import sha256
 
-    from finsent.export import CHKTXT
+    from finsent.deploy.gguf import CHKTXT
 
     # sha256 of chktxt in llama.cpp's conversion/base.py get_vocab_base_pre
     assert sha256(CHKTXT.encode()).hexdigest() == (
@@ -233,7 +233,7 @@ def test_sentencepiece_llama_exports_and_loads_back(spm_source, tmp_path, with_m
     from conftest import CORPUS, build_tiny_llama
     from transformers import AutoModelForCausalLM
 
-    from finsent.export import load_tokenizer_gguf, write_gguf
+    from finsent.deploy.gguf import load_tokenizer_gguf, write_gguf
 
     source, tok = spm_source
     build_tiny_llama(tok).save_pretrained(tmp_path)
@@ -267,7 +267,7 @@ def test_llama3_rope_scaling_writes_rope_freqs(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    from finsent.export import write_gguf
+    from finsent.deploy.gguf import write_gguf
 
     tok = _build_tokenizer()
     rope = {
@@ -319,8 +319,8 @@ def test_export_the_embedded_model_by_name(tmp_path, monkeypatch):
     from conftest import DATA_DIR
 
     from finsent.cli import main
-    from finsent.export import CHKTXT, PRE_BY_HASH
-    from finsent.models import load_tokenizer, resolve_model
+    from finsent.deploy.gguf import CHKTXT, PRE_BY_HASH
+    from finsent.modeling.load import load_tokenizer, resolve_model
 
     monkeypatch.setenv("FINSENT_DATA_DIR", str(DATA_DIR))  # no saved config: the eval split is PhraseBank's
     out = tmp_path / "smol-q8_0.gguf"

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_embedded_model_converts_once_then_loads_fast():
-    from finsent.models import resolve_model
+    from finsent.modeling.load import resolve_model
 
     folder = resolve_model("smollm2-135m")
     stamp = (Path(folder) / "config.json").stat().st_mtime

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from finsent.config import Config
-from finsent.metrics import UNPARSED, classification_metrics, plot_confusion
-from finsent.model_card import write_model_card
+from finsent.core.options import Config
+from finsent.evaluation.metrics import UNPARSED, classification_metrics, plot_confusion
+from finsent.modeling.card import write_model_card
 
 LABELS = ["positive", "neutral", "negative"]
 # "negative" never occurs in y_true (absent label); "neutral" is never predicted; one answer is unparsed

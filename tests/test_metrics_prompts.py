@@ -1,7 +1,7 @@
 import pytest
 
-from finsent.metrics import UNPARSED, classification_metrics, format_report
-from finsent.prompts import build_template, label_words_for, split_template
+from finsent.core.prompts import build_template, label_words_for, split_template
+from finsent.evaluation.metrics import UNPARSED, classification_metrics, format_report
 
 NOTEBOOK_TEST_PROMPT = """
             Analyze the sentiment of the news headline enclosed in square brackets, 

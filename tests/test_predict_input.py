@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from finsent.cli import main
-from finsent.errors import FinsentError
-from finsent.scoring import length_batches
+from finsent.core.errors import FinsentError
+from finsent.modeling.scoring import length_batches
 
 # a lone \r ends a line (all-data.csv), \r\n and \n too; \x85 (Latin-1's reading of cp1252's '...') and a
 # form feed do not; the third line is Latin-1, the others UTF-8

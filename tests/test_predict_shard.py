@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from finsent.errors import FinsentError
+from finsent.core.errors import FinsentError
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -105,7 +105,7 @@ def test_torchrun_two_processes_match_one(tiny_model_dir, all_data, tmp_path):
 
 def test_one_process_sharded_matches_plain(clf, all_data, tmp_path):
     """--shard-rows alone (no torchrun): 3 shards, the same JSONL bytes as the streamed path."""
-    from finsent.predict import predict
+    from finsent.serving.predict import predict
 
     inp = write_input(all_data, tmp_path / "in.csv", n=600)
     plain = predict(clf, [], str(inp), str(tmp_path / "plain.jsonl"))
@@ -117,7 +117,7 @@ def test_one_process_sharded_matches_plain(clf, all_data, tmp_path):
 
 def interrupted_run(clf, inp: Path, out: Path, monkeypatch) -> Path:
     """A run killed while classifying its second shard: shard 0 written, shard 1 not."""
-    from finsent.predict import predict
+    from finsent.serving.predict import predict
 
     real, calls = clf.predict, []
 
@@ -141,7 +141,7 @@ def interrupted_run(clf, inp: Path, out: Path, monkeypatch) -> Path:
 
 @needs_torchrun
 def test_restart_skips_written_shard(clf, tiny_model_dir, all_data, tmp_path, monkeypatch):
-    from finsent.predict import predict
+    from finsent.serving.predict import predict
 
     inp = write_input(all_data, tmp_path / "in.csv")
     predict(clf, [], str(inp), str(tmp_path / "plain.csv"))
@@ -168,7 +168,7 @@ def test_restart_skips_written_shard(clf, tiny_model_dir, all_data, tmp_path, mo
 
 def test_changed_input_or_options_refused(clf, tiny_model_dir, all_data, tmp_path, monkeypatch, capsys):
     from finsent.cli import main
-    from finsent.predict import predict
+    from finsent.serving.predict import predict
 
     inp = write_input(all_data, tmp_path / "in.csv")
     interrupted_run(clf, inp, tmp_path / "out.csv", monkeypatch)
@@ -185,7 +185,7 @@ def test_changed_input_or_options_refused(clf, tiny_model_dir, all_data, tmp_pat
 
 
 def test_sharding_needs_a_file_input_and_output(clf, tmp_path):
-    from finsent.predict import predict
+    from finsent.serving.predict import predict
 
     with pytest.raises(FinsentError, match="needs --input FILE and --output FILE"):
         predict(clf, ["Profit rose ."], None, str(tmp_path / "o.csv"), shard_rows=10)

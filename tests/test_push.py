@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from finsent.cli import main
-from finsent.errors import FinsentError
-from finsent.push import plan, push
+from finsent.core.errors import FinsentError
+from finsent.deploy.push import plan, push
 
 
 def touch(folder: Path, *names: str, size: int = 10) -> None:
@@ -191,8 +191,8 @@ def test_upload_errors_are_one_line_and_offline_refuses(tmp_path, monkeypatch):
 
 
 def test_train_push_to_hub_passes_through_to_sft_config(tmp_path):
-    from finsent.config import build_config
-    from finsent.train_args import sft_config
+    from finsent.core.config import build_config
+    from finsent.training.args import sft_config
 
     cfg = build_config(
         None,

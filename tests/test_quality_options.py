@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from finsent.config import Config
-from finsent.errors import FinsentError
+from finsent.core.errors import FinsentError
+from finsent.core.options import Config
 
 
 def test_label_loss_options_are_validated_before_any_work():
@@ -31,7 +31,7 @@ def test_label_loss_options_are_validated_before_any_work():
 
 
 def test_rslora_and_dora_reach_peft(tiny):
-    from finsent.train_args import lora_config
+    from finsent.training.args import lora_config
 
     model, _ = tiny
     cfg = Config()
@@ -44,7 +44,7 @@ def test_auto_class_weights_follow_the_training_split(tiny_model_dir, tmp_path, 
     """An imbalanced training split: 'auto' gives the rare label the larger weight, and training uses them."""
     from test_train import tiny_config, toy_splits
 
-    from finsent.train import class_weights
+    from finsent.training.train import class_weights
 
     splits = toy_splits(6)
     splits["train"] = [e for e in splits["train"] if e.label != "negative"] + [

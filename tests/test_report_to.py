@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from finsent.errors import FinsentError
-from finsent.train_args import report_to
+from finsent.core.errors import FinsentError
+from finsent.training.args import report_to
 
 
 def test_report_to_lists_all_and_none():
@@ -38,7 +38,7 @@ def test_mlflow_file_store_receives_the_training_metrics(tiny_model_dir, tmp_pat
     from mlflow.tracking import MlflowClient
     from test_train import tiny_config, toy_splits
 
-    from finsent.train import train
+    from finsent.training.train import train
 
     store = f"file:{tmp_path / 'mlruns'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from finsent.config import Config, resolve, save_config
-from finsent.errors import FinsentError
+from finsent.core.config import resolve, save_config
+from finsent.core.errors import FinsentError
+from finsent.core.options import Config
 
 
 def adapter_dir(tmp_path, base: str, saved: Config | None = None):
@@ -84,7 +85,8 @@ def test_predict_takes_labels_template_and_config_flags(tiny_model_dir, capsys):
 
 
 def test_untuned_warning_names_the_measured_zero_shot_accuracy(capsys):
-    from finsent.models import DEFAULT_MODEL, warn_if_untuned
+    from finsent.core.registry import DEFAULT_MODEL
+    from finsent.modeling.load import warn_if_untuned
 
     warn_if_untuned(DEFAULT_MODEL)
     assert "measured zero-shot accuracy is 0.336" in capsys.readouterr().err

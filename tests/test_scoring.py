@@ -2,8 +2,8 @@
 
 import torch
 
-from finsent.prompts import PromptCodec, build_template
-from finsent.scoring import classify, score_plain, score_prompts
+from finsent.core.prompts import PromptCodec, build_template
+from finsent.modeling.scoring import classify, score_plain, score_prompts
 
 TEXTS = [
     "Operating profit rose to EUR 13.1 mn .",
@@ -77,7 +77,7 @@ def test_generate_method_counts_unparsed(tiny):
 
 def test_classifier_computes_the_prefix_once_per_loaded_model(clf, monkeypatch):
     """The server's micro-batches reuse one prefix computation; results are those of a fresh one."""
-    import finsent.scoring as scoring
+    import finsent.modeling.scoring as scoring
 
     fresh = scoring.classify(clf.model, clf.codec, TEXTS[:4])
     clf._prefix_kv = None

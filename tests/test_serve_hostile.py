@@ -16,7 +16,8 @@ from http.client import HTTPResponse
 
 import httpx
 
-from finsent.serve import Limits, create_app
+from finsent.serving.app import create_app
+from finsent.serving.errors import Limits
 
 ROCKETS = "\U0001f4c8"  # 📈: one character, four UTF-8 bytes, several tokens
 

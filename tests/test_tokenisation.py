@@ -5,8 +5,8 @@ with the instruction's last ones; the shared-prefix scorer agrees with plain for
 import pytest
 import torch
 
-from finsent.prompts import PromptCodec, Template, build_template
-from finsent.scoring import classify, score_plain, score_prompts
+from finsent.core.prompts import PromptCodec, Template, build_template
+from finsent.modeling.scoring import classify, score_plain, score_prompts
 
 
 def test_every_phrasebank_prompt_is_tokenised_as_one_string(all_data, fpb_dir):
@@ -14,8 +14,9 @@ def test_every_phrasebank_prompt_is_tokenised_as_one_string(all_data, fpb_dir):
     finsent's ids are `tokenizer(prompt)`'s, and the shared prefix + body split rebuilds them."""
     from transformers import AutoTokenizer
 
-    from finsent.data import read_file
-    from finsent.models import DEFAULT_MODEL, resolve_model
+    from finsent.core.registry import DEFAULT_MODEL
+    from finsent.data.readers import read_file
+    from finsent.modeling.load import resolve_model
 
     labels = ["positive", "neutral", "negative"]
     texts = {e.text for e in read_file(all_data, labels).examples}
@@ -84,7 +85,7 @@ def test_prompts_that_part_from_the_prefix_early_score_like_the_plain_forward(ti
 
 def test_training_loss_uses_the_whole_string_tokens(tiny):
     """The fast answer loss equals the plain forward's loss on the whole-string training ids."""
-    from finsent.scoring import answer_loss
+    from finsent.modeling.scoring import answer_loss
 
     model, tok = tiny
     codec = PromptCodec(
@@ -129,7 +130,7 @@ def test_label_loss_matches_the_plain_forward(tiny, smoothing, weights):
     the gold label's own NLL."""
     import torch.nn.functional as F
 
-    from finsent.scoring import label_loss
+    from finsent.modeling.scoring import label_loss
 
     model, tok = tiny
     codec = PromptCodec(
@@ -151,7 +152,7 @@ def test_label_loss_matches_the_plain_forward(tiny, smoothing, weights):
 
 
 def test_class_weights_weigh_each_rows_answer_tokens(tiny):
-    from finsent.scoring import answer_loss
+    from finsent.modeling.scoring import answer_loss
 
     model, tok = tiny
     codec = PromptCodec(
@@ -168,8 +169,8 @@ def test_class_weights_weigh_each_rows_answer_tokens(tiny):
 
 
 def test_class_weights_option():
-    from finsent.config import class_weight_list
-    from finsent.errors import FinsentError
+    from finsent.core.errors import FinsentError
+    from finsent.core.options import class_weight_list
 
     labels = ["positive", "neutral", "negative"]
     assert class_weight_list("none", labels, {}) is None

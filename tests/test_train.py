@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from finsent.config import Config, build_config, load_saved_config
-from finsent.data import Example
+from finsent.core.config import build_config, load_saved_config
+from finsent.core.options import Config
+from finsent.data.dataset import Example
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["profit", "loss", "contract", "sales", "jobs", "company", "value", "period"]
@@ -64,7 +65,7 @@ def test_only_lora_weights_change_and_loss_falls(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from finsent.train import train
+    from finsent.training.train import train
 
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=4.0)
     adapter = train(cfg, toy_splits())
@@ -93,7 +94,7 @@ def test_save_load_identical_logits_and_merged_equals_unmerged(tiny_model_dir, t
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finsent.train_args import lora_config
+    from finsent.training.args import lora_config
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -120,8 +121,8 @@ def test_save_load_identical_logits_and_merged_equals_unmerged(tiny_model_dir, t
 
 
 def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
-    from finsent.merge import merge
-    from finsent.train import train
+    from finsent.deploy.merge import merge
+    from finsent.training.train import train
 
     splits = toy_splits(8)
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
@@ -132,7 +133,7 @@ def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
     assert load_saved_config(tmp_path / "merged").model.model == str((tmp_path / "merged").resolve())
     assert parity["reference"] == "adapter on a float32 base"
     # the temperature fitted on the eval split after training travels with the merged model
-    from finsent.calibration import Calibration
+    from finsent.modeling.calibration import Calibration
 
     cal = Calibration.load(adapter)
     assert cal is not None and cal.fitted_on == "eval split (18 sentences)" and cal.temperature > 0
@@ -145,8 +146,8 @@ def test_qlora_merge_names_the_pair_it_compared(tiny_model_dir, tmp_path, capsys
     exist; on this CPU the merge says in one line that it compares against a float32 base instead."""
     import torch
 
-    from finsent.merge import merge
-    from finsent.train import train
+    from finsent.deploy.merge import merge
+    from finsent.training.train import train
 
     splits = toy_splits(8)
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
@@ -174,7 +175,7 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 
     from safetensors.torch import load_file
 
-    from finsent.train import train
+    from finsent.training.train import train
 
     splits = toy_splits(24)  # 72 examples, batch 16: 5 steps per epoch, a checkpoint per epoch
     full = tiny_config(tiny_model_dir, tmp_path / "full", num_train_epochs=2.0)
@@ -199,8 +200,8 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 
 
 def test_truncation_guard(tiny_model_dir, tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.train import train
+    from finsent.core.errors import FinsentError
+    from finsent.training.train import train
 
     cfg = tiny_config(tiny_model_dir, tmp_path, max_seq_length=20)
     with pytest.raises(FinsentError, match="cut off the label"):
@@ -224,7 +225,7 @@ def test_every_shipped_config_parses_and_dry_runs(name):
 
 
 def test_notebook_names_map_onto_todays_api(tiny_model_dir, tmp_path):
-    from finsent.train_args import sft_config
+    from finsent.training.args import sft_config
 
     cfg = build_config(ROOT / "configs" / "llama-3.2-1b-notebook.yaml")
     cfg.train.output_dir = str(tmp_path)
@@ -239,7 +240,7 @@ def test_notebook_names_map_onto_todays_api(tiny_model_dir, tmp_path):
 
 
 def test_4bit_config_is_the_notebooks(tiny_model_dir):
-    from finsent.models import bnb_config
+    from finsent.modeling.load import bnb_config
 
     cfg = build_config(ROOT / "configs" / "llama-2-7b-notebook.yaml")
     q = bnb_config(cfg.model)
@@ -250,7 +251,7 @@ def test_4bit_config_is_the_notebooks(tiny_model_dir):
 def test_evaluate_reads_base_model_and_labels_from_the_adapter(tiny_model_dir, tmp_path, all_data):
     """`finsent evaluate --adapter DIR` needs no --model, --labels or --template: the adapter's config has them."""
     from finsent.cli import main
-    from finsent.train import train
+    from finsent.training.train import train
 
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
     cfg.prompt.label_words = "positive=up,negative=down,neutral=flat"
@@ -279,7 +280,7 @@ def test_evaluate_reads_base_model_and_labels_from_the_adapter(tiny_model_dir, t
 
 def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     """`finsent run` end to end: zero-shot, train, adapter and merged evaluations, parity on the test split."""
-    from finsent.run import run
+    from finsent.pipeline.run import run
 
     data = toy_csv(tmp_path / "toy.csv", 30)
     rows = data.read_text().splitlines()[1:]  # the toy sentences repeat: a flaw the report must carry
@@ -314,8 +315,8 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
 
 
 def test_parity_check_fails_below_the_required_agreement(tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.parity import certify
+    from finsent.core.errors import FinsentError
+    from finsent.core.parity import certify
 
     def check(before, after):
         report = tmp_path / "merge_parity.json"
@@ -331,8 +332,8 @@ def test_parity_check_fails_below_the_required_agreement(tmp_path):
 
 
 def test_parse_layers():
-    from finsent.errors import FinsentError
-    from finsent.train_args import parse_layers
+    from finsent.core.errors import FinsentError
+    from finsent.training.args import parse_layers
 
     assert parse_layers("all") is None
     assert parse_layers("15-17") == [15, 16, 17]
@@ -347,7 +348,7 @@ def test_lora_on_the_top_layers_only(tiny_model_dir, tmp_path):
     the adapter trains and reloads."""
     from safetensors.torch import load_file
 
-    from finsent.train import train
+    from finsent.training.train import train
 
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
     cfg.lora.layers_to_transform = "1"
@@ -358,7 +359,7 @@ def test_lora_on_the_top_layers_only(tiny_model_dir, tmp_path):
     assert modules == {f"self_attn.{p}_proj" for p in "qkvo"} | {
         f"mlp.{p}_proj" for p in ("gate", "up", "down")
     }
-    from finsent.models import load_model
+    from finsent.modeling.load import load_model
 
     model, _, _ = load_model(cfg.model, str(adapter))  # PEFT reloads it onto a fresh base
     assert sum("lora_A" in n for n, _ in model.named_parameters()) == 7
@@ -370,8 +371,8 @@ def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from finsent.train_args import lora_config
-    from finsent.trainer import upcast_trainable
+    from finsent.training.args import lora_config
+    from finsent.training.trainer import upcast_trainable
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
@@ -387,8 +388,8 @@ def test_fp16_recipe_keeps_lora_weights_in_float32(tiny_model_dir, tmp_path):
 
 def test_train_refuses_an_earlier_run_without_resume_or_overwrite(tiny_model_dir, tmp_path, capsys, all_data):
     from finsent.cli import main
-    from finsent.errors import FinsentError
-    from finsent.train import train
+    from finsent.core.errors import FinsentError
+    from finsent.training.train import train
 
     splits = toy_splits(8)
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
@@ -415,7 +416,7 @@ def test_train_refuses_an_earlier_run_without_resume_or_overwrite(tiny_model_dir
 def test_train_reports_the_datas_flaws_once(tiny_model_dir, tmp_path, capsys):
     """`finsent train` splits the data itself and prints its flaw report (here: each label's 6 eval rows
     are the 2 sentences train and test left, drawn with replacement), once, on stderr."""
-    from finsent.train import train
+    from finsent.training.train import train
 
     data = tmp_path / "few.csv"
     verbs = {"positive": "rose", "neutral": "said", "negative": "fell"}
@@ -431,8 +432,8 @@ def test_train_reports_the_datas_flaws_once(tiny_model_dir, tmp_path, capsys):
 
 
 def test_resume_checks_options_and_data_before_trusting_a_checkpoint(tiny_model_dir, tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.train import train
+    from finsent.core.errors import FinsentError
+    from finsent.training.train import train
 
     splits = toy_splits(8)
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
@@ -449,7 +450,7 @@ def test_resume_checks_options_and_data_before_trusting_a_checkpoint(tiny_model_
 
 
 def test_resume_skips_a_checkpoint_cut_off_mid_save(tiny_model_dir, tmp_path, capsys):
-    from finsent.train import train
+    from finsent.training.train import train
 
     splits = toy_splits(24)  # 5 steps per epoch, a checkpoint per epoch
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=2.0)
@@ -466,8 +467,8 @@ def test_resume_skips_a_checkpoint_cut_off_mid_save(tiny_model_dir, tmp_path, ca
 
 
 def test_a_merge_that_fails_its_parity_gate_is_moved_aside(tmp_path):
-    from finsent.errors import FinsentError
-    from finsent.merge import certify_merge
+    from finsent.core.errors import FinsentError
+    from finsent.deploy.merge import certify_merge
 
     out = tmp_path / "merged"
     out.mkdir()
@@ -483,7 +484,7 @@ def test_a_merge_that_fails_its_parity_gate_is_moved_aside(tmp_path):
 
 
 def test_atomic_folders_replace_only_when_complete(tmp_path):
-    from finsent.fsio import atomic_dir
+    from finsent.core.fsio import atomic_dir
 
     target = tmp_path / "adapter"
     with atomic_dir(target) as tmp:
@@ -504,8 +505,8 @@ def test_full_fine_tuning_trains_every_weight_into_a_whole_model(tiny_model_dir,
     saved config names its own folder, and the reloaded model classifies the toy task better than the base."""
     from safetensors.torch import load_file
 
-    from finsent.api import Classifier
-    from finsent.train import train
+    from finsent.serving.api import Classifier
+    from finsent.training.train import train
 
     # the random tiny model learns the toy task's words slowly: 10 epochs at 1e-2 (0.61 test accuracy)
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=10.0, method="full")
@@ -533,8 +534,8 @@ def test_full_fine_tuning_trains_every_weight_into_a_whole_model(tiny_model_dir,
 
 def test_full_fine_tuning_keeps_float32_weights_under_autocast(tiny_model_dir, tmp_path):
     """dtype auto + method full: float32 weights, and bf16 autocast exactly where auto would load bf16."""
-    from finsent.models import cpu_has_bf16
-    from finsent.train import full_precision
+    from finsent.modeling.device import cpu_has_bf16
+    from finsent.training.train import full_precision
 
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", method="full")
     cfg.model.dtype = "auto"
@@ -551,7 +552,7 @@ def test_full_fine_tuning_keeps_float32_weights_under_autocast(tiny_model_dir, t
 def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
     """`finsent run` with train.method=full: no adapter, nothing to merge; merged_model/ is the trained
     model's copy, reloaded and checked against it on the test split like a merge."""
-    from finsent.run import run
+    from finsent.pipeline.run import run
 
     data = toy_csv(tmp_path / "toy.csv", 12)
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0, method="full")
@@ -574,7 +575,7 @@ def test_dry_run_counts_full_fine_tuning():
     """--dry-run of the CPU config (train.method=full, SmolLM2-135M): every parameter trains, float32
     weights (dtype auto), and float32 gradients + two AdamW moments for all of them; LoRA r=64 trains
     19.5M, 14.5% of the base."""
-    from finsent.dryrun import dry_run, report
+    from finsent.training.dryrun import dry_run, report
 
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     assert cfg.train.method == "full" and cfg.model.dtype == "auto"

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `from finsent import Classifier` without importing torch at `import finsent`
     if name == "Classifier":
-        from finsent.api import Classifier
+        from finsent.serving.api import Classifier
 
         return Classifier
     raise AttributeError(name)

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from finsent import __version__
-from finsent.config import Config, coerce, iter_fields, resolve
-from finsent.errors import FinsentError
-from finsent.export import DTYPES as GGUF_DTYPES
-from finsent.merge import MIN_AGREEMENT as MERGE_MIN_AGREEMENT
+from finsent.core.config import iter_fields, resolve
+from finsent.core.errors import FinsentError
+from finsent.core.options import Config, coerce
+from finsent.deploy.export import DTYPES as GGUF_DTYPES
+from finsent.deploy.merge import MIN_AGREEMENT as MERGE_MIN_AGREEMENT
 
 # which option sections each command takes
 COMMAND_SECTIONS = {
@@ -369,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_data(args) -> int:
-    from finsent.data import counts_table, export_splits, make_splits
+    from finsent.data.splits import counts_table, export_splits, make_splits
 
     cfg = resolve_config(args)
     ds, splits = make_splits(cfg.data)
@@ -378,7 +379,7 @@ def cmd_data(args) -> int:
         print(f"  {flaw}")
     print(counts_table(splits, cfg.data.labels))
     if args.export:
-        from finsent.config import save_config
+        from finsent.core.config import save_config
 
         for path in export_splits(splits, args.export):
             print(f"wrote {path}")
@@ -387,12 +388,12 @@ def cmd_data(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from finsent.calibration import Calibration, parse_priors
-    from finsent.config import save_config
-    from finsent.data import make_splits
-    from finsent.evaluate import run_evaluation, write_evaluation
-    from finsent.models import load_model
-    from finsent.prompts import PromptCodec
+    from finsent.core.config import save_config
+    from finsent.core.prompts import PromptCodec
+    from finsent.data.splits import make_splits
+    from finsent.evaluation.evaluate import run_evaluation, write_evaluation
+    from finsent.modeling.calibration import Calibration, parse_priors
+    from finsent.modeling.load import load_model
 
     cfg = resolve_config(args)
     ds, splits = make_splits(cfg.data)
@@ -434,12 +435,12 @@ def cmd_train(args) -> int:
             "devices: accelerate launch --config_file FILE -m finsent train ..."
         )
     if args.dry_run:
-        from finsent.dryrun import dry_run, parallelism, report
+        from finsent.training.dryrun import dry_run, parallelism, report
 
         par = parallelism(args.num_processes, args.strategy, args.accelerate_config)
         print(report(cfg, dry_run(cfg, par)))
         return 0
-    from finsent.train import train
+    from finsent.training.train import train
 
     folder = train(cfg)
     print(f"{'model' if cfg.train.method == 'full' else 'adapter'} saved to {folder}")
@@ -447,7 +448,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from finsent.merge import merge
+    from finsent.deploy.merge import merge
 
     cfg = resolve_config(args)
     merge(cfg, args.adapter, args.out, args.min_agreement)
@@ -456,20 +457,21 @@ def cmd_merge(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from finsent.run import run
+    from finsent.pipeline.run import run
 
     run(resolve_config(args), args.out, args.batch_size)
     return 0
 
 
 def _classifier(args):
-    from finsent.api import Classifier
+    from finsent.serving.api import Classifier
 
     return Classifier.from_config(resolve_config(args), args.adapter, args.batch_size, args.priors)
 
 
 def cmd_predict(args) -> int:
-    from finsent.predict import predict, use_local_gpu
+    from finsent.serving.predict import predict
+    from finsent.serving.sharded import use_local_gpu
 
     if not args.texts and args.input is None and sys.stdin.isatty():
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
@@ -490,7 +492,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from finsent.serve import Limits, serve
+    from finsent.serving.app import serve
+    from finsent.serving.errors import Limits
 
     serve(
         _classifier(args),
@@ -511,7 +514,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from finsent.export import export
+    from finsent.deploy.export import export
 
     cfg = resolve_config(args)
     export(cfg, cfg.model.model, args.out, args.gguf_dtype, min_agreement=args.min_agreement)
@@ -519,14 +522,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from finsent.push import push
+    from finsent.deploy.push import push
 
     push(args.folder, args.repo_id, args.private, args.revision, args.commit_message, args.dry_run)
     return 0
 
 
 def cmd_env(args) -> int:
-    from finsent.models import describe_environment
+    from finsent.modeling.device import describe_environment
 
     info = describe_environment()
     if args.json:

@@ -1,0 +1,152 @@
+"""Loading options: YAML files, flags and the config saved beside a model, resolved in one order.
+
+    finsent train --config configs/smollm2-cpu.yaml --lora.r 16 --train.learning_rate 1e-4
+
+The options themselves (typed dataclasses with help text) are in `options.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from finsent.core.artefacts import CONFIG_FILE
+from finsent.core.errors import FinsentError
+from finsent.core.options import SECTIONS, Config
+
+
+def self_contained(cfg: Config, folder: Path) -> Config:
+    """The config saved inside a whole model's folder (merged or fully fine-tuned): it names that folder
+    as its model, so `--model FOLDER` finds labels, template and weights in one place."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.model = str(Path(folder).resolve())
+    cfg.model.load_in_4bit = False
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FinsentError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise FinsentError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise FinsentError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def apply_mapping(cfg: Config, data: dict, source: str) -> None:
+    """Apply nested ({section: {key: value}}) or flat ({key: value}) settings."""
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise FinsentError(f"{source}: section '{key}' must be a mapping")
+            for sub, v in value.items():
+                cfg.set(f"{key}.{sub}", v, source)
+        else:
+            cfg.set(key, value, source)
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    cfg = Config()
+    if config_file:
+        apply_mapping(cfg, load_yaml(config_file), str(config_file))
+    for key, value in (overrides or {}).items():
+        cfg.set(key, value, "option")
+    return cfg
+
+
+def save_config(cfg: Config, folder: str | Path) -> Path:
+    import yaml
+
+    from finsent.core.fsio import write_text
+
+    path = Path(folder) / CONFIG_FILE
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return path
+
+
+def load_saved_config(folder: str | Path) -> Config | None:
+    """The config saved beside an adapter / merged model / run, or None when there is none."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    cfg = Config()
+    apply_mapping(cfg, load_yaml(path), str(path))
+    return cfg
+
+
+def resolve(
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    adapter: str | None = None,
+) -> Config:
+    """The one way every command names a model and its prompt: defaults < the config saved beside the
+    adapter (or, without one, beside the model folder) < --config FILE < flags.
+
+    An adapter without finsent's saved config still names its base (PEFT's adapter_config.json), so it
+    never falls back to the default model; a --model that contradicts the adapter's base is an error.
+    """
+    overrides = dict(overrides or {})
+    model_flag = overrides.get("model.model")
+    adapter_base = None
+    if adapter:
+        folder = Path(adapter)
+        if not (folder / "adapter_config.json").is_file():
+            raise FinsentError(
+                f"--adapter {adapter}: no adapter_config.json there (not a LoRA adapter folder)"
+            )
+        saved = load_saved_config(folder)
+        adapter_base = saved.model.model if saved else _peft_base(folder)
+        if adapter_base is None and not model_flag:
+            raise FinsentError(
+                f"--adapter {adapter}: neither {CONFIG_FILE} nor adapter_config.json names the base model; "
+                "pass --model"
+            )
+    else:
+        model = model_flag
+        if not model and config_file:
+            section = load_yaml(config_file).get("model")
+            model = section.get("model") if isinstance(section, dict) else None
+        saved = load_saved_config(model) if model and Path(str(model)).is_dir() else None
+    cfg = saved or Config()
+    if adapter_base and not saved:
+        cfg.model.model = adapter_base
+    if config_file:
+        apply_mapping(cfg, load_yaml(config_file), str(config_file))
+    if adapter_base and model_flag and not _same_model(model_flag, adapter_base):
+        raise FinsentError(
+            f"--model {model_flag}: the adapter {adapter} was trained on {adapter_base}; "
+            f"drop --model, or pass --model {adapter_base}"
+        )
+    for key, value in overrides.items():
+        cfg.set(key, value, "option")
+    return cfg
+
+
+def _peft_base(adapter: Path) -> str | None:
+    import json
+
+    return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or None
+
+
+def _same_model(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
+
+
+def iter_fields():
+    """(section, dataclass field) for every option, for building CLI flags."""
+    for sec, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield sec, f

@@ -1,0 +1,102 @@
+"""The Financial PhraseBank: named subsets, the local data folder, the hub download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+
+FPB_FILES = {
+    "50agree": "Sentences_50Agree.txt",
+    "66agree": "Sentences_66Agree.txt",
+    "75agree": "Sentences_75Agree.txt",
+    "allagree": "Sentences_AllAgree.txt",
+}
+
+
+DATA_DIR_ENV = "FINSENT_DATA_DIR"
+
+
+HUB_DATASET = "takala/financial_phrasebank"
+
+
+def resolve_data(spec: str) -> Path:
+    """A path, or `fpb[:subset]`: found under $FINSENT_DATA_DIR, else fetched from the hub (online) or a
+    local mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
+    if not spec.lower().startswith("fpb"):
+        return Path(spec).expanduser()
+    subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
+    if subset not in FPB_FILES:
+        raise FinsentError(f"--data {spec}: unknown subset '{subset}' (use {', '.join(FPB_FILES)})")
+    name = FPB_FILES[subset]
+    root = os.environ.get(DATA_DIR_ENV)
+    if root:
+        for cand in (
+            Path(root) / name,
+            Path(root) / "financial_phrasebank" / name,
+            Path(root) / "FinancialPhraseBank-v1.0" / name,
+        ):
+            if cand.is_file():
+                return cand
+    try:
+        return fetch_fpb(subset)
+    except Exception as e:  # offline, hub refused, layout changed: say how to fix it
+        raise FinsentError(
+            f"--data {spec}: {name} not found"
+            + (f" under ${DATA_DIR_ENV}={root}" if root else f" (${DATA_DIR_ENV} is not set)")
+            + f" and fetching {HUB_DATASET} failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"set {DATA_DIR_ENV} to the folder holding the Financial PhraseBank files (FinancialPhraseBank-v1.0"
+            ".zip from the authors), or go online once (unset HF_HUB_OFFLINE), or pass --data PATH"
+        ) from None
+
+
+# The hub's copy is a loading script, which datasets 4+ refuses to run; the hub's own parquet conversion
+# of it (branch refs/convert/parquet, one folder per configuration) needs no script. Set
+# FINSENT_FPB_REVISION to a commit of that branch to pin it; the commit used is recorded beside the data.
+HUB_REVISION = "refs/convert/parquet"
+
+
+HUB_LABELS = ("negative", "neutral", "positive")  # the dataset's ClassLabel order
+
+
+def fetch_fpb(subset: str) -> Path:
+    """The PhraseBank subset as a local `sentence@label` file (the format of the authors' own files) in
+    finsent's cache, from the hub's parquet conversion or from $FINSENT_FPB_MIRROR, a local folder of
+    the same layout (<config>/<split>/*.parquet)."""
+    import pandas as pd
+
+    from finsent.core.fsio import cache_root, write_json
+
+    config = f"sentences_{subset}"
+    mirror = os.environ.get("FINSENT_FPB_MIRROR")
+    revision = os.environ.get("FINSENT_FPB_REVISION", HUB_REVISION)
+    if mirror:
+        files = sorted((Path(mirror) / config).rglob("*.parquet"))
+        source = {"mirror": str(Path(mirror).resolve())}
+    else:
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+            raise ConnectionError("offline mode (HF_HUB_OFFLINE=1)")
+        from huggingface_hub import HfApi, hf_hub_download
+
+        info = HfApi().dataset_info(HUB_DATASET, revision=revision, files_metadata=False)
+        names = [f.rfilename for f in info.siblings or [] if f.rfilename.startswith(config + "/")]
+        files = [
+            Path(hf_hub_download(HUB_DATASET, f, repo_type="dataset", revision=info.sha))
+            for f in sorted(names)
+            if f.endswith(".parquet")
+        ]
+        source = {"dataset": HUB_DATASET, "revision": revision, "commit": info.sha}
+    if not files:
+        raise FileNotFoundError(f"no {config}/*.parquet")
+    frame = pd.concat([pd.read_parquet(f, columns=["sentence", "label"]) for f in files], ignore_index=True)
+    lines = [f"{text}@{HUB_LABELS[int(label)]}\n" for text, label in zip(frame.sentence, frame.label)]
+    out = cache_root() / "data" / FPB_FILES[subset]
+    from finsent.core.fsio import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_bytes("".join(lines).encode("latin-1", "replace"))  # the authors' encoding
+    write_json(
+        out.with_suffix(".source.json"), source | {"files": [str(f) for f in files], "rows": len(lines)}
+    )
+    return out

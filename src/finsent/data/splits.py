@@ -1,0 +1,176 @@
+"""Train/eval/test splits: the notebooks' split, stratified, random, or an explicit test file.
+
+finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --export runs/data
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+from finsent.core.labels import normalise_label
+from finsent.data.dataset import Dataset, Example
+from finsent.data.phrasebank import resolve_data
+from finsent.data.readers import read_file
+
+
+def load_dataset_from_config(dc) -> Dataset:
+    """Read `dc.data` (a DataConfig) with its column, label and cleaning options."""
+    return read_file(
+        resolve_data(dc.data),
+        dc.labels,
+        dc.label_map,
+        dc.text_column,
+        dc.label_column,
+        dc.skip_invalid,
+        dc.dedupe,
+    )
+
+
+def split_notebook(
+    examples: list[Example],
+    labels: list[str],
+    train_per_label: int = 300,
+    test_per_label: int = 300,
+    eval_per_label: int = 50,
+    seed: int = 42,
+) -> dict[str, list[Example]]:
+    """The notebooks' split, reproduced exactly (same scikit-learn and pandas calls)."""
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    df = pd.DataFrame(
+        {
+            "source_row": [e.source_row for e in examples],
+            "text": [e.text for e in examples],
+            "label": [e.label for e in examples],
+        }
+    )
+    train, test = [], []
+    for lab in labels:
+        part = df[df.label == lab]
+        if len(part) < train_per_label + test_per_label:
+            raise FinsentError(
+                f"notebook split: label '{lab}' has {len(part)} rows, needs {train_per_label + test_per_label}"
+                " (lower data.train_per_label / data.test_per_label or use --split stratified)"
+            )
+        tr, te = train_test_split(
+            part, train_size=train_per_label, test_size=test_per_label, random_state=seed
+        )
+        train.append(tr)
+        test.append(te)
+    x_train = pd.concat(train).sample(frac=1, random_state=10)
+    x_test = pd.concat(test)
+    used = set(x_train.index) | set(x_test.index)
+    rest = df[~df.index.isin(used)]
+    # the notebooks' groupby("sentiment").apply(sample): groups in sorted order, each sampled afresh
+    parts = [
+        rest[rest.label == lab].sample(n=eval_per_label, random_state=10, replace=True)
+        for lab in sorted(set(rest.label))
+    ]
+    x_eval = pd.concat(parts) if parts else rest  # nothing left over (or eval_per_label 0): no eval split
+    return {
+        name: _to_examples(frame) for name, frame in (("train", x_train), ("eval", x_eval), ("test", x_test))
+    }
+
+
+def _to_examples(frame) -> list[Example]:
+    return [Example(int(r.source_row), r.text, r.label) for r in frame.itertuples(index=False)]
+
+
+def split_stratified(
+    examples: list[Example], test_size: float, eval_size: float, seed: int
+) -> dict[str, list[Example]]:
+    from sklearn.model_selection import train_test_split
+
+    y = [e.label for e in examples]
+    rest, test = train_test_split(examples, test_size=test_size, random_state=seed, stratify=y)
+    train, ev = train_test_split(
+        rest, test_size=eval_size / (1 - test_size), random_state=seed, stratify=[e.label for e in rest]
+    )
+    return {"train": train, "eval": ev, "test": test}
+
+
+def split_random(
+    examples: list[Example], test_size: float, eval_size: float, seed: int
+) -> dict[str, list[Example]]:
+    """The public FPB benchmark's split (FinGPT, FinLoRA): `datasets.Dataset.train_test_split(test_size,
+    seed=seed)`, re-implemented in numpy so that it needs no Arrow table: the permutation of
+    np.random.default_rng(seed), ceil(test_size * n) test rows first, the rest train. The eval split is
+    the last eval_size share of that train part (eval_size 0 keeps the benchmark's train rows whole)."""
+    import math
+
+    import numpy as np
+
+    n = len(examples)
+    n_test = math.ceil(test_size * n)
+    order = np.random.default_rng(seed).permutation(n)
+    test = [examples[i] for i in order[:n_test]]
+    rest = [examples[i] for i in order[n_test:]]
+    n_eval = math.ceil(eval_size * n) if eval_size else 0
+    return {"train": rest[: len(rest) - n_eval], "eval": rest[len(rest) - n_eval :], "test": test}
+
+
+def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[Example]]]:
+    """Read the data named by a DataConfig and split it as it asks."""
+    ds = ds or load_dataset_from_config(dc)
+    labels = [normalise_label(x) for x in dc.labels]
+    ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
+    if dc.split == "notebook":
+        splits = split_notebook(
+            ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
+        )
+        # The notebooks sample eval with replacement (kept, for their exact rows). With little left of a
+        # label, as all-data.csv's 4 spare negatives, that is a few sentences counted many times: say so.
+        # Half: n draws from n spare rows already repeat about a third of them, so this fires only when
+        # fewer than about 0.6 n rows are left. Distinct by text, as duplicate rows are one sentence.
+        texts = {lab: [e.text for e in splits["eval"] if e.label == lab] for lab in labels}
+        ds.thin_eval = {lab: (len(set(t)), len(t)) for lab, t in texts.items() if 2 * len(set(t)) < len(t)}
+    elif dc.split == "stratified":
+        splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
+    elif dc.split == "random":
+        splits = split_random(ds.examples, dc.test_size, dc.eval_size, dc.seed)
+    else:
+        if not dc.test_data:
+            raise FinsentError("--split file needs --test-data FILE")
+        test = read_file(
+            dc.test_data, dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid
+        )
+        from sklearn.model_selection import train_test_split
+
+        test_texts = {e.text for e in test.examples}
+        pool = ds.examples
+        ds.in_train_and_test = len({e.text for e in pool} & test_texts)
+        if dc.dedupe and ds.in_train_and_test:
+            kept = [e for e in pool if e.text not in test_texts]
+            ds.dropped_by_dedupe += len(pool) - len(kept)
+            pool = ds.examples = kept
+        train, ev = train_test_split(
+            pool, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in pool]
+        )
+        splits = {"train": train, "eval": ev, "test": test.examples}
+    return ds, splits
+
+
+def counts_table(splits: dict[str, list[Example]], labels: list[str]) -> str:
+    lines = [f"{'split':<8}" + "".join(f"{lab:>10}" for lab in labels) + f"{'total':>10}"]
+    for name, exs in splits.items():
+        c = Counter(e.label for e in exs)
+        lines.append(f"{name:<8}" + "".join(f"{c.get(lab, 0):>10}" for lab in labels) + f"{len(exs):>10}")
+    return "\n".join(lines)
+
+
+def export_splits(splits: dict[str, list[Example]], folder: str | Path) -> list[Path]:
+    from finsent.core.fsio import atomic_path
+
+    out = []
+    for name, exs in splits.items():
+        path = Path(folder) / f"{name}.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["source_row", "text", "label"])
+            w.writerows([e.source_row, e.text, e.label] for e in exs)
+        out.append(path)
+    return out

@@ -1,0 +1,113 @@
+"""Export a (merged) Llama-architecture model to GGUF for llama.cpp and Ollama, then check parity.
+
+    finsent export --model runs/demo/merged_model --format gguf --dtype q8_0 --out runs/demo/finsent-q8_0.gguf
+
+Written with the `gguf` package the way llama.cpp's own converter (convert_hf_to_gguf.py) writes a Llama:
+its tensor names, q/k row permutation and rope-scaling keys (Llama 3.x: a `rope_freqs` tensor), and the
+tokenizer as llama.cpp reads it: byte-level BPE (SmolLM2, Llama 3) with the pre-tokenizer named by the
+same hash llama.cpp uses, or SentencePiece (Llama 2) with scores and token types; special ids and
+whether BOS/EOS are added, checked against what the Hugging Face tokenizer really does. An Ollama
+`Modelfile` beside the file sends exactly the prompt finsent trained on and reads back one label.
+Parity: the GGUF is loaded back with transformers' GGUF loader and its predictions on the eval split are
+compared with the source model's (`make gguf-check` runs the same file in llama.cpp itself).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from finsent.core.artefacts import METRICS_FILE, MODELFILE, PARITY_SUFFIX
+from finsent.core.errors import FinsentError
+from finsent.deploy.gguf import DTYPES, load_tokenizer_gguf, write_gguf
+from finsent.deploy.ollama import modelfile
+
+MIN_AGREEMENT = {"f16": 0.995, "bf16": 0.995, "q8_0": 0.98}
+
+
+def model_folder(spec: str, cache_dir: str = "") -> Path:
+    """--model as a local model folder: the embedded name (converted once, as everywhere) or a folder."""
+    from finsent.core.registry import EMBEDDED
+    from finsent.modeling.load import resolve_model
+
+    if spec not in EMBEDDED:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FinsentError(
+                f"--model {spec}: no such folder (export takes a merged model folder, e.g. "
+                "runs/demo/merged_model, or an embedded model name)"
+            )
+        if not path.is_dir():
+            raise FinsentError(f"--model {spec}: not a folder (export takes a merged model folder)")
+    return Path(resolve_model(spec, cache_dir))
+
+
+def export(
+    cfg,
+    model_dir: str | Path,
+    out: str | Path,
+    dtype: str = "f16",
+    eval_examples=None,
+    min_agreement: float | None = None,
+) -> dict:
+    """Write the GGUF and Modelfile, then compare GGUF and source predictions on the eval split."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from finsent.core.fsio import write_text
+    from finsent.core.parity import certify, summary_line
+    from finsent.core.prompts import PromptCodec
+    from finsent.data.splits import make_splits
+    from finsent.modeling.card import write_model_card
+    from finsent.modeling.load import load_model
+    from finsent.modeling.scoring import classify
+
+    if dtype not in DTYPES:
+        raise FinsentError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
+    model_dir = model_folder(str(model_dir), cfg.model.cache_dir)
+    out = Path(out)
+    source, tokenizer, device = load_model(cfg.model, dtype=torch.float32)
+    codec = PromptCodec.from_config(cfg, tokenizer)
+    ollama = modelfile(codec, out.name)  # before the GGUF: a prompt Ollama cannot send fails early
+    if eval_examples is None:
+        eval_examples = make_splits(cfg.data)[1]["eval"]
+    texts = [e.text for e in eval_examples]
+    before = classify(source, codec, texts)
+    del source
+    write_gguf(model_dir, out, dtype)
+    write_text(out.parent / MODELFILE, ollama)
+    loaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32).to(
+        device
+    )
+    after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(out)), texts)
+    print(f"GGUF {dtype}: {out} ({out.stat().st_size / 1e6:.0f} MB)")
+    try:
+        parity = certify(
+            before,
+            after,
+            out.with_suffix(PARITY_SUFFIX),
+            where="eval split",
+            what=f"GGUF {dtype} / {model_dir}",
+            min_agreement=MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement,
+            extra={"dtype": dtype, "bytes": out.stat().st_size},
+        )
+    except FinsentError as e:  # nothing under the accepted name may look certified
+        from finsent.core.fsio import reject
+
+        moved = reject(out, str(e))
+        raise FinsentError(f"{e}; the GGUF was moved to {moved}") from None
+    write_model_card(
+        out.parent,
+        cfg,
+        "gguf",
+        metrics=_saved_metrics(model_dir),
+        file=str(out),
+        extra={"file": out.name, "tensor type": dtype, "parity": summary_line(parity)},
+    )
+    return parity
+
+
+def _saved_metrics(model_dir) -> dict | None:
+    """The test metrics a merged model carries in its own folder (`finsent run` writes them), if any."""
+    path = Path(model_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,177 @@
+"""Merge a LoRA adapter into its base in full precision, save it, and prove the merge kept accuracy.
+
+    finsent merge --adapter runs/train/adapter --out runs/merged
+
+The notebooks merged into a half-precision copy and lost 4.5 points. Here the base is loaded in
+float32 (a 4-bit base is dequantised by loading it unquantised), the LoRA delta is added in float32, and
+the merged model's predictions are compared with the adapter's: below the required agreement the command
+fails and says so (finsent.parity). `finsent merge` compares on the eval split; `finsent run` compares
+the two full test-split evaluations it makes anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from finsent.core.artefacts import MERGE_PARITY_FILE, MODEL_CARD
+from finsent.core.config import save_config, self_contained
+from finsent.core.options import Config
+from finsent.modeling.calibration import Calibration
+
+MIN_AGREEMENT = 0.995
+
+
+def merge(
+    cfg: Config,
+    adapter: str | Path,
+    out: str | Path,
+    min_agreement: float = MIN_AGREEMENT,
+    eval_examples=None,
+    batch_size: int = 32,
+) -> dict:
+    """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
+    from finsent.core.prompts import PromptCodec
+    from finsent.data.splits import make_splits
+    from finsent.modeling.scoring import classify
+
+    if eval_examples is None:
+        eval_examples = make_splits(cfg.data)[1]["eval"]
+    texts = [e.text for e in eval_examples]
+    trained = _as_trained(cfg, adapter, texts, batch_size)  # QLoRA: the adapter on its 4-bit base
+    peft_model, tokenizer = _load_unquantised(cfg, adapter)
+    codec = PromptCodec.from_config(cfg, tokenizer)
+    before = trained or classify(peft_model, codec, texts, batch_size)
+    merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
+    after = classify(merged, codec, texts, batch_size)
+    reference = (
+        "adapter on its 4-bit base (as trained)"
+        if trained
+        else "adapter on a float32 base"
+        + (" (the 4-bit base it was trained on needs CUDA + bitsandbytes)" if cfg.model.load_in_4bit else "")
+    )
+    return certify_merge(cfg, adapter, out, before, after, "eval split", min_agreement, reference=reference)
+
+
+def _as_trained(cfg: Config, adapter, texts, batch_size):
+    """The adapter's predictions on the 4-bit base it was trained and evaluated on (QLoRA), where this
+    machine can load it; None for a LoRA adapter, or where it cannot (then say so, in one line)."""
+    if not cfg.model.load_in_4bit:
+        return None
+    import importlib.util
+
+    import torch
+
+    if not (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes")):
+        from finsent.core.console import note
+
+        note(
+            "the adapter was trained on a 4-bit base, which needs CUDA + bitsandbytes: comparing the "
+            "merged model with the adapter on a float32 base instead"
+        )
+        return None
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.load import load_model
+    from finsent.modeling.scoring import classify
+
+    model, tokenizer, _ = load_model(cfg.model, str(adapter))
+    outputs = classify(model, PromptCodec.from_config(cfg, tokenizer), texts, batch_size)
+    del model
+    torch.cuda.empty_cache()
+    return outputs
+
+
+def certify_merge(
+    cfg: Config,
+    adapter,
+    out,
+    before,
+    after,
+    where: str,
+    min_agreement: float = MIN_AGREEMENT,
+    metrics: dict | None = None,
+    reference: str = "adapter",
+) -> dict:
+    """The merged model in `out` against its adapter (`reference` says how that was run):
+    merge_parity.json, then (only if it passes) the model card, with the test metrics when the caller
+    measured them."""
+    from finsent.core.errors import FinsentError
+    from finsent.core.fsio import reject
+    from finsent.core.parity import certify, summary_line
+    from finsent.modeling.card import write_model_card
+
+    out = Path(out)
+    try:
+        parity = certify(
+            before,
+            after,
+            out / MERGE_PARITY_FILE,
+            where=where,
+            what="merged model / adapter",
+            min_agreement=min_agreement,
+            extra={"reference": reference},
+        )
+    except FinsentError as e:
+        moved = reject(out, str(e))
+        raise FinsentError(f"{e}; the merged model was moved to {moved}") from None
+    full = cfg.train.method == "full"
+    write_model_card(
+        out,
+        cfg,
+        "full" if full else "merged",
+        metrics=metrics,
+        extra={
+            ("copied from the fully fine-tuned model" if full else "merged from adapter"): adapter,
+            f"merge parity ({where})": f"{summary_line(parity)}, against the {reference}",
+        },
+    )
+    return parity
+
+
+def copy_full(cfg: Config, trained, out) -> None:
+    """train.method=full: nothing to merge; the trained model folder is copied to `out` (atomically) with
+    a config naming `out`, so a run's deployable model is always merged_model/. The caller then checks
+    the copy's parity and writes its card, as for a merge."""
+    import shutil
+
+    from finsent.core.fsio import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        shutil.copytree(trained, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
+        save_config(self_contained(cfg, out), tmp)
+
+
+def _load_unquantised(cfg: Config, adapter):
+    import torch
+
+    from finsent.modeling.load import load_model
+
+    full = copy.deepcopy(cfg)
+    full.model.load_in_4bit = (
+        False  # merge into an unquantised base: rounding the sum to 4 bits loses accuracy
+    )
+    model, tokenizer, _ = load_model(full.model, str(adapter), dtype=torch.float32)
+    return model, tokenizer
+
+
+def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
+    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config) to `out`.
+    The caller writes the model card once it has checked parity."""
+    import torch
+
+    if peft_model is None:
+        peft_model, tokenizer = _load_unquantised(cfg, adapter)
+    from finsent.core.fsio import atomic_dir
+
+    merged = peft_model.merge_and_unload()
+    out = Path(out)
+    target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
+    merged_cfg = self_contained(cfg, out)
+    with atomic_dir(out) as tmp:
+        merged.to(target_dtype).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_config(merged_cfg, tmp)
+        calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
+        if calibration:
+            calibration.save(tmp)
+    return merged

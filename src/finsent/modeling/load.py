@@ -1,0 +1,120 @@
+"""Loading a model and tokenizer: a name, folder, GGUF file or hub id; LoRA adapters; 4-bit bases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+from finsent.core.fsio import cache_root
+from finsent.core.registry import EMBEDDED, ZERO_SHOT_ACCURACY
+from finsent.modeling.device import launched_with_fsdp, pick_device, pick_dtype
+from finsent.modeling.embedded import _convert_gguf, embedded_gguf
+
+
+def resolve_model(spec: str, cache_dir: str = "") -> str:
+    """A local folder (converting the embedded model or a .gguf first) or a hub id, as a string."""
+    root = Path(cache_dir) if cache_dir else cache_root()
+    if spec in EMBEDDED:
+        out = root / "models" / spec
+        if not (out / "config.json").is_file():
+            _convert_gguf(embedded_gguf(spec), out)
+        return str(out)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FinsentError(f"--model {spec}: file not found")
+        st = path.stat()
+        out = root / "models" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+        if not (out / "config.json").is_file():
+            _convert_gguf(path.resolve(), out)
+        return str(out)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FinsentError(f"--model {spec}: folder has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec  # a hub id: transformers fetches it (online) or finds it in the HF cache
+    raise FinsentError(
+        f"--model {spec}: not a known model name, an existing folder, a .gguf file, or a hub id"
+    )
+
+
+def warn_if_untuned(spec: str) -> None:
+    """A warning on stderr when `spec` is a base model that finsent never tuned (no saved config)."""
+    import sys
+
+    from finsent.core.artefacts import CONFIG_FILE
+
+    if Path(spec).expanduser().is_dir() and (Path(spec).expanduser() / CONFIG_FILE).is_file():
+        return
+    measured = ZERO_SHOT_ACCURACY.get(spec)
+    accuracy = (
+        f"its measured zero-shot accuracy is {measured:.3f} on the notebooks' test split (chance: 0.333)"
+        if measured is not None
+        else "its zero-shot accuracy is not measured (finsent evaluate measures it)"
+    )
+    print(
+        f"warning: {spec} is an untuned base model: {accuracy}; pass a tuned model or --adapter "
+        "(finsent run / finsent train)",
+        file=sys.stderr,
+    )
+
+
+def bnb_config(mc):
+    """The notebooks' 4-bit NF4 double-quant config (CUDA + bitsandbytes only)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=mc.bnb_4bit_quant_type,
+        bnb_4bit_compute_dtype=getattr(torch, mc.bnb_4bit_compute_dtype),
+        bnb_4bit_use_double_quant=mc.bnb_4bit_use_double_quant,
+        bnb_4bit_quant_storage=getattr(torch, mc.bnb_4bit_quant_storage),
+    )
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        # Llama tokenizers ship without a pad token; padding is always masked, so EOS is safe to reuse
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=None):
+    """(model, tokenizer, device) for a ModelConfig; with `adapter`, the PEFT adapter on top."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(mc.model, mc.cache_dir)
+    device = pick_device(mc.device)
+    dtype = dtype or pick_dtype(mc.dtype, device)
+    kwargs = {"dtype": dtype}
+    if mc.load_in_4bit:
+        if not device.startswith("cuda"):
+            raise FinsentError(
+                "--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')"
+            )
+        kwargs["quantization_config"] = bnb_config(mc)
+        if not launched_with_fsdp():  # FSDP places the shards (rank 0 alone reads the weights)
+            kwargs["device_map"] = {"": device}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise FinsentError(f"--model {mc.model}: cannot load ({str(e).splitlines()[0]})") from None
+    if not mc.load_in_4bit:
+        model.to(device)
+    tokenizer = load_tokenizer(path)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if adapter:
+        from peft import PeftModel
+
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    if not trainable:
+        model.eval()
+    return model, tokenizer, device

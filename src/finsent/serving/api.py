@@ -1,0 +1,144 @@
+"""The Python API: load a classifier once, call it on a list of strings.
+
+from finsent import Classifier
+clf = Classifier.load("runs/demo/merged_model")          # or a base model + adapter=...
+clf(["Operating profit rose to EUR 13.1 mn ."])
+# [{'label': 'positive', 'probabilities': {'positive': 0.97, 'neutral': 0.02, 'negative': 0.01}}]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from finsent.core.artefacts import METRICS_FILE
+
+if TYPE_CHECKING:  # torch and transformers stay out of `import finsent`
+    from transformers import PreTrainedModel
+
+    from finsent.core.options import Config
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.calibration import Calibration
+
+
+@dataclass
+class Classifier:
+    model: PreTrainedModel
+    codec: PromptCodec
+    config: Config
+    device: str
+    batch_size: int = 32
+    # calibration.json of the adapter or merged model (temperature, training label shares), if it has one
+    calibration: Calibration | None = None
+    # label shares of the data to classify: None, a list in label order, or "auto" (EM on each call's texts)
+    priors: list[float] | str | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        adapter: str | None = None,
+        batch_size: int = 32,
+        config: str | None = None,
+        priors: str | None = None,
+        **options,
+    ) -> Classifier:
+        """A base model, a merged model folder, or a base + adapter, named as on the command line:
+        labels, template and base model come from the config saved beside the adapter or model,
+        `config` (a YAML file) and `options` override them (`dtype="float32"`, `labels=[...]`,
+        `template="chat"`: any option name, or `section.name`). `priors`: the label shares of the texts
+        to classify ('0.15,0.7,0.15', 'neutral=0.7,...') or 'auto' (estimated on each call's texts)."""
+        from finsent.core.config import resolve
+
+        overrides = {k.replace("__", "."): v for k, v in options.items()}
+        if model is not None:
+            overrides["model.model"] = model
+        return cls.from_config(resolve(config, overrides, adapter), adapter, batch_size, priors)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, adapter: str | None = None, batch_size: int = 32, priors: str | None = None
+    ) -> Classifier:
+        """The classifier a resolved Config names (finsent.config.resolve)."""
+        from finsent.core.prompts import PromptCodec
+        from finsent.modeling.calibration import Calibration, parse_priors
+        from finsent.modeling.load import load_model, warn_if_untuned
+
+        shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
+        if not adapter:
+            warn_if_untuned(cfg.model.model)
+        m, tokenizer, device = load_model(cfg.model, adapter)
+        calibration = Calibration.load(adapter or cfg.model.model)
+        return cls(m, PromptCodec.from_config(cfg, tokenizer), cfg, device, batch_size, calibration, shares)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.codec.labels
+
+    def predict(self, texts: list[str] | str) -> list[dict]:
+        """One {label, probabilities} per text; a single string is one text, not its characters.
+        Probabilities are calibrated (the model's temperature) and, with `priors`, re-weighted for the
+        texts' label shares ('auto': estimated on these texts together)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.finish(self.probabilities(list(texts)))
+
+    __call__ = predict
+
+    def probabilities(self, texts: list[str]) -> list[list[float]]:
+        """Calibrated label probabilities, before any prior correction (what the server batches)."""
+        from finsent.modeling.calibration import scale
+        from finsent.modeling.scoring import classify
+
+        _, probs = classify(self.model, self.codec, texts, self.batch_size, prefix_kv=self._prefix())
+        if self.calibration and self.calibration.temperature != 1.0 and probs:
+            probs = scale(probs, self.calibration.temperature).tolist()
+        return probs
+
+    def finish(self, probs: list[list[float]]) -> list[dict]:
+        """{label, probabilities} per row of `probabilities()`, prior-corrected over these rows together."""
+        from finsent.modeling.calibration import adjust
+
+        if self.priors is not None and probs:
+            train = self.calibration.train_priors if self.calibration else []
+            probs, _, _ = adjust(probs, self.labels, None, self.priors, train)
+        return [
+            {
+                "label": self.labels[max(range(len(pr)), key=pr.__getitem__)],
+                "probabilities": dict(zip(self.labels, pr)),
+            }
+            for pr in probs
+        ]
+
+    def _prefix(self):
+        """The instruction prefix's key/value states, computed once per loaded model: the weights never
+        change here, so every call (every micro-batch of the server) reuses them."""
+        if self.codec.prefix_ids and getattr(self, "_prefix_kv", None) is None:
+            import torch
+
+            from finsent.modeling.scoring import prefix_states
+
+            with torch.inference_mode():
+                self._prefix_kv = prefix_states(self.model, self.codec.prefix_ids)
+        return getattr(self, "_prefix_kv", None)
+
+    def describe(self) -> dict:
+        """Model, labels, template and, when the model's folder has them, its test metrics."""
+        info = {
+            "model": self.config.model.model,
+            "labels": self.labels,
+            "template": self.codec.template.render("{text}") + self.codec.template.answer_sep + "{label}",
+            "device": self.device,
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+        }
+        saved = Path(self.config.model.model) / METRICS_FILE
+        if saved.is_file():
+            m = json.loads(saved.read_text())
+            info["metrics"] = {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n") if k in m}
+        if self.calibration:
+            info["temperature"] = self.calibration.temperature
+        if self.priors is not None:
+            info["priors"] = self.priors if self.priors == "auto" else dict(zip(self.labels, self.priors))
+        return info

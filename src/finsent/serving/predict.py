@@ -1,0 +1,115 @@
+"""Batch prediction over texts, files or stdin, streamed in chunks.
+
+    finsent predict --model runs/demo/merged_model "Operating profit rose to EUR 13.1 mn ."
+    finsent predict --model runs/demo/merged_model --input news.csv --text-column sentence --output out.jsonl
+    cat headlines.txt | finsent predict --model runs/demo/merged_model --output out.csv
+
+Input: CSV/TSV (header row), JSONL, Parquet, or TXT (one text a line), read by the data layer's reader
+(UTF-8, else Latin-1, the PhraseBank's own encoding); another suffix is an error. Output: CSV or JSONL by suffix (CSV on
+stdout without --output): the id column when the input has one, the text, the predicted label and one
+probability per label. A bad row (empty text, broken JSON) is reported with its line number and
+skipped, unless --strict; the output is written atomically.
+
+Corpora larger than one process (one GPU per process on CUDA, by LOCAL_RANK):
+
+    torchrun --nproc_per_node 8 -m finsent predict --model M --input big.csv --output out.csv
+
+Under torchrun (or alone with --shard-rows N) the rows are cut into contiguous shards, dealt to the
+ranks in turn (shard j to rank j mod WORLD_SIZE); each shard is written atomically to
+OUTPUT.shards/part-00003-of-00012.csv with a small .json marker beside it, rank 0 waits for the others,
+then concatenates the shards in order into OUTPUT (atomically) and removes the folder: the same rows,
+order and labels as one process. OUTPUT.shards/manifest.json records the input's fingerprint, the
+options and the shard plan, so a restarted run (any number of processes) skips the shards already
+written, and a changed input or option is refused instead of mixed in.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from finsent.core.errors import FinsentError
+from finsent.serving.rows import CHUNK, Writer, _chain, _limit, _text, iter_rows
+from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
+
+
+def predict(
+    clf,
+    texts: list[str],
+    input_path: str | None,
+    output: str | None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    strict: bool = False,
+    shard_rows: int | None = None,
+    adapter: str | None = None,
+    max_tokens: int | None = None,
+) -> dict:
+    """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
+
+    Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
+    sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest.
+    A text whose prompt is over `max_tokens` or the model's context is a bad row."""
+    import time
+
+    # torchrun with one process still shards when it can (resumable); with several it must
+    under_torchrun = "WORLD_SIZE" in os.environ and input_path not in (None, "-") and bool(output)
+    if shard_rows or under_torchrun or _rank_env()[1] > 1:
+        return predict_sharded(
+            clf,
+            texts,
+            input_path,
+            output,
+            text_column,
+            id_column,
+            strict,
+            shard_rows or SHARD_ROWS,
+            adapter,
+            max_tokens,
+        )
+
+    from finsent.core.console import progress_bar
+
+    rows = iter_rows(input_path, text_column, texts)
+    first = next(rows, None)
+    if first is None:
+        raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    if id_column is None and first[1] is not None:
+        id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
+    bad, done = 0, 0
+    limit = _limit(clf, max_tokens)
+    start = time.perf_counter()
+    chunk: list[tuple[dict, str]] = []
+
+    def flush():
+        nonlocal done
+        results = clf.predict([t for _, t in chunk])
+        for (rec, text), r in zip(chunk, results):
+            writer.write(rec, text, r["label"], list(r["probabilities"].values()))
+        done += len(chunk)
+        bar.update(len(chunk))
+        chunk.clear()
+
+    with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
+        for i, (where, rec, err) in enumerate(_chain(first, rows)):
+            text = _text(where, rec, err, text_column, strict, clf.codec, limit)
+            if text is None:
+                bad += 1
+            else:
+                chunk.append((rec, text))
+            if (i + 1) % CHUNK == 0 and chunk:
+                flush()
+        if chunk:
+            flush()
+    seconds = time.perf_counter() - start
+    summary = {
+        "rows": done + bad,
+        "predicted": done,
+        "bad": bad,
+        "sentences_per_second": done / seconds if seconds else 0.0,
+    }
+    print(
+        f"{done} predicted, {bad} bad rows skipped, {summary['sentences_per_second']:.1f} sentences/s",
+        file=sys.stderr,
+    )
+    return summary

@@ -1,0 +1,123 @@
+"""Prediction's input rows and output writer, shared by plain and sharded prediction.
+
+Rows come from texts, a file (through the data readers) or stdin; each bad row is reported with its
+line and skipped, or stops the run under --strict. Output is CSV or JSONL by suffix, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+
+# rows per classify() call, counted in input rows (bad ones too): chunks then start at the same rows in
+# one process and in a sharded run (shards are whole chunks), so both make the same batches and write
+# byte-identical outputs
+CHUNK = 256
+
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[str, dict | None, str]]:
+    """(where, record or None when bad, error) for every input row: texts given on the command line,
+    stdin (a text a line), or a file read by the data layer's own reader (finsent.data.iter_records)."""
+    if texts:
+        for i, t in enumerate(texts, 1):
+            yield f"argument {i}", {text_column: t}, ""
+        return
+    from finsent.data.readers import iter_records, text_lines
+
+    if path in (None, "-"):
+        for where, rec, _ in text_lines(sys.stdin.buffer, "stdin", text_column):
+            yield where, rec, ""
+        return
+
+    for where, rec, error in iter_records(path, text_column):
+        yield where, rec, error or ""
+
+
+class Writer:
+    """CSV or JSONL rows to a file (atomically: renamed into place only by close(ok=True)) or to stdout."""
+
+    def __init__(self, output: str | None, labels: list[str], id_column: str | None, header: bool = True):
+        self.labels, self.id_column = labels, id_column
+        self.jsonl = bool(output) and Path(output).suffix.lower() in JSONL_SUFFIXES
+        self._files = contextlib.ExitStack()
+        if output:
+            from finsent.core.fsio import atomic_path
+
+            tmp = self._files.enter_context(atomic_path(output))
+            self.fh = self._files.enter_context(open(tmp, "w", newline="", encoding="utf-8"))  # noqa: SIM115
+        else:
+            self.fh = sys.stdout
+        if not self.jsonl:
+            self.csv = csv.writer(self.fh)
+        if not self.jsonl and header:  # a shard has no header: shards are concatenated under one
+            self.csv.writerow(
+                ([id_column] if id_column else []) + ["text", "predicted"] + [f"p_{x}" for x in labels]
+            )
+
+    def write(self, rec: dict, text: str, label: str, probs: list[float]) -> None:
+        if self.jsonl:
+            out = ({self.id_column: rec.get(self.id_column)} if self.id_column else {}) | {
+                "text": text,
+                "predicted": label,
+                "probabilities": dict(zip(self.labels, probs)),
+            }
+            self.fh.write(json.dumps(out, ensure_ascii=False, default=_plain) + "\n")
+        else:
+            self.csv.writerow(
+                ([rec.get(self.id_column)] if self.id_column else [])
+                + [text, label]
+                + [f"{p:.6f}" for p in probs]
+            )
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Flush; a file output is renamed into place, or deleted when the block raised."""
+        self.fh.flush()
+        self._files.__exit__(*exc)
+
+
+def _limit(clf, max_tokens: int | None) -> tuple[int | None, str]:
+    """(most prompt tokens per text, why): --max-tokens or the model's context (PromptCodec.prompt_limit)."""
+    from finsent.modeling.scoring import model_context
+
+    return clf.codec.prompt_limit(model_context(clf.model), max_tokens)
+
+
+def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool, codec, limit) -> str | None:
+    """The row's text, or None for a bad row: empty, unreadable, or a prompt over `limit` (reported on
+    stderr; with `strict`, an error)."""
+    from finsent.data.readers import is_missing
+
+    value = None if rec is None else rec.get(text_column)
+    text = None if err or is_missing(value) else str(value).strip()
+    if text is not None:
+        err = codec.too_long(text, *limit)
+        err = err and f"{where}: {err}"
+    if err or text is None:
+        msg = err or f"{where}: empty text"
+        if strict:
+            raise FinsentError(msg + " (--strict)")
+        print(f"skipped {msg}", file=sys.stderr)
+        return None
+    return text
+
+
+def _plain(value):
+    """Parquet ids arrive as numpy scalars or timestamps: JSON gets their plain value."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest

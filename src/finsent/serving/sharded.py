@@ -1,0 +1,360 @@
+"""Sharded, resumable prediction: torchrun ranks split a file's rows, each writes shards; a killed run
+resumes at the first missing shard, and rank 0 concatenates them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from finsent.core.artefacts import SHARD_MANIFEST
+from finsent.core.errors import FinsentError
+from finsent.serving.rows import CHUNK, JSONL_SUFFIXES, Writer, _limit, _text, iter_rows
+
+SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
+
+
+def _rank_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside it."""
+    try:
+        return tuple(
+            int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))
+        )
+    except ValueError:
+        raise FinsentError(
+            "RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)"
+        ) from None
+
+
+def use_local_gpu() -> None:
+    """Under torchrun on a CUDA machine, one GPU per process: LOCAL_RANK's GPU becomes the current
+    device, so that the model loader's plain 'cuda' means this process's own GPU. Call before loading."""
+    if "LOCAL_RANK" not in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    local, count = _rank_env()[2], torch.cuda.device_count()
+    if local >= count:
+        raise FinsentError(
+            f"LOCAL_RANK {local} but only {count} GPU(s) visible: use --nproc_per_node {count} or fewer"
+        )
+    torch.cuda.set_device(local)
+
+
+def _fingerprint(path: str) -> dict:
+    """What identifies the input: its size and SHA-256 (its name may change, its content may not)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(Path(path).resolve()), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _options(clf, text_column: str, id_column: str | None, strict: bool, jsonl: bool, adapter) -> dict:
+    """Every choice that changes an output row: shards made under other options must not be mixed in.
+    (Batch size is left out: results do not depend on it; the device type too, for the same reason.)"""
+    import dataclasses
+
+    cfg = clf.config.to_dict()
+    known = {"model", "codec", "config", "device", "batch_size"}
+    return {
+        "model": {k: v for k, v in cfg["model"].items() if k not in ("device", "cache_dir")},
+        "adapter": str(Path(adapter).resolve()) if adapter else None,
+        "prompt": cfg["prompt"],
+        "labels": list(clf.labels),
+        "dtype": str(clf.model.dtype).replace("torch.", ""),
+        # any other setting of the Classifier (e.g. label priors) counts too
+        "classifier": {
+            f.name: _comparable(getattr(clf, f.name)) for f in dataclasses.fields(clf) if f.name not in known
+        },
+        "text_column": text_column,
+        "id_column": id_column,
+        "strict": strict,
+        "format": "jsonl" if jsonl else "csv",
+    }
+
+
+def _comparable(value):
+    """A setting as JSON can hold it (a dataclass as its fields), so that two processes, or a run and its
+    restart, compare equal when the setting is the same; an object of no known shape counts by its type."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    try:
+        return json.loads(json.dumps(value, default=_plain_number))
+    except (TypeError, ValueError):
+        return type(value).__name__
+
+
+def _plain_number(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two option dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(prefix + key)
+    return out
+
+
+class _Shards:
+    """OUTPUT.shards/: the manifest, the shard files and their completion markers."""
+
+    def __init__(self, output: str, jsonl: bool):
+        self.output = Path(output)
+        self.folder = self.output.with_name(self.output.name + ".shards")
+        self.suffix = ".jsonl" if jsonl else ".csv"
+        self.manifest_path = self.folder / SHARD_MANIFEST
+
+    def name(self, j: int, n: int) -> str:
+        return f"part-{j:05d}-of-{n:05d}"
+
+    def data(self, j: int, n: int) -> Path:
+        return self.folder / (self.name(j, n) + self.suffix)
+
+    def marker(self, j: int, n: int) -> Path:
+        return self.folder / (self.name(j, n) + ".json")
+
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise FinsentError(
+                f"{self.manifest_path}: unreadable ({e}); delete {self.folder}/ to start over"
+            ) from None
+
+    def done(self, j: int, n: int) -> dict | None:
+        """The shard's marker when the shard is complete (marker written after the data file, sizes agree)."""
+        try:
+            mark = json.loads(self.marker(j, n).read_text(encoding="utf-8"))
+            return mark if self.data(j, n).stat().st_size == mark["bytes"] else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def settle(self, want: dict, rows: int, shard_rows: int, world: int) -> bool:
+        """Rank 0, before anyone writes: resume the manifest's run when it is this run (same input and
+        options), refuse a partial run of another input or options, else start afresh."""
+        from finsent.core.fsio import write_json
+
+        have = self.read_manifest()
+        if have is not None:
+            changed = []
+            if have.get("input", {}).get("sha256") != want["input"]["sha256"]:
+                changed.append(f"input (was {have.get('input', {}).get('path')})")
+            changed += _differences(have.get("options", {}), want["options"])
+            if changed:
+                raise FinsentError(
+                    f"{self.folder}/ holds a partial run with another {', '.join(changed)}: rerun with the "
+                    f"same input and options to resume it, or delete {self.folder}/ to start over"
+                )
+            return True
+        if self.folder.exists():  # shards without a manifest cannot be trusted
+            import shutil
+
+            shutil.rmtree(self.folder)
+        # every rank gets work on a small input; whole chunks only (see CHUNK)
+        size = -(-min(shard_rows, -(-rows // world)) // CHUNK) * CHUNK
+        write_json(self.manifest_path, want | {"rows": rows, "shard_rows": size, "shards": -(-rows // size)})
+        return False
+
+
+def _barrier() -> None:
+    """Wait for every rank (gloo, so on a GPU machine too). The process group is created on first use
+    with a long timeout: a rank may classify for hours before the others hear from it."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+    dist.barrier()
+
+
+def predict_sharded(
+    clf,
+    texts: list[str],
+    input_path: str | None,
+    output: str | None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    strict: bool = False,
+    shard_rows: int = SHARD_ROWS,
+    adapter: str | None = None,
+    max_tokens: int | None = None,
+) -> dict:
+    """This rank's shards of the input, then (rank 0) the whole output in input order; see the module's
+    docstring. Returns this rank's counts, or on rank 0 the whole run's."""
+    import time
+
+    from finsent.core.console import progress_bar
+
+    rank, world, _ = _rank_env()
+    if texts or input_path in (None, "-") or not output:
+        raise FinsentError(
+            "sharded prediction (torchrun, --shard-rows) needs --input FILE and --output FILE "
+            "(stdin and command-line texts cannot be split between processes)"
+        )
+    if not Path(input_path).is_file():
+        raise FinsentError(f"--input {input_path}: no such file")
+    # every rank reads the whole input once to count its rows: the shard plan needs the total
+    rows, first = 0, None
+    for row in iter_rows(input_path, text_column, []):
+        first = first or row
+        rows += 1
+    if not rows:
+        raise FinsentError(f"--input {input_path}: no rows")
+    if id_column is None and first[1] is not None:
+        id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
+    jsonl = Path(output).suffix.lower() in JSONL_SUFFIXES
+    shards = _Shards(output, jsonl)
+    want = {
+        "version": 1,
+        "input": _fingerprint(input_path),
+        "options": _options(clf, text_column, id_column, strict, jsonl, adapter) | {"max_tokens": max_tokens},
+    }
+    resumed = shards.settle(want, rows, shard_rows, world) if rank == 0 else False
+    if world > 1:
+        _barrier()  # the manifest is settled: every rank now reads the same plan
+    plan = shards.read_manifest()
+    if plan is None or plan.get("input", {}).get("sha256") != want["input"]["sha256"]:
+        raise FinsentError(f"{shards.manifest_path}: missing or changed while this run started")
+    if resumed and shard_rows != SHARD_ROWS:
+        print(
+            f"note: resuming the manifest's plan ({plan['shards']} shards of {plan['shard_rows']} rows); "
+            "--shard-rows applies to a fresh run",
+            file=sys.stderr,
+        )
+    size, n = plan["shard_rows"], plan["shards"]
+    mine = [j for j in range(n) if j % world == rank]
+    todo = {j for j in mine if shards.done(j, n) is None}
+    skipped = [j for j in mine if j not in todo]
+    if skipped:
+        print(
+            f"rank {rank}: {len(skipped)} of {len(mine)} shards already written, skipped "
+            f"({', '.join(shards.name(j, n) for j in skipped[:5])}{', ...' if len(skipped) > 5 else ''})",
+            file=sys.stderr,
+        )
+    start, started_at = time.perf_counter(), time.time()
+    done = bad = 0
+    limit = _limit(clf, max_tokens)
+    with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
+        shard, writer, counts, chunk = None, None, {}, []
+
+        def flush():
+            nonlocal done
+            results = clf.predict([t for _, t in chunk])
+            for (rec, text), r in zip(chunk, results):
+                writer.write(rec, text, r["label"], list(r["probabilities"].values()))
+            done += len(chunk)
+            counts["predicted"] += len(chunk)
+            bar.update(len(chunk))
+            chunk.clear()
+
+        def finish():
+            nonlocal writer
+            if chunk:
+                flush()
+            writer.__exit__(None, None, None)  # renamed into place; the marker follows it
+            from finsent.core.fsio import write_json
+
+            counts["bytes"] = shards.data(shard, n).stat().st_size
+            counts["written_at"] = time.time()
+            write_json(shards.marker(shard, n), counts)
+            writer = None
+
+        try:
+            for i, (where, rec, err) in enumerate(iter_rows(input_path, text_column, [])):
+                j = i // size
+                if j not in todo:
+                    continue
+                if j != shard:
+                    if writer is not None:
+                        finish()
+                    shard, counts = j, {"shard": j, "first_row": i, "predicted": 0, "bad": 0}
+                    writer = Writer(str(shards.data(j, n)), clf.labels, id_column, header=False)
+                text = _text(where, rec, err, text_column, strict, clf.codec, limit)
+                if text is None:
+                    bad += 1
+                    counts["bad"] += 1
+                else:
+                    chunk.append((rec, text))
+                if (i + 1) % CHUNK == 0 and chunk:
+                    flush()
+            if writer is not None:
+                finish()
+        except BaseException as e:
+            if writer is not None:  # the unfinished shard's temporary file is removed, no marker
+                writer.__exit__(type(e), e, e.__traceback__)
+            raise
+    seconds = time.perf_counter() - start
+    mine_summary = {
+        "rows": rows,
+        "predicted": done,
+        "bad": bad,
+        "shards_written": len(todo),
+        "shards_skipped": len(skipped),
+    }
+    if world > 1:
+        _barrier()  # rank 0 waits here for every other rank's last shard
+    if rank != 0:
+        print(f"rank {rank}: {done} predicted in {len(todo)} shards, {bad} bad rows skipped", file=sys.stderr)
+        return mine_summary | {"sentences_per_second": done / seconds if seconds else 0.0}
+    return _concatenate(shards, n, clf.labels, id_column, rows, start, started_at)
+
+
+def _concatenate(
+    shards: _Shards, n: int, labels: list[str], id_column, rows: int, start: float, started_at: float
+) -> dict:
+    """Rank 0: the shards, in order, into the output (atomically); then the shards folder goes."""
+    import shutil
+    import time
+
+    marks = [shards.done(j, n) for j in range(n)]
+    missing = [shards.name(j, n) for j, m in enumerate(marks) if m is None]
+    if missing:
+        raise FinsentError(
+            f"{len(missing)} shard(s) missing after every rank finished ({', '.join(missing[:3])}); rerun to resume"
+        )
+    with Writer(str(shards.output), labels, id_column) as writer:
+        for j in range(n):
+            with open(shards.data(j, n), newline="", encoding="utf-8") as fh:
+                shutil.copyfileobj(fh, writer.fh)
+    shutil.rmtree(shards.folder)
+    seconds = time.perf_counter() - start
+    predicted = sum(m["predicted"] for m in marks)
+    # shards of an earlier, interrupted run were skipped: speed counts only this run's (1 s of slack
+    # for the clocks of other machines writing to a shared folder)
+    fresh = [m for m in marks if m.get("written_at", 0) >= started_at - 1]
+    world = _rank_env()[1]
+    summary = {
+        "rows": rows,
+        "predicted": predicted,
+        "bad": sum(m["bad"] for m in marks),
+        "shards": n,
+        "shards_skipped": n - len(fresh),
+        "processes": world,
+        "sentences_per_second": sum(m["predicted"] for m in fresh) / seconds if seconds else 0.0,
+    }
+    print(
+        f"{predicted} predicted, {summary['bad']} bad rows skipped, {n} shards ({summary['shards_skipped']} "
+        f"from an earlier run) by {world} process(es), {summary['sentences_per_second']:.1f} sentences/s; "
+        f"wrote {shards.output}",
+        file=sys.stderr,
+    )
+    return summary

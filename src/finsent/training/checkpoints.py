@@ -1,0 +1,119 @@
+"""A training folder's safety: never train over a run by accident, resume only what is the same run,
+and never from a checkpoint that a kill cut off mid-save.
+
+train.output_dir holds a stamp (run_stamp.json: a hash of the resolved options and a fingerprint of the
+training data) beside the trainer's checkpoint-N folders. `--resume` continues only when both match;
+`--overwrite` clears the folder's training outputs and starts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from finsent.core.artefacts import ADAPTER_DIR, MODEL_DIR, RUN_STAMP, TRAIN_LOG
+from finsent.core.errors import FinsentError
+
+# what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+# options that say how to run, not what is trained: they may change between a run and its resumption
+NOT_HASHED = {
+    ("train", "resume"),
+    ("train", "overwrite"),
+    ("train", "output_dir"),
+    ("train", "eval_batch_size"),
+}
+# the training folder's own outputs (named in train.py) and TensorBoard's logs
+TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, "runs", RUN_STAMP)
+
+
+def config_hash(cfg) -> str:
+    d = cfg.to_dict()
+    for section, key in NOT_HASHED:
+        d[section].pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(splits: dict) -> str:
+    h = hashlib.sha256()
+    for name in ("train", "eval"):
+        for e in splits.get(name, []):
+            h.update(f"{name}\t{e.source_row}\t{e.label}\t{e.text}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def is_complete(checkpoint: Path) -> str | None:
+    """None when `checkpoint` can be resumed from, else why not."""
+    missing = [f for f in CHECKPOINT_FILES if not (checkpoint / f).is_file()]
+    if not any(checkpoint.glob("adapter_model.*")) and not any(checkpoint.glob("model*.safetensors")):
+        missing.append("adapter_model.safetensors")
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return "trainer_state.json is cut off"
+    return None
+
+
+def guard(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, to train into a folder that holds another run unless told what to do."""
+    used = out.is_dir() and (bool(_checkpoints(out)) or any((out / n).exists() for n in TRAINING_OUTPUTS))
+    if used and not (resume or overwrite):
+        raise FinsentError(
+            f"train.output_dir {out} already holds a training run: pass --resume to continue it, "
+            "or --overwrite to start again"
+        )
+
+
+def prepare(out: Path, cfg, splits: dict, resume: bool, overwrite: bool, main: bool = True) -> Path | None:
+    """Check `out` before training; returns the checkpoint to resume from (or None) and writes the stamp.
+    Under DDP only the main process checks, clears and stamps; the others only pick the same checkpoint."""
+    from finsent.core.console import note
+    from finsent.core.fsio import write_json
+
+    if not main:
+        if not resume or overwrite:
+            return None
+        complete = [c for c in (_checkpoints(out) if out.is_dir() else []) if is_complete(c) is None]
+        return complete[-1] if complete else None
+
+    stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
+    checkpoints = _checkpoints(out) if out.is_dir() else []
+    used = bool(checkpoints) or any((out / name).exists() for name in TRAINING_OUTPUTS)
+    last = None
+    if used and overwrite:
+        for path in [*checkpoints, *(out / name for name in TRAINING_OUTPUTS)]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        note(f"--overwrite: cleared the earlier training run in {out}")
+    elif used:
+        guard(out, resume, overwrite)
+        old = json.loads((out / RUN_STAMP).read_text()) if (out / RUN_STAMP).is_file() else {}
+        for key, what in (("config_hash", "options"), ("data_fingerprint", "training data")):
+            if old.get(key) != stamp[key]:
+                raise FinsentError(
+                    f"--resume: {out} was trained with other {what} ({key} {old.get(key)} here, "
+                    f"{stamp[key]} now); pass --overwrite to start again, or the same {what}"
+                )
+        for checkpoint in reversed(checkpoints):
+            why = is_complete(checkpoint)
+            if why is None:
+                last = checkpoint
+                break
+            note(f"--resume: skipping {checkpoint.name} ({why}): a run killed while saving")
+        if last is None:
+            note(f"--resume: no complete checkpoint in {out}; starting from scratch")
+    elif resume:
+        note(f"--resume: no checkpoint in {out}; starting from scratch")
+    write_json(out / RUN_STAMP, stamp)
+    return last
