@@ -35,16 +35,16 @@ test: setup
 	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test says why
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench experiments
+	$(BIN)/ruff format --check src tests bench experiments
 
 format: setup
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench experiments
+	$(BIN)/ruff check --fix src tests bench experiments
 
 # the demo's merged model in real llama.cpp (builds llama-cpp-python once): make gguf-check [MODEL=DIR] [LIMIT=N]
 gguf-check: setup
-	$(BIN)/python bench/gguf_check.py $(if $(MODEL),--model $(MODEL)) $(if $(LIMIT),--limit $(LIMIT))
+	$(BIN)/python -m bench.gguf_check $(if $(MODEL),--model $(MODEL)) $(if $(LIMIT),--limit $(LIMIT))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,7 +1,7 @@
 """Run finsent's GGUF exports in real llama.cpp, as Ollama runs them, and compare with finsent.
 
-    .venv/bin/python bench/gguf_check.py --model runs/demo/merged_model      # or: make gguf-check
-    .venv/bin/python bench/gguf_check.py --model smollm2-135m --limit 90     # quick, untuned base
+    .venv/bin/python -m bench.gguf_check --model runs/demo/merged_model      # or: make gguf-check
+    .venv/bin/python -m bench.gguf_check --model smollm2-135m --limit 90     # quick, untuned base
 
 1. installs llama-cpp-python into the venv once if it is missing (a CPU build from its source
    distribution, which vendors llama.cpp: many minutes on two cores);
@@ -11,7 +11,7 @@
      the GGUF's own BOS rule, greedy decoding under the Modelfile's num_predict/stop, the reply parsed for
      the first label word (finsent's parser);
    - by scoring: llama.cpp's log-probabilities of each label's answer tokens after the prompt, summed,
-     the label probabilities compared with finsent's (finsent.api.Classifier, float32);
+     the label probabilities compared with finsent's (finsent.serving.api.Classifier, float32);
    - the tokenisation itself: llama.cpp's ids for the rendered prompt against finsent's (HF) ids;
 4. prints agreement with finsent's predictions and accuracy for each type and writes JSON
    (--json, default <out>/gguf_check.json). Targets: 99.5% agreement for f16, 98% for q8_0.
@@ -28,12 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (
-    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    / "kaggle_all_data"
-    / "all-data.csv"
-)
+from bench.common import DATA, ROOT
+
 TARGET = {"f16": 0.995, "bf16": 0.995, "q8_0": 0.98}
 CMAKE_ARGS = (
     "-DGGML_NATIVE=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF "
@@ -176,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from finsent.data.splits import make_splits
     from finsent.deploy.export import model_folder
     from finsent.deploy.ollama import parse_modelfile, render_template
-    from finsent.modeling.scoring import _parse_answer
+    from finsent.modeling.scoring import parse_answer
     from finsent.serving.api import Classifier
 
     folder = model_folder(args.model)
@@ -245,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             ref_probs = [ref[i]["probabilities"][lab] for lab in codec.labels]
             max_diff = max(max_diff, float(np.abs(probs - np.array(ref_probs)).max()))
             reply = runner.generate(ids, num_predict, stops)
-            by_generate.append(_parse_answer(reply, codec))
+            by_generate.append(parse_answer(reply, codec))
             replies[reply] = replies.get(reply, 0) + 1
             if (i + 1) % 100 == 0:
                 print(f"  {dtype}: {i + 1}/{len(texts)} ({time.time() - t:.0f} s)", flush=True)

@@ -4,7 +4,7 @@
 # visible, the notebooks' QLoRA recipe (4-bit NF4, paged AdamW, fp16, gradient checkpointing) against
 # finsent's fast path on a randomly initialised model of Llama 3.2 1B's shape (the tokenizer's
 # vocabulary), the adapter evaluated on its 4-bit base, a float32 merge with its parity check, and
-# bench/predict.py. Random weights: the accuracies mean nothing, the speeds and the wiring do.
+# python -m bench.predict. Random weights: the accuracies mean nothing, the speeds and the wiring do.
 # Each step is time-limited and logged; a failing step does not stop the others. ONLY="build tests ..."
 # runs a subset of the steps.
 set -u
@@ -32,7 +32,7 @@ python3 -c "import torch, transformers, peft, trl, bitsandbytes, datasets; print
 step build 90 python3 - "$TOK" "$MODEL" <<'EOF'
 import shutil, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
-from finsent.train import KNOWN_ARCHITECTURES
+from finsent.core.registry import KNOWN_ARCHITECTURES
 tok_dir, out = sys.argv[1:]
 tok = AutoTokenizer.from_pretrained(tok_dir)
 cfg = LlamaConfig(**{**KNOWN_ARCHITECTURES["meta-llama/Llama-3.2-1B"], "vocab_size": len(tok)},
@@ -59,6 +59,6 @@ done
 step evaluate_4bit 90 python3 -m finsent.cli evaluate --adapter /tmp/qlora-fast/adapter --data "$DATA" \
   --subset test --out /tmp/eval-4bit
 step merge 120 python3 -m finsent.cli merge --adapter /tmp/qlora-fast/adapter --out /tmp/merged
-step bench_predict 150 python3 bench/predict.py --model "$MODEL"
+step bench_predict 150 python3 -m bench.predict --model "$MODEL"
 cp /tmp/eval-4bit/metrics.json "$OUT/eval_4bit_metrics.json" 2>/dev/null
 cp /tmp/merged/merge_parity.json "$OUT/merge_parity.json" 2>/dev/null

@@ -1,7 +1,7 @@
 """Load test of `finsent serve`: 1,000 requests from 16 concurrent clients on loopback, beside a baseline.
 
-    .venv/bin/python bench/load.py --model runs/demo/merged_model
-    .venv/bin/python bench/load.py --quick          # 200 requests, embedded base model
+    .venv/bin/python -m bench.load --model runs/demo/merged_model
+    .venv/bin/python -m bench.load --quick          # 200 requests, embedded base model
 
 Starts the real server in a subprocess on a free loopback port, waits for /health, then sends the same
 requests (one PhraseBank sentence each) twice: one at a time (the plain baseline: no micro-batching
@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from bench.common import DATA
 from finsent.core.registry import DEFAULT_MODEL
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (
-    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    / "kaggle_all_data"
-    / "all-data.csv"
-)
 
 
 async def client(url: str, texts: list[str], queue: asyncio.Queue, latencies: list[float], errors: list[str]):

@@ -1,6 +1,6 @@
 """Train = deploy: does `finsent predict` answer what plain transformers answers for the same prompt?
 
-    .venv/bin/python bench/plain_check.py --model runs/demo/merged_model [--n 240]
+    .venv/bin/python -m bench.plain_check --model runs/demo/merged_model [--n 240]
 
 The reference shares no code with finsent's scorer: the notebooks' prompt is written out here as the
 notebooks write it, tokenised as one string by the model's own tokenizer, and each label scored by one
@@ -15,19 +15,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (
-    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    / "kaggle_all_data"
-    / "all-data.csv"
-)
+from bench.common import DATA, ROOT
+
 LABELS = ["positive", "neutral", "negative"]
 
 

@@ -1,7 +1,7 @@
 """Classification speed: the notebooks' prediction loop against finsent's evaluator, same model, same run.
 
-    .venv/bin/python bench/predict.py            # 300 test sentences
-    .venv/bin/python bench/predict.py --quick    # 60 sentences, under 3 minutes
+    .venv/bin/python -m bench.predict            # 300 test sentences
+    .venv/bin/python -m bench.predict --quick    # 60 sentences, under 3 minutes
 
 The notebooks build a text-generation pipeline for every sentence, generate one token, and look for a
 label word in it. finsent scores every label's full answer in one batched pass (scoring.py). Both run
@@ -14,19 +14,11 @@ against a measured matmul peak.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
+from bench.common import DATA
 from finsent.core.registry import DEFAULT_MODEL
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (
-    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    / "kaggle_all_data"
-    / "all-data.csv"
-)
 
 
 def matmul_peak(dtype, device: str = "cpu") -> float:

@@ -1,6 +1,6 @@
 """Prior correction on an imbalanced test set: before and after `--priors`.
 
-    python bench/prior_shift.py [--model runs/demo/merged_model] [--data .../all-data.csv]
+    python -m bench.prior_shift [--model runs/demo/merged_model] [--data .../all-data.csv]
 
 The test set is the notebooks' test split made imbalanced as real news is: all its neutral sentences
 and the first fifth of the positive and of the negative ones (300 + 60 + 60 = 420, 71% neutral). The
@@ -11,23 +11,18 @@ shares estimated on the unlabeled sentences by EM (auto). Writes bench/results/p
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import RESULTS, demo_model_parser, demo_test_split
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from ablate import demo_model_parser, demo_test_split
-
     from finsent.core.fsio import write_json
     from finsent.evaluation.metrics import classification_metrics
     from finsent.modeling.calibration import adjust
     from finsent.serving.api import Classifier
 
-    ap = demo_model_parser(__doc__, "prior_shift.json")
+    ap = demo_model_parser(__doc__, RESULTS / "prior_shift.json")
     ap.add_argument("--fraction", type=float, default=0.2, help="share of each non-neutral label kept")
     a = ap.parse_args()
     cfg, test = demo_test_split(a.model, a.data)

@@ -1,8 +1,8 @@
 """Training speed: the notebooks' SFTTrainer recipe against `finsent train`, same model, data and machine.
 
-    .venv/bin/python bench/train.py              # 240 training sentences, 1 epoch each
-    .venv/bin/python bench/train.py --quick      # 48 sentences, under 3 minutes
-    .venv/bin/python bench/train.py --samples 900 --epochs 3    # the notebooks' whole run (hours here)
+    .venv/bin/python -m bench.train              # 240 training sentences, 1 epoch each
+    .venv/bin/python -m bench.train --quick      # 48 sentences, under 3 minutes
+    .venv/bin/python -m bench.train --samples 900 --epochs 3    # the notebooks' whole run (hours here)
 
 Both sides start from the same base model (the embedded SmolLM2-135M unless --model), train on the same
 first N sentences of the notebook split's training set for the same number of epochs, and are then scored
@@ -19,21 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench.common import DATA, ROOT
 from finsent.core.registry import DEFAULT_MODEL
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (
-    Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    / "kaggle_all_data"
-    / "all-data.csv"
-)
 
 
 def setup(model_name: str, samples: int):
@@ -171,15 +164,15 @@ def main() -> None:
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from predict import bf16_note, matmul_peak
+    from bench.predict import bf16_note, matmul_peak
 
     results = {}
     for side in ("notebook", "finsent"):
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
             cmd = [
                 sys.executable,
-                __file__,
+                "-m",
+                "bench.train",
                 "--side",
                 side,
                 "--samples",

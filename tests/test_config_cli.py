@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
-from finsent.cli import _overrides, build_parser, main
+from finsent.cli import main
+from finsent.cli.flags import build_parser, parse
 from finsent.core.config import build_config
 from finsent.core.errors import FinsentError
 from finsent.core.options import Config
 
 
 def parsed(*argv: str) -> dict:
-    return _overrides(build_parser().parse_args(list(argv)))
+    return parse(list(argv))[2]
 
 
 def test_boolean_flags_bare_negated_and_valued():
@@ -29,7 +30,7 @@ def test_dash_and_underscore_spellings_are_the_same_option():
     a = parsed("train", "--train.learning-rate", "1e-4", "--text_column", "sentence")
     b = parsed("train", "--train.learning_rate", "1e-4", "--text-column", "sentence")
     assert a == b == {"train.learning_rate": "1e-4", "data.text_column": "sentence"}
-    assert build_parser().parse_args(["train", "--dry_run"]).dry_run
+    assert parse(["train", "--dry_run"])[1].dry_run
 
 
 def test_the_seed_split_and_template_are_now_called_notebook(tmp_path):
@@ -48,8 +49,14 @@ def test_help_shows_defaults_choices_and_an_example(capsys):
         assert "example:" in text and f"finsent {command}" in text, command
     with pytest.raises(SystemExit):
         main(["train", "--help"])
+    common = " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["train", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 0.0002)" in text and "{notebook,stratified,random,file}" in text
+    # --help lists the common options (those with a short flag); --help-all every option
+    assert "{notebook,stratified,random,file}" in common and "--train.lr_scheduler_type" not in common
+    assert "--train.lr_scheduler_type" in text and len(common) < len(text) / 2
 
 
 def test_version_and_env():

@@ -229,7 +229,7 @@ def test_random_split_is_datasets_train_test_split_row_for_row(fpb_dir):
 
 
 def test_notebook_split_with_nothing_left_for_eval():
-    """Every row in train or test (as bench/ablate.py's folds of the training split): no eval split,
+    """Every row in train or test (as experiments/ablate.py's folds of the training split): no eval split,
     not a pandas error; train and test still partition the rows."""
     from finsent.data.dataset import Example
 

@@ -33,7 +33,7 @@ def test_stdin_and_a_txt_file_split_lines_alike(tiny_model_dir, tmp_path):
     assert len(expected) == 5
     src = tmp_path / "in.txt"
     src.write_bytes(LINES)
-    base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--output"]
+    base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--out"]
     piped = _finsent(base + [str(tmp_path / "piped.csv")], stdin=LINES)
     assert piped.returncode == 0, piped.stderr.decode()
     filed = _finsent(base + [str(tmp_path / "filed.csv"), "--input", str(src)])
@@ -59,7 +59,7 @@ def test_a_text_over_the_context_is_a_bad_row(tiny_model_dir, clf, tmp_path, cap
     src.write_text(f"Profit rose .\n{huge}\nSales fell .\n")
     out = tmp_path / "out.csv"
     base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
-    assert main(base + ["--output", str(out)]) == 0
+    assert main(base + ["--out", str(out)]) == 0
     err = capsys.readouterr().err
     longest = max(len(ids) for ids in clf.codec.label_ids)
     assert (
@@ -69,7 +69,7 @@ def test_a_text_over_the_context_is_a_bad_row(tiny_model_dir, clf, tmp_path, cap
     assert "2 predicted, 1 bad rows skipped" in err
     assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose .", "Sales fell ."]
 
-    assert main(base + ["--output", str(out), "--strict"]) == 2
+    assert main(base + ["--out", str(out), "--strict"]) == 2
     assert f"{src}:2: its prompt is {n} tokens" in capsys.readouterr().err
 
     # --max-tokens below the context: every row is over it (exit 1: nothing predicted)

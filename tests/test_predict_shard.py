@@ -46,7 +46,7 @@ def write_input(all_data: Path, path: Path, n: int = 300) -> Path:
 
 def cli(model_dir: Path, inp: Path, out: Path, *extra: str) -> list[str]:
     return ["-m", "finsent", "predict", "--model", str(model_dir), "--dtype", "float32", "--input", str(inp),
-            "--output", str(out), *extra]  # fmt: skip
+            "--out", str(out), *extra]  # fmt: skip
 
 
 def run(args: list[str], torchrun: bool = False) -> subprocess.CompletedProcess:
@@ -187,7 +187,7 @@ def test_changed_input_or_options_refused(clf, tiny_model_dir, all_data, tmp_pat
 def test_sharding_needs_a_file_input_and_output(clf, tmp_path):
     from finsent.serving.predict import predict
 
-    with pytest.raises(FinsentError, match="needs --input FILE and --output FILE"):
+    with pytest.raises(FinsentError, match="needs --input FILE and --out FILE"):
         predict(clf, ["Profit rose ."], None, str(tmp_path / "o.csv"), shard_rows=10)
-    with pytest.raises(FinsentError, match="needs --input FILE and --output FILE"):
+    with pytest.raises(FinsentError, match="needs --input FILE and --out FILE"):
         predict(clf, [], str(tmp_path / "missing.csv"), None, shard_rows=10)

@@ -80,7 +80,7 @@ def test_classifier_computes_the_prefix_once_per_loaded_model(clf, monkeypatch):
     import finsent.modeling.scoring as scoring
 
     fresh = scoring.classify(clf.model, clf.codec, TEXTS[:4])
-    clf._prefix_kv = None
+    clf.prefix_kv = None
     calls = []
     original = scoring.prefix_states
     monkeypatch.setattr(scoring, "prefix_states", lambda *a: calls.append(1) or original(*a))

@@ -36,7 +36,7 @@ def test_predict_file_keeps_ids_and_reports_bad_rows(tiny_model_dir, tmp_path, c
             str(src),
             "--text-column",
             "sentence",
-            "--output",
+            "--out",
             str(out),
         ]
     )
@@ -56,7 +56,7 @@ def test_predict_strict_stops_and_leaves_no_partial_output(tiny_model_dir, tmp_p
     src.write_text("Profit rose\n\nSales fell\n")
     out = tmp_path / "out.jsonl"
     code = main(
-        ["predict", "--model", str(tiny_model_dir), "--input", str(src), "--output", str(out), "--strict"]
+        ["predict", "--model", str(tiny_model_dir), "--input", str(src), "--out", str(out), "--strict"]
     )
     assert code == 2 and not out.exists()
     assert "in.txt:2: empty text (--strict)" in capsys.readouterr().err
@@ -65,8 +65,7 @@ def test_predict_strict_stops_and_leaves_no_partial_output(tiny_model_dir, tmp_p
 def test_predict_texts_to_jsonl(tiny_model_dir, tmp_path):
     out = tmp_path / "o.jsonl"
     assert (
-        main(["predict", "--model", str(tiny_model_dir), "Profit rose", "Sales fell", "--output", str(out)])
-        == 0
+        main(["predict", "--model", str(tiny_model_dir), "Profit rose", "Sales fell", "--out", str(out)]) == 0
     )
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in recs] == ["Profit rose", "Sales fell"]
@@ -137,13 +136,13 @@ def test_predict_reads_files_like_the_data_layer(tiny_model_dir, tmp_path, capsy
     latin.write_bytes("id,text\n7,Café chain's profit rose .\n".encode("latin-1"))
     out = tmp_path / "out.jsonl"
     base = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32"]
-    assert main(base + ["--input", str(latin), "--output", str(out)]) == 0
+    assert main(base + ["--input", str(latin), "--out", str(out)]) == 0
     row = json.loads(out.read_text(encoding="utf-8"))
     assert row["text"] == "Café chain's profit rose ." and row["id"] == "7"
 
     table = tmp_path / "news.parquet"
     pd.DataFrame({"id": [1, 2, 3], "text": ["Profit rose .", None, "Sales fell ."]}).to_parquet(table)
-    assert main(base + ["--input", str(table), "--output", str(out)]) == 0
+    assert main(base + ["--input", str(table), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 3]
     assert "news.parquet: row 1: empty text" in capsys.readouterr().err

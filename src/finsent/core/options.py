@@ -32,10 +32,17 @@ def opt(
     renamed: dict[str, str] | None = None,
     at_least: float | None = None,
     below: float | None = None,
+    at_most: float | None = None,
+    metavar: str | None = None,
+    required: bool = False,
+    positional: bool = False,
 ) -> Any:
     """A dataclass field carrying its CLI help text, and optionally a short flag, its choices,
     `renamed` (earlier names of values, still accepted and saved under the current name) and its range
-    (`at_least` <= value < `below`), checked wherever the value comes from."""
+    (`at_least` <= value < `below`, or <= `at_most`), checked wherever the value comes from.
+
+    The command options of `finsent.cli` use the same fields, with `metavar`, `required` and
+    `positional` (a list field: any number of positional values) for their flags."""
     meta = {
         "help": help,
         "alias": alias,
@@ -43,6 +50,10 @@ def opt(
         "renamed": renamed or {},
         "at_least": at_least,
         "below": below,
+        "at_most": at_most,
+        "metavar": metavar,
+        "required": required,
+        "positional": positional,
     }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)

@@ -1,6 +1,6 @@
 """Train/eval/test splits: the notebooks' split, stratified, random, or an explicit test file.
 
-finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --export runs/data
+finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --out runs/data
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Export a (merged) Llama-architecture model to GGUF for llama.cpp and Ollama, then check parity.
 
-    finsent export --model runs/demo/merged_model --format gguf --dtype q8_0 --out runs/demo/finsent-q8_0.gguf
+    finsent export --model runs/demo/merged_model --format gguf --quant q8_0 --out runs/demo/finsent-q8_0.gguf
 
 Written with the `gguf` package the way llama.cpp's own converter (convert_hf_to_gguf.py) writes a Llama:
 its tensor names, q/k row permutation and rope-scaling keys (Llama 3.x: a `rope_freqs` tensor), and the

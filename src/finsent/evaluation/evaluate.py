@@ -1,6 +1,7 @@
 """Evaluate a model (optionally with an adapter) on a data split; write metrics, predictions, a plot.
 
-Used by `finsent evaluate` (cli.py) and `finsent run` (run.py).
+`evaluate` is the one path from a model to its written evaluation: `finsent evaluate` and each of the
+three evaluations inside `finsent run` call it.
 
 finsent evaluate --data ../shared/data/kaggle_all_data/all-data.csv --split notebook --subset test --out runs/zs
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.core.artefacts import (
@@ -21,8 +23,57 @@ from finsent.core.artefacts import (
 )
 from finsent.core.console import progress_bar
 from finsent.core.fsio import atomic_path, write_json, write_text
+from finsent.core.options import Config, ModelConfig
 from finsent.data.dataset import Example
 from finsent.evaluation.metrics import classification_metrics, format_report, plot_confusion
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    predictions: list[str]
+    probabilities: list[list[float]]
+    labels: list[str]
+    report: str
+
+
+def evaluate(
+    cfg: Config,
+    examples: list[Example],
+    out: str | Path,
+    model_cfg: ModelConfig | None = None,
+    adapter: str | None = None,
+    batch_size: int = 32,
+    method: str = "score",
+    priors: list[float] | str | None = None,
+    title: str = "",
+    desc: str = "evaluating",
+    info: dict | None = None,
+) -> Evaluation:
+    """Load the model `model_cfg` (default cfg.model), with `adapter`, and its calibration; classify
+    `examples`; write the evaluation into `out` (write_evaluation). The metrics also name the model,
+    adapter, device and dtype, and `info`."""
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.calibration import Calibration
+    from finsent.modeling.load import load_model
+
+    model_cfg = model_cfg or cfg.model
+    model, tokenizer, device = load_model(model_cfg, adapter)
+    codec = PromptCodec.from_config(cfg, tokenizer)
+    # the temperature fitted on the eval split after training (none for an untuned model)
+    calibration = Calibration.load(adapter or model_cfg.model)
+    metrics, preds, probs = run_evaluation(
+        model, codec, examples, batch_size, method, desc, calibration=calibration, priors=priors
+    )
+    metrics.update(
+        model=model_cfg.model,
+        adapter=adapter,
+        device=device,
+        dtype=str(model.dtype).replace("torch.", ""),
+        **(info or {}),
+    )
+    report = write_evaluation(out, metrics, examples, preds, probs, codec.labels, title)
+    return Evaluation(metrics, preds, probs, codec.labels, report)
 
 
 def run_evaluation(

@@ -38,7 +38,7 @@ class Row:
 Prompt = tuple[int, list[int]]
 
 
-def _layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
+def layout(rows: Sequence[Row], prefix_len: int, pad_id: int, device):
     """input_ids, position_ids and the boolean (B, 1, R, prefix+R) attention mask for `rows`."""
     import torch
 
@@ -78,7 +78,7 @@ def prefix_states(model, prefix_ids: list[int]) -> list[tuple]:
     cache = DynamicCache(config=model.config)
     ids = torch.tensor([prefix_ids], device=model.get_input_embeddings().weight.device)
     with attention_kernels(ids.device):
-        decoder(input_ids=ids, use_cache=True, **{_cache_argument(decoder): cache})
+        decoder(input_ids=ids, use_cache=True, **{cache_argument(decoder): cache})
     if not cache.layers or cache.layers[0].keys is None:
         # transformers drops the cache when gradient checkpointing is on in training mode
         raise RuntimeError(
@@ -114,14 +114,14 @@ def token_logprobs(
         cache = DynamicCache(
             [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv], model.config
         )
-    ids, pos, mask = _layout(rows, len(prefix_ids), pad_id, device)
+    ids, pos, mask = layout(rows, len(prefix_ids), pad_id, device)
     with attention_kernels(device):
         hidden = decoder(
             input_ids=ids,
             position_ids=pos,
             attention_mask=mask,
             use_cache=cache is not None,
-            **{_cache_argument(decoder): cache},
+            **{cache_argument(decoder): cache},
         ).last_hidden_state
     row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
     col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)
@@ -143,7 +143,7 @@ def attention_kernels(device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _cache_argument(decoder) -> str:
+def cache_argument(decoder) -> str:
     """transformers 5.24 renamed the decoder's `past_key_values` argument to `cache`."""
     import inspect
 
@@ -338,7 +338,7 @@ def classify(
                     preds[i] = codec.labels[max(range(len(row)), key=row.__getitem__)]
             else:
                 for i, word in zip(batch, _next_words(model, codec, [prompts[i] for i in batch])):
-                    preds[i] = _parse_answer(word, codec)
+                    preds[i] = parse_answer(word, codec)
                     probs[i] = [float(preds[i] == lab) for lab in codec.labels]
             if progress:
                 progress(len(batch))
@@ -353,7 +353,7 @@ def _next_words(model, codec, prompts: Sequence[Prompt]) -> list[str]:
     device = model.get_input_embeddings().weight.device
     decoder = model.get_decoder()
     rows = [Row(codec.prefix_ids[:n] + b, []) for n, b in prompts]
-    ids, pos, mask = _layout(rows, 0, codec.tokenizer.pad_token_id, device)
+    ids, pos, mask = layout(rows, 0, codec.tokenizer.pad_token_id, device)
     with attention_kernels(device):
         hidden = decoder(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state
     last = torch.tensor([len(r.body) - 1 for r in rows], device=device)
@@ -361,7 +361,7 @@ def _next_words(model, codec, prompts: Sequence[Prompt]) -> list[str]:
     return [codec.tokenizer.decode([t]) for t in tokens.tolist()]
 
 
-def _parse_answer(answer: str, codec) -> str:
+def parse_answer(answer: str, codec) -> str:
     """The notebooks' parsing: the first label word contained in the answer, else UNPARSED."""
     for lab, word in zip(codec.labels, codec.label_words):
         if word in answer:

@@ -27,12 +27,9 @@ from finsent.core.options import Config
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.core.fsio import write_json, write_text
-    from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, merge_and_save
-    from finsent.evaluation.evaluate import format_mistakes, run_evaluation, write_evaluation
-    from finsent.modeling.calibration import Calibration
-    from finsent.modeling.load import load_model
+    from finsent.evaluation.evaluate import evaluate, format_mistakes
     from finsent.training.train import train, training_history
 
     out = Path(out)
@@ -64,20 +61,17 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         model_cfg = copy.deepcopy(model_cfg)
         if not model_cfg.load_in_4bit:
             model_cfg.dtype = "float32"
-        model, tokenizer, _ = load_model(model_cfg, adapter)
-        codec = PromptCodec.from_config(cfg, tokenizer)
-        # the temperature fitted on the eval split after training (none for the zero-shot model)
-        calibration = Calibration.load(adapter) if adapter else Calibration.load(model_cfg.model)
-        metrics, preds, probs = run_evaluation(
-            model, codec, test, batch_size, desc=name, calibration=calibration
+        ev = evaluate(
+            cfg, test, out / name, model_cfg, adapter, batch_size, title=f"{name} (test split)", desc=name
         )
-        print(write_evaluation(out / name, metrics, test, preds, probs, codec.labels, f"{name} (test split)"))
-        print(f"{metrics['examples_per_second']:.1f} sentences/s")
-        results[name] = metrics
+        print(ev.report)
+        print(f"{ev.metrics['examples_per_second']:.1f} sentences/s")
+        results[name] = ev.metrics
         mistakes[name] = format_mistakes(
-            [(e, p, pr) for e, p, pr in zip(test, preds, probs) if p != e.label], codec.labels
+            [(e, p, pr) for e, p, pr in zip(test, ev.predictions, ev.probabilities) if p != e.label],
+            ev.labels,
         )
-        return preds, probs
+        return ev.predictions, ev.probabilities
 
     t = stage("zero-shot baseline")
     measure("baseline", cfg.model)

@@ -115,14 +115,14 @@ class Classifier:
     def _prefix(self):
         """The instruction prefix's key/value states, computed once per loaded model: the weights never
         change here, so every call (every micro-batch of the server) reuses them."""
-        if self.codec.prefix_ids and getattr(self, "_prefix_kv", None) is None:
+        if self.codec.prefix_ids and getattr(self, "prefix_kv", None) is None:
             import torch
 
             from finsent.modeling.scoring import prefix_states
 
             with torch.inference_mode():
-                self._prefix_kv = prefix_states(self.model, self.codec.prefix_ids)
-        return getattr(self, "_prefix_kv", None)
+                self.prefix_kv = prefix_states(self.model, self.codec.prefix_ids)
+        return getattr(self, "prefix_kv", None)
 
     def describe(self) -> dict:
         """Model, labels, template and, when the model's folder has them, its test metrics."""

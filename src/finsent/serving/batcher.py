@@ -1,5 +1,4 @@
-"""The server's micro-batcher: texts from concurrent requests wait briefly and are scored together.
-"""
+"""The server's micro-batcher: texts from concurrent requests wait briefly and are scored together."""
 
 import asyncio
 import math
@@ -7,7 +6,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from finsent.serving.errors import ServeError, _retry
+from finsent.serving.errors import ServeError, retry_after
 
 
 @dataclass(eq=False)
@@ -69,7 +68,7 @@ class MicroBatcher:
         while self.jobs:
             job = self.jobs.popleft()
             if not job.fut.done():
-                job.fut.set_exception(ServeError(503, "the server is shutting down", headers=_retry(1)))
+                job.fut.set_exception(ServeError(503, "the server is shutting down", headers=retry_after(1)))
         self.queued = 0
 
     async def stop(self) -> None:
@@ -86,12 +85,12 @@ class MicroBatcher:
     async def classify(self, texts: list[str], tokens: list[int] | None = None, timeout: float | None = None):
         """Results for `texts` (prompt token counts `tokens`), or ServeError 503/504/500."""
         if self.closed:
-            raise ServeError(503, "the server is shutting down", headers=_retry(1))
+            raise ServeError(503, "the server is shutting down", headers=retry_after(1))
         if self.queued and self.queued + len(texts) > self.max_queue:
             raise ServeError(
                 503,
                 f"the queue is full ({self.queued} texts waiting, at most {self.max_queue}): retry later",
-                headers=_retry(self.retry_after()),
+                headers=retry_after(self.retry_after()),
             )
         job = _Job(
             list(texts), list(tokens) if tokens is not None else [0] * len(texts), self._loop.create_future()

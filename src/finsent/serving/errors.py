@@ -1,6 +1,17 @@
-"""The server's error bodies and limits."""
+"""The server's limits and its one error shape.
+
+`Limits` is also where `finsent serve` gets its flags (finsent.cli builds them from these fields), and
+`finsent predict` takes its per-text token limit from `MAX_TOKENS`, so a text the server refuses is a
+bad row for predict too.
+"""
 
 from dataclasses import dataclass
+
+from finsent.core.options import opt
+
+# prompt tokens per text, for the server and for predict (also capped by the model's context length):
+# a 6,000-token row costs about 15 s on 2 CPU cores, and a file of them would hold up every other row
+MAX_TOKENS = 1024
 
 ERROR_TYPES = {
     400: "bad_request",
@@ -16,14 +27,18 @@ ERROR_TYPES = {
 
 @dataclass
 class Limits:
-    max_texts: int = 64  # texts per request
-    max_chars: int = 2000  # characters per text
-    max_body: int = 1_000_000  # bytes per request body, counted as it streams in
-    max_batch: int = 64  # texts per forward pass
-    max_tokens: int = 1024  # prompt tokens per text (also capped by the model's context length)
-    max_request_tokens: int = 16384  # prompt tokens per request, and per forward pass
-    max_queue: int = 512  # texts waiting for a forward pass
-    timeout: float = 30.0  # seconds a request may wait for its answer
+    """What one client may ask of the server, so that it cannot starve the others."""
+
+    max_texts: int = opt(64, "texts per request", at_least=1)
+    max_chars: int = opt(2000, "characters per text", at_least=1)
+    max_body: int = opt(1_000_000, "bytes per request body, counted as it streams in", at_least=1)
+    max_batch: int = opt(64, "texts per forward pass across requests", at_least=1)
+    max_tokens: int = opt(
+        MAX_TOKENS, "prompt tokens per text (also capped by the model's context length)", at_least=1
+    )
+    max_request_tokens: int = opt(16384, "prompt tokens per request and per forward pass", at_least=1)
+    max_queue: int = opt(512, "texts waiting for the model", at_least=1)
+    timeout: float = opt(30.0, "seconds a request may wait for its answer (then 504)", at_least=0.001)
 
 
 class ServeError(Exception):
@@ -45,5 +60,5 @@ def error_body(status: int, message: str, field: str | None = None) -> dict:
     }
 
 
-def _retry(seconds: int) -> dict:
+def retry_after(seconds: int) -> dict:
     return {"Retry-After": str(seconds)}

@@ -1,18 +1,18 @@
 """Batch prediction over texts, files or stdin, streamed in chunks.
 
     finsent predict --model runs/demo/merged_model "Operating profit rose to EUR 13.1 mn ."
-    finsent predict --model runs/demo/merged_model --input news.csv --text-column sentence --output out.jsonl
-    cat headlines.txt | finsent predict --model runs/demo/merged_model --output out.csv
+    finsent predict --model runs/demo/merged_model --input news.csv --text-column sentence --out out.jsonl
+    cat headlines.txt | finsent predict --model runs/demo/merged_model --out out.csv
 
 Input: CSV/TSV (header row), JSONL, Parquet, or TXT (one text a line), read by the data layer's reader
 (UTF-8, else Latin-1, the PhraseBank's own encoding); another suffix is an error. Output: CSV or JSONL by suffix (CSV on
-stdout without --output): the id column when the input has one, the text, the predicted label and one
+stdout without --out): the id column when the input has one, the text, the predicted label and one
 probability per label. A bad row (empty text, broken JSON) is reported with its line number and
 skipped, unless --strict; the output is written atomically.
 
 Corpora larger than one process (one GPU per process on CUDA, by LOCAL_RANK):
 
-    torchrun --nproc_per_node 8 -m finsent predict --model M --input big.csv --output out.csv
+    torchrun --nproc_per_node 8 -m finsent predict --model M --input big.csv --out out.csv
 
 Under torchrun (or alone with --shard-rows N) the rows are cut into contiguous shards, dealt to the
 ranks in turn (shard j to rank j mod WORLD_SIZE); each shard is written atomically to

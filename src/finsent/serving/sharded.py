@@ -207,7 +207,7 @@ def predict_sharded(
     rank, world, _ = _rank_env()
     if texts or input_path in (None, "-") or not output:
         raise FinsentError(
-            "sharded prediction (torchrun, --shard-rows) needs --input FILE and --output FILE "
+            "sharded prediction (torchrun, --shard-rows) needs --input FILE and --out FILE "
             "(stdin and command-line texts cannot be split between processes)"
         )
     if not Path(input_path).is_file():

@@ -1,8 +1,8 @@
-"""Record a finished `finsent run` of the demo recipe in bench/results/demo_runs.json (every run, the
+"""Record a finished `finsent run` of the demo recipe in experiments/results/demo_runs.json (every run, the
 losing ones too): accuracy, F1, per-label accuracy, calibration, merge parity and stage times, with the
 CPU it ran on, since the machine changes between sessions and wall times compare only within one.
 
-    python bench/demo_runs.py runs/demo --config "full fine-tuning, lr 2e-4 (configs/smollm2-cpu.yaml)" \\
+    python -m experiments.demo_runs runs/demo --config "full fine-tuning, lr 2e-4 (configs/smollm2-cpu.yaml)" \\
         --threads 2 --note "nothing else running"
 """
 
@@ -12,11 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
+from bench.common import ROOT
+from experiments import RESULTS
 from finsent.core.fsio import write_json
 from finsent.modeling.device import cpu_has_bf16, cpu_name
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "bench" / "results" / "demo_runs.json"
+RECORD = RESULTS / "demo_runs.json"
 
 
 def where(run: Path) -> str:

@@ -1,14 +1,14 @@
 """Ablation runs on the notebooks' split: every configuration tried, the losing ones too.
 
-    python bench/ablate.py                 # run every experiment not yet recorded (resumes a killed one)
-    python bench/ablate.py --only lr1e-3   # just these (comma-separated)
-    python bench/ablate.py --table         # the README's markdown table from the record
+    python -m experiments.ablate                 # run every experiment not yet recorded (resumes a killed one)
+    python -m experiments.ablate --only lr1e-3   # just these (comma-separated)
+    python -m experiments.ablate --table         # the README's markdown table from the record
 
 Each experiment is the demo config (configs/smollm2-cpu.yaml) plus overrides. It trains into
 runs/ablate/NAME/ (with --resume, so a killed run goes on from its last complete checkpoint), then
 evaluates the adapter in float32 on the eval split (150 sentences: the one that chooses) and on the test
 split (900 sentences: reported, never used to choose). One JSON line per finished experiment goes to
-bench/results/ablation.jsonl with the CPU model and load average, since the machine changes between
+experiments/results/ablation.jsonl with the CPU model and load average, since the machine changes between
 sessions and wall times only compare within one.
 """
 
@@ -24,10 +24,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.common import DATA, ROOT
+from experiments import RESULTS
 from finsent.modeling.device import cpu_name
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "bench" / "results" / "ablation.jsonl"
+RECORD = RESULTS / "ablation.jsonl"
 # the demo config as the experiments were defined against it (LoRA, 2 epochs): the config has moved on
 # (full fine-tuning, 3 epochs), and each experiment's own overrides come after these and win
 BASE = ["--config", str(ROOT / "configs" / "smollm2-cpu.yaml"), "--train.method", "lora"]
@@ -127,26 +128,6 @@ def sh(cmd: list[str], log: Path) -> float:
     if rc:
         raise SystemExit(f"{cmd[1]} failed (exit {rc}); see {log}")
     return time.perf_counter() - t
-
-
-def demo_model_parser(doc: str, out: str) -> argparse.ArgumentParser:
-    """--model (the demo's merged model), --data (all-data.csv) and --out: shared by the bench scripts that
-    measure a tuned model on the notebooks' test split (int8.py, prior_shift.py)."""
-    data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(ROOT / "runs" / "demo" / "merged_model"))
-    ap.add_argument("--data", default=str(data_dir / "kaggle_all_data" / "all-data.csv"))
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / out))
-    return ap
-
-
-def demo_test_split(model: str, data: str):
-    """(config in float32, the notebooks' test split) for a tuned model folder."""
-    from finsent.core.config import resolve
-    from finsent.data.splits import make_splits
-
-    cfg = resolve(None, {"model.model": model, "data.data": data, "model.dtype": "float32"}, None)
-    return cfg, make_splits(cfg.data)[1]["test"]
 
 
 def recorded() -> dict[str, dict]:
@@ -328,14 +309,7 @@ def claim(name: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated experiment names")
-    ap.add_argument(
-        "--data",
-        default=str(
-            Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
-            / "kaggle_all_data"
-            / "all-data.csv"
-        ),
-    )
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--test", action="store_true", help="also evaluate on the test split (reported only)")
     ap.add_argument("--redo", action="store_true", help="run even if recorded (appends a new line)")

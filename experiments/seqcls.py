@@ -1,6 +1,6 @@
 """The classification-head mode, measured before it is offered: LoRA on AutoModelForSequenceClassification.
 
-    python bench/seqcls.py [--epochs 2] [--lr 5e-4] [--name seqcls]
+    python -m experiments.seqcls [--epochs 2] [--lr 5e-4] [--name seqcls]
 
 Same model, prompt, split and hyper-parameters as the demo config (configs/smollm2-cpu.yaml: LoRA r=64,
 alpha 16, all-linear, batch 16, AdamW lr 5e-4, cosine, warm-up 3%, clipping 0.3, 2 epochs), but the
@@ -8,7 +8,7 @@ label comes from a new linear `score` head on the last prompt token (PEFT task_t
 modules_to_save) trained with cross-entropy, instead of from the language-model head's label tokens.
 The prompt's shared instruction prefix runs once per batch, as in finsent's own training. Evaluated in
 float32 on the eval split (the one that chooses); the result is one line of
-bench/results/ablation.jsonl beside bench/ablate.py's runs, so the README's table holds it too.
+experiments/results/ablation.jsonl beside experiments/ablate.py's runs, so the README's table holds it too.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import json
 import math
 import os
 import random
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import DATA, ROOT
+from experiments.ablate import RECORD
 
 
 def last_hidden(model, codec, texts, prefix_kv=None):
@@ -31,7 +29,7 @@ def last_hidden(model, codec, texts, prefix_kv=None):
     import torch
     from transformers import DynamicCache
 
-    from finsent.modeling.scoring import Row, _cache_argument, _layout, prefix_states
+    from finsent.modeling.scoring import Row, cache_argument, layout, prefix_states
 
     decoder = model.get_decoder()
     prompts = [codec.split(t) for t in texts]
@@ -41,13 +39,13 @@ def last_hidden(model, codec, texts, prefix_kv=None):
         [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in kv], model.config
     )
     device = model.get_input_embeddings().weight.device
-    ids, pos, mask = _layout(rows, len(codec.prefix_ids), codec.tokenizer.pad_token_id, device)
+    ids, pos, mask = layout(rows, len(codec.prefix_ids), codec.tokenizer.pad_token_id, device)
     hidden = decoder(
         input_ids=ids,
         position_ids=pos,
         attention_mask=mask,
         use_cache=True,
-        **{_cache_argument(decoder): cache},
+        **{cache_argument(decoder): cache},
     ).last_hidden_state
     last = torch.tensor([len(r.body) - 1 for r in rows], device=device)
     return hidden[torch.arange(len(rows), device=device), last]
@@ -55,7 +53,6 @@ def last_hidden(model, codec, texts, prefix_kv=None):
 
 def main() -> int:
     import torch
-    from ablate import RECORD
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, get_cosine_schedule_with_warmup, set_seed
 
@@ -66,9 +63,8 @@ def main() -> int:
     from finsent.modeling.device import cpu_name, pick_dtype
     from finsent.modeling.load import load_tokenizer, resolve_model
 
-    data_dir = Path(os.environ.get("FINSENT_DATA_DIR", ROOT.parent / "shared" / "data"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(data_dir / "kaggle_all_data" / "all-data.csv"))
+    ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--name", default="seqcls")
@@ -147,7 +143,7 @@ def main() -> int:
     record = {
         "name": a.name,
         "what": f"classification head (SEQ_CLS LoRA + score head), {a.epochs:g} epochs, lr {a.lr:g}",
-        "overrides": ["bench/seqcls.py", "--epochs", str(a.epochs), "--lr", str(a.lr)],
+        "overrides": ["experiments/seqcls.py", "--epochs", str(a.epochs), "--lr", str(a.lr)],
         "eval": {k: m[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")},
         "train_seconds": round(train_seconds, 1),
         "cpu": cpu_name(),

@@ -1,6 +1,6 @@
 """CPU int8 for predict/serve: is any variant worth offering? (at least 99% of predictions kept at 1.5x)
 
-    python bench/int8.py [--model runs/demo/merged_model] [--limit 300]
+    python -m experiments.int8 [--model runs/demo/merged_model] [--limit 300]
 
 The tuned model in float32 is the baseline; each variant is torch's dynamic int8 quantisation of the
 decoder's linear layers (weights int8 ahead of time, activations quantised per batch at run time), the
@@ -11,16 +11,16 @@ output head (the label scorer) kept in float32:
                        kept in float32
   per-channel-ends     per-channel, the first and last decoder layers kept in float32
 Same sentences, same thread count, one run: speed ratio against float32, predictions kept, accuracy.
-Writes bench/results/int8.json.
+Writes experiments/results/int8.json.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import demo_model_parser, demo_test_split
+from experiments import RESULTS
 
 
 def quantise(model, variant: str):
@@ -45,19 +45,14 @@ def quantise(model, variant: str):
 
 
 def main() -> int:
-    import sys
-
     import torch
-
-    sys.path.insert(0, str(ROOT / "bench"))
-    from ablate import demo_model_parser, demo_test_split
 
     from finsent.core.fsio import write_json
     from finsent.evaluation.metrics import classification_metrics
     from finsent.modeling.device import cpu_name
     from finsent.serving.api import Classifier
 
-    ap = demo_model_parser(__doc__, "int8.json")
+    ap = demo_model_parser(__doc__, RESULTS / "int8.json")
     ap.add_argument("--limit", type=int, default=300, help="test sentences, spread over the labels (0 = all)")
     a = ap.parse_args()
     cfg, test = demo_test_split(a.model, a.data)
@@ -88,7 +83,7 @@ def main() -> int:
     for variant in ("per-tensor", "per-channel", "per-channel-no-down", "per-channel-ends"):
         clf = copy.copy(base)
         clf.model = quantise(base.model, variant)
-        clf._prefix_kv = None
+        clf.prefix_kv = None
         preds, t = timed(clf)
         kept = sum(p == r for p, r in zip(preds, ref))
         acc = classification_metrics(gold, preds, base.labels)["accuracy"]

@@ -1,15 +1,16 @@
 """Checkpoint averaging, measured: the mean of a finished ablation run's epoch checkpoints as one adapter.
 
-    python bench/average.py lr1e-3 lr1e-3-seed1 lr1e-3-seed2   # runs of bench/ablate.py
+    python -m experiments.average lr1e-3 lr1e-3-seed1 lr1e-3-seed2   # runs of experiments/ablate.py
 
 For each run: the LoRA weights of its checkpoint-*/ folders (one per epoch) averaged element-wise into
 runs/ablate/NAME/averaged/ (with the final adapter's config and calibration), then evaluated in float32 on
 the eval split (the one that chooses) and the test split, and recorded as NAME-avg in
-bench/results/ablation.jsonl beside the run itself.
+experiments/results/ablation.jsonl beside the run itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -17,19 +18,21 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.common import DATA, ROOT
+from experiments.ablate import RECORD, recorded
 
 
 def main() -> int:
-    from ablate import RECORD, recorded
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="+", help="finished runs of experiments/ablate.py (runs/ablate/NAME)")
+    a = ap.parse_args()
     from safetensors.torch import load_file, save_file
 
     from finsent.modeling.device import cpu_name
 
-    data = str(ROOT.parent / "shared" / "data" / "kaggle_all_data" / "all-data.csv")
+    data = str(DATA)
     finsent = str(Path(sys.executable).with_name("finsent"))
-    for name in sys.argv[1:]:
+    for name in a.names:
         run = ROOT / "runs" / "ablate" / name
         checkpoints = sorted(run.glob("train/checkpoint-*/adapter_model.safetensors"))
         if len(checkpoints) < 2:
@@ -44,7 +47,7 @@ def main() -> int:
         result = {
             "name": f"{name}-avg",
             "what": f"{recorded()[name]['what']}, mean of the {len(states)} epoch checkpoints",
-            "overrides": ["bench/average.py", name],
+            "overrides": ["experiments/average.py", name],
         }
         for subset in ("eval", "test"):
             ev = run / f"averaged-{subset}"

@@ -2,7 +2,7 @@
 read from each run's predictions.csv (no model is loaded). Measures seed and recipe ensembles without
 shipping one: every member is a training run, past the demo's 15 minutes.
 
-    python bench/ensemble.py runs/demo runs/demo-seed1 runs/demo-full-lr1e-4
+    python -m experiments.ensemble runs/demo runs/demo-seed1 runs/demo-full-lr1e-4
 """
 
 from __future__ import annotations

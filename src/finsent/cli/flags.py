@@ -1,0 +1,245 @@
+"""Flags from dataclasses: a command's own `Args`, and the option sections of `finsent.core.options`.
+
+argparse stays the engine (one-line usage errors, exit status 2); what it is told comes from the fields'
+metadata (`opt`): help text, short alias, choices, range, metavar. `--help` lists a command's own
+options and the config options that have a short alias; `--help-all` lists every `--section.field`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import sys
+from types import ModuleType
+
+from finsent import __version__
+from finsent.cli import COMMANDS
+from finsent.core.config import iter_fields, resolve
+from finsent.core.errors import FinsentError
+from finsent.core.options import coerce
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (like every other finsent error) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The examples in each command's epilog keep their line breaks."""
+
+
+class _Bool(argparse.Action):
+    """A boolean option: `--x` alone is true, `--no-x` false; the dotted form also takes a value
+    (`--train.fast false`), as a YAML file would say it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            value = False
+        else:
+            value = True if values is None else coerce(values, bool, option_string or self.dest)
+        setattr(namespace, self.dest, value)
+
+
+class _Refused(argparse.Action):
+    """An old spelling: refused with the new one, so a script written for an older finsent fails loudly."""
+
+    def __init__(self, option_strings, dest, hint: str = "", **kwargs):
+        self.hint = hint
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is no longer accepted: use {self.hint}")
+
+
+class _HelpAll(argparse.Action):
+    """--help-all: the command's help with every config option, not only the common ones."""
+
+    def __init__(self, option_strings, dest, command: str = "", **kwargs):
+        self.command = command
+        super().__init__(option_strings, dest, nargs=0, help="show every option, config sections included")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        build_parser(full=True).commands[self.command].print_help()
+        parser.exit()
+
+
+def _number(kind: type, at_least: float | None, at_most: float | None, below: float | None):
+    """An argparse type: an int or float in range, else a one-line error naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        high = at_most if at_most is not None else below
+        if (at_least is not None and value < at_least) or (
+            high is not None and (value > high if at_most is not None else value >= high)
+        ):
+            span = " and ".join(
+                ([f"at least {at_least:g}"] if at_least is not None else [])
+                + ([f"at most {at_most:g}"] if at_most is not None else [])
+                + ([f"below {below:g}"] if below is not None else [])
+            )
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {span})")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def spellings(flag: str) -> list[str]:
+    """A flag as written and with dashes for underscores (or the reverse): --text-column, --text_column."""
+    return list(dict.fromkeys([flag, flag.replace("_", "-"), "--" + flag[2:].replace("-", "_")]))
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def add_args_flags(p: argparse.ArgumentParser, cls: type, taken: set[str]) -> None:
+    """One flag per field of a command's `Args` dataclass (`--field-name`), or a positional argument."""
+    for f in dataclasses.fields(cls):
+        meta, typ = f.metadata, _type_name(f).split(" |")[0]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = meta.get("help", "").replace("%", "%%")
+        if default not in (None, False, [], ""):
+            help_text += f" (default: {default})"
+        kwargs: dict = {"dest": f"arg:{f.name}", "help": help_text}
+        if meta.get("positional"):
+            nargs = "*" if typ.startswith("list") else None
+            p.add_argument(
+                f"arg:{f.name}", metavar=meta.get("metavar") or f.name, nargs=nargs, help=help_text
+            )
+            continue
+        flags = spellings("--" + f.name.replace("_", "-"))
+        taken.update(flags)
+        kwargs["metavar"] = meta.get("metavar") or f.name.upper()
+        if typ == "bool":
+            kwargs.pop("metavar")
+            p.add_argument(*flags, action="store_true", **kwargs)
+            continue
+        if typ in ("int", "float"):
+            kwargs["type"] = _number(
+                int if typ == "int" else float, meta.get("at_least"), meta.get("at_most"), meta.get("below")
+            )
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+            kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+        p.add_argument(*flags, default=default, required=bool(meta.get("required")), **kwargs)
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser, sections: tuple[str, ...], taken: set[str], full: bool, skip: tuple = ()
+) -> None:
+    """One flag per option of `sections` (`--section.field`, plus its short alias unless the command
+    already uses that name, `taken`). Without `full`, options with no alias parse but are not listed."""
+    for sec, f in iter_fields():
+        key = f"{sec}.{f.name}"
+        if (sec not in sections and key not in sections) or key in skip:
+            continue
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        dotted = spellings(f"--{key}")
+        short = [s for s in spellings(meta["alias"]) if s not in taken] if meta.get("alias") else []
+        taken.update(dotted + short)
+        dest = f"cfg:{key}"
+        help_text = meta.get("help", "").replace("%", "%%") + f" (default: {default!r})"
+        if not (full or short):
+            help_text = argparse.SUPPRESS
+        if f.type in ("bool", bool):
+            negated = [f"--no-{x[2:]}" for x in (short or dotted[:1])]
+            p.add_argument(
+                *dotted,
+                *short,
+                *negated,
+                dest=dest,
+                action=_Bool,
+                nargs="?",
+                metavar="BOOL",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+            continue
+        kwargs: dict = {"dest": dest, "default": argparse.SUPPRESS, "metavar": f.name.upper()}
+        if meta.get("choices"):
+            # earlier names (renamed) are accepted but not advertised
+            kwargs["choices"] = (*meta["choices"], *meta.get("renamed", {}))
+            kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
+        p.add_argument(*dotted, *short, help=help_text, **kwargs)
+
+
+def command_module(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser(full: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="finsent",
+        description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, "
+        "export, serve.",
+        epilog="example:\n  " + command_module("run").EXAMPLE + "\n\nfinsent COMMAND --help: its options",
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action="version", version=f"finsent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}
+    for name in COMMANDS:
+        mod = command_module(name)
+        p = sub.add_parser(
+            name,
+            help=mod.HELP,
+            description=mod.HELP,
+            epilog="example:\n  " + mod.EXAMPLE,
+            formatter_class=_Help,
+        )
+        taken = {"--help", "-h", "--help-all"}
+        add_args_flags(p, mod.Args, taken)
+        sections = getattr(mod, "SECTIONS", ())
+        if sections:
+            p.add_argument("--help-all", action=_HelpAll, command=name)
+        refused = getattr(mod, "REFUSED", {})
+        taken.update(x for flag in refused for x in spellings(flag))
+        add_config_flags(p, sections, taken, full, skip=tuple(k[2:] for k in refused if k[2:] in _keys()))
+        for flag, hint in refused.items():
+            p.add_argument(*spellings(flag), action=_Refused, hint=hint, dest=f"refused:{flag}")
+        parser.commands[name] = p
+    return parser
+
+
+def _keys() -> set[str]:
+    return {f"{sec}.{f.name}" for sec, f in iter_fields()}
+
+
+def parse(argv: list[str] | None = None) -> tuple[str, object, dict]:
+    """(command, its Args, config overrides) from the command line."""
+    ns = build_parser().parse_args(argv)
+    mod = command_module(ns.command)
+    own = {k[4:]: v for k, v in vars(ns).items() if k.startswith("arg:")}
+    overrides = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:")}
+    return ns.command, mod.Args(**own), overrides
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    command, args, overrides = parse(argv)
+    mod = command_module(command)
+    try:
+        cfg = None
+        if getattr(mod, "SECTIONS", ()):
+            # flags > --config FILE > the config saved beside --adapter (or the --model folder) > defaults
+            cfg = resolve(getattr(args, "config", None), overrides, getattr(args, "adapter", None))
+        return mod.main(args, cfg) or 0
+    except FinsentError as e:
+        print(f"finsent {command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `finsent predict ... | head`: the reader has gone; stop quietly, as a shell tool does (the
+        # interpreter's final flush of stdout would raise again, so stdout now points at /dev/null)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -1,0 +1,67 @@
+"""finsent predict: classify texts, a file or stdin, streamed; sharded and resumable under torchrun."""
+
+import sys
+from dataclasses import dataclass
+
+from finsent.cli import common
+from finsent.core.errors import FinsentError
+from finsent.core.options import Config, opt
+from finsent.serving.errors import MAX_TOKENS
+
+HELP = "classify texts, a CSV/TSV/JSONL/Parquet/TXT file, or stdin"
+EXAMPLE = (
+    'finsent predict --model runs/demo/merged_model "Operating profit rose to EUR 13.1 mn ."\n'
+    "  finsent predict --model runs/demo/merged_model --input news.csv --out out.jsonl\n"
+    "  torchrun --nproc_per_node 4 -m finsent predict --model runs/demo/merged_model --input big.csv --out out.csv"
+)
+SECTIONS = ("model", "prompt", "data.labels")
+REFUSED = {"--output": "--out FILE (one flag for every output path)"}
+
+
+@dataclass
+class Args:
+    texts: list = opt([], "texts to classify (else --input, else stdin)", positional=True)
+    config: str | None = common.config()
+    adapter: str | None = common.adapter()
+    input: str | None = opt(
+        None, "CSV/TSV (header row), JSONL, Parquet or TXT file; '-' for stdin", metavar="FILE"
+    )
+    out: str | None = common.out("CSV or JSONL file (by suffix); CSV on stdout when omitted", "FILE", False)
+    text_column: str = opt("text", "text column of a CSV/JSONL input")
+    id_column: str | None = opt(None, "column copied to the output (default: id or source_row when present)")
+    strict: bool = opt(False, "stop at the first bad row instead of skipping it")
+    shard_rows: int | None = opt(
+        None, "rows per shard of a resumable run in OUT.shards/ (default under torchrun: 10000)", at_least=1
+    )
+    max_tokens: int = opt(
+        MAX_TOKENS,
+        "prompt tokens per text, as in serve (also capped by the model's context); a longer text is a bad "
+        "row: reported with its line, skipped and counted (or the end of the run with --strict)",
+        at_least=1,
+    )
+    priors: str | None = common.priors()
+    batch_size: int = common.batch_size()
+
+
+def main(args: Args, cfg: Config) -> int:
+    from finsent.serving.api import Classifier
+    from finsent.serving.predict import predict
+    from finsent.serving.sharded import use_local_gpu
+
+    if not args.texts and args.input is None and sys.stdin.isatty():
+        raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
+    clf = Classifier.from_config(cfg, args.adapter, args.batch_size, args.priors)
+    summary = predict(
+        clf,
+        args.texts,
+        args.input,
+        args.out,
+        args.text_column,
+        args.id_column,
+        args.strict,
+        shard_rows=args.shard_rows,
+        adapter=args.adapter,
+        max_tokens=args.max_tokens,
+    )
+    return 0 if summary["predicted"] or not summary["bad"] else 1
