@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-from finsent.cli import main
-from finsent.cli.flags import build_parser, parse
+from finsent.cli import COMMANDS, main
+from finsent.cli.flags import parse
 from finsent.core.config import build_config
 from finsent.core.errors import FinsentError
 from finsent.core.options import Config
 
 
 def parsed(*argv: str) -> dict:
-    return parse(list(argv))[2]
+    return parse(COMMANDS, list(argv))[3]
 
 
 def test_boolean_flags_bare_negated_and_valued():
@@ -30,7 +30,7 @@ def test_dash_and_underscore_spellings_are_the_same_option():
     a = parsed("train", "--train.learning-rate", "1e-4", "--text_column", "sentence")
     b = parsed("train", "--train.learning_rate", "1e-4", "--text-column", "sentence")
     assert a == b == {"train.learning_rate": "1e-4", "data.text_column": "sentence"}
-    assert parse(["train", "--dry_run"])[1].dry_run
+    assert parse(COMMANDS, ["train", "--dry_run"])[2].dry_run
 
 
 def test_the_seed_split_and_template_are_now_called_notebook(tmp_path):
@@ -38,7 +38,7 @@ def test_the_seed_split_and_template_are_now_called_notebook(tmp_path):
     assert (cfg.data.split, cfg.prompt.template) == ("notebook", "notebook")
     assert parsed("data", "--split", "seed") == {"data.split": "seed"}  # accepted by the parser too
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["data", "--split", "random-ish"])
+        parse(COMMANDS, ["data", "--split", "random-ish"])
 
 
 def test_help_shows_defaults_choices_and_an_example(capsys):

@@ -1,9 +1,14 @@
 """finsent: fine-tune Llama-family models with LoRA/QLoRA to classify financial sentiment.
 
-finsent run --out runs/demo          # split, zero-shot, train, evaluate, merge, report
+finsent run --data my.csv --out runs/mine     # split, zero-shot, train, evaluate, merge, report
+
+from finsent import Classifier
+clf = Classifier.load("runs/mine/merged_model")
 """
 
-__version__ = "0.1.0"
+from finsent.core.version import __version__
+
+__all__ = ["Classifier", "__version__"]
 
 
 def __getattr__(name: str):

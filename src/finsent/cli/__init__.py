@@ -13,6 +13,9 @@ Heavy imports (torch, transformers) happen inside the commands, so --help is ins
 
 from __future__ import annotations
 
+import os
+import sys
+
 # the command table: name -> module under finsent.cli, in the order `finsent --help` lists them
 COMMANDS = {
     "data": "finsent.cli.data",
@@ -29,6 +32,25 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from finsent.cli.flags import run_command
+    from finsent.cli.flags import parse
+    from finsent.core.config import resolve
+    from finsent.core.errors import FinsentError
 
-    return run_command(argv)
+    command, module, args, overrides = parse(COMMANDS, argv)
+    try:
+        cfg = None
+        if getattr(module, "SECTIONS", ()):
+            # flags > --config FILE > the config saved beside --adapter (or the --model folder) > defaults
+            cfg = resolve(getattr(args, "config", None), overrides, getattr(args, "adapter", None))
+        return module.main(args, cfg) or 0
+    except FinsentError as e:
+        print(f"finsent {command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `finsent predict ... | head`: the reader has gone; stop quietly, as a shell tool does (the
+        # interpreter's final flush of stdout would raise again, so stdout now points at /dev/null)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

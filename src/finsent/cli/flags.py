@@ -10,15 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import os
-import sys
 from types import ModuleType
 
-from finsent import __version__
-from finsent.cli import COMMANDS
-from finsent.core.config import iter_fields, resolve
-from finsent.core.errors import FinsentError
+from finsent.core.config import iter_fields
 from finsent.core.options import coerce
+from finsent.core.version import __version__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,12 +54,12 @@ class _Refused(argparse.Action):
 class _HelpAll(argparse.Action):
     """--help-all: the command's help with every config option, not only the common ones."""
 
-    def __init__(self, option_strings, dest, command: str = "", **kwargs):
-        self.command = command
+    def __init__(self, option_strings, dest, command: str = "", commands: dict | None = None, **kwargs):
+        self.command, self.commands = command, commands
         super().__init__(option_strings, dest, nargs=0, help="show every option, config sections included")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        build_parser(full=True).commands[self.command].print_help()
+        build_parser(self.commands, full=True).commands[self.command].print_help()
         parser.exit()
 
 
@@ -172,23 +168,21 @@ def add_config_flags(
         p.add_argument(*dotted, *short, help=help_text, **kwargs)
 
 
-def command_module(name: str) -> ModuleType:
-    return importlib.import_module(COMMANDS[name])
-
-
-def build_parser(full: bool = False) -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, str], full: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command in `commands` (name -> module): its own flags from the module's
+    `Args`, the config flags of its `SECTIONS`, and its `REFUSED` old spellings."""
+    modules = {name: importlib.import_module(path) for name, path in commands.items()}
     parser = _Parser(
         prog="finsent",
         description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, "
         "export, serve.",
-        epilog="example:\n  " + command_module("run").EXAMPLE + "\n\nfinsent COMMAND --help: its options",
+        epilog="example:\n  " + modules["run"].EXAMPLE + "\n\nfinsent COMMAND --help: its options",
         formatter_class=_Help,
     )
     parser.add_argument("--version", action="version", version=f"finsent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.commands = {}
-    for name in COMMANDS:
-        mod = command_module(name)
+    for name, mod in modules.items():
         p = sub.add_parser(
             name,
             help=mod.HELP,
@@ -200,7 +194,7 @@ def build_parser(full: bool = False) -> argparse.ArgumentParser:
         add_args_flags(p, mod.Args, taken)
         sections = getattr(mod, "SECTIONS", ())
         if sections:
-            p.add_argument("--help-all", action=_HelpAll, command=name)
+            p.add_argument("--help-all", action=_HelpAll, command=name, commands=commands)
         refused = getattr(mod, "REFUSED", {})
         taken.update(x for flag in refused for x in spellings(flag))
         add_config_flags(p, sections, taken, full, skip=tuple(k[2:] for k in refused if k[2:] in _keys()))
@@ -214,32 +208,10 @@ def _keys() -> set[str]:
     return {f"{sec}.{f.name}" for sec, f in iter_fields()}
 
 
-def parse(argv: list[str] | None = None) -> tuple[str, object, dict]:
-    """(command, its Args, config overrides) from the command line."""
-    ns = build_parser().parse_args(argv)
-    mod = command_module(ns.command)
+def parse(commands: dict[str, str], argv: list[str] | None = None) -> tuple[str, ModuleType, object, dict]:
+    """(command, its module, its Args, config overrides) from the command line."""
+    ns = build_parser(commands).parse_args(argv)
+    mod = importlib.import_module(commands[ns.command])
     own = {k[4:]: v for k, v in vars(ns).items() if k.startswith("arg:")}
     overrides = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:")}
-    return ns.command, mod.Args(**own), overrides
-
-
-def run_command(argv: list[str] | None = None) -> int:
-    command, args, overrides = parse(argv)
-    mod = command_module(command)
-    try:
-        cfg = None
-        if getattr(mod, "SECTIONS", ()):
-            # flags > --config FILE > the config saved beside --adapter (or the --model folder) > defaults
-            cfg = resolve(getattr(args, "config", None), overrides, getattr(args, "adapter", None))
-        return mod.main(args, cfg) or 0
-    except FinsentError as e:
-        print(f"finsent {command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # `finsent predict ... | head`: the reader has gone; stop quietly, as a shell tool does (the
-        # interpreter's final flush of stdout would raise again, so stdout now points at /dev/null)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    return ns.command, mod, mod.Args(**own), overrides

@@ -16,6 +16,35 @@ from finsent.core.errors import FinsentError
 from finsent.core.labels import LabelMapper
 from finsent.data.dataset import Dataset, Example, _find_repeats
 
+# The one registry of file types: suffix -> kind. Readers, the location of a row in messages (line
+# numbers count a CSV/TSV header; Parquet rows have no line) and predict's output format all use it.
+FILE_KINDS = {
+    ".txt": "txt",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+}
+HEADER_LINES = {"csv": 1, "tsv": 1}  # lines before data row 0
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """The registry's kind of `path` by its suffix, else a one-line error naming the file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_KINDS:
+        raise FinsentError(
+            f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
+        )
+    return FILE_KINDS[suffix]
+
+
+def where(path, kind: str, row: int) -> str:
+    """A data row's place for messages: file:line, or file: row N for Parquet."""
+    return f"{path}: row {row}" if kind == "parquet" else f"{path}:{row + 1 + HEADER_LINES.get(kind, 0)}"
+
 
 def _check_binary(path: Path, raw: bytes) -> bytes:
     """Latin-1 decodes any bytes, so a UTF-16 or binary file must be caught by its NUL bytes."""
@@ -68,8 +97,8 @@ def _read_bytes(path: Path) -> bytes:
 
 def _records(path: Path, text_column: str, label_column: str | None):
     """CSV/TSV with a header, JSONL or Parquet; yields (row, record with every column, error)."""
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    kind = file_kind(path)
+    if kind == "parquet":
         import pandas as pd
 
         try:
@@ -83,7 +112,7 @@ def _records(path: Path, text_column: str, label_column: str | None):
             yield i, rec, None
         return
     content = _decode_any(path)
-    if suffix in (".jsonl", ".json", ".ndjson"):
+    if kind == "jsonl":
         seen_cols = False
         for i, line in enumerate(content.splitlines()):
             if not line.strip():
@@ -101,7 +130,7 @@ def _records(path: Path, text_column: str, label_column: str | None):
                 seen_cols = True
             yield i, rec, None
         return
-    delimiter = "\t" if suffix in (".tsv", ".tab") else ","
+    delimiter = "\t" if kind == "tsv" else ","
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     header = next(reader, None)
     if header is None:
@@ -126,9 +155,6 @@ def _rows_table(path: Path, text_column: str, label_column: str | None):
             yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
 
 
-TABLES = (".csv", ".tsv", ".tab", ".jsonl", ".json", ".ndjson", ".parquet")
-
-
 def is_missing(value: object) -> bool:
     """No text: absent, None, a pandas/Parquet null (NaN, NA), or only whitespace."""
     if value is None:
@@ -145,18 +171,13 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
     (where, record with every column, error) for CSV/TSV/JSONL/Parquet (header row), or a .txt file
     (one text a line, record {text_column: line}). UTF-8, else Latin-1; other suffixes are an error."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
+    kind = file_kind(path)
+    if kind == "txt":
         with open(path, "rb", buffering=1 << 16) as fh:  # peek() sees the first 64 KiB
             yield from text_lines(fh, str(path), text_column)
-    elif suffix in TABLES:
-        header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
-        for i, rec, error in _records(path, text_column, None):
-            yield f"{path}: row {i}" if suffix == ".parquet" else f"{path}:{i + 1 + header_lines}", rec, error
     else:
-        raise FinsentError(
-            f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
-        )
+        for i, rec, error in _records(path, text_column, None):
+            yield where(path, kind, i), rec, error
 
 
 def text_lines(stream, name: str, text_column: str = "text"):
@@ -208,34 +229,28 @@ def read_file(
     """Read labelled sentences from a PhraseBank file, all-data.csv, CSV/TSV/JSONL/Parquet."""
     path = Path(path)
     mapper = LabelMapper(labels, label_map)
-    suffix = path.suffix.lower()
-    header_lines = 0  # lines before data row 0, for messages
-    if suffix == ".txt":
-        rows = _rows_phrasebank(path)
-    elif suffix == ".csv" and _looks_headerless_labelled(content := _decode_any(path), mapper):
-        rows = _rows_headerless_csv(path, content)
-    elif suffix in TABLES:
-        rows = _rows_table(path, text_column, label_column)
-        header_lines = 1 if suffix in (".csv", ".tsv", ".tab") else 0
+    kind = file_kind(path)
+    if kind == "txt":
+        rows, kind = _rows_phrasebank(path), "phrasebank"
+    elif kind == "csv" and _looks_headerless_labelled(content := _decode_any(path), mapper):
+        rows, kind = _rows_headerless_csv(path, content), "headerless"  # all-data.csv: no header line
     else:
-        raise FinsentError(
-            f"{path}: unsupported file type '{suffix}' (use .txt, .csv, .tsv, .jsonl or .parquet)"
-        )
+        rows = _rows_table(path, text_column, label_column)
 
     ds = Dataset(str(path), [])
     for i, text, raw_label, error in rows:
         if error:
             ds.malformed.append(error)
             continue
-        where = f"{path}:{i + 1 + header_lines}" if suffix != ".parquet" else f"{path}: row {i}"
+        at = where(path, kind, i)
         problem = None
         if is_missing(text):
-            problem = f"{where}: empty text"
+            problem = f"{at}: empty text"
         else:
             label = mapper(raw_label)
             if label is None:
                 problem = (
-                    f"{where}: label {raw_label!r} is not one of {', '.join(mapper.labels)}"
+                    f"{at}: label {raw_label!r} is not one of {', '.join(mapper.labels)}"
                     " (set --labels or --label-map)"
                 )
         if problem:

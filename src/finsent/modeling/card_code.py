@@ -111,72 +111,83 @@ def _scoring_code(load: list[str], cfg, words, parts) -> list[str]:
 
 
 def _how_to_load(folder: Path, cfg, kind, file, words, parts, shown) -> list[str]:
-    base = cfg.model.model
-    q = json.dumps  # a Python / JSON string literal
-    example = shlex.quote(EXAMPLE_SENTENCE)
+    """The card's "how to use" section for one kind of output."""
     if kind == "adapter":
-        trained_on = _adapter_base(folder) or _hub_base(base) or base
-        portable = _hub_base(base) or trained_on
-        return [
-            "With PEFT and transformers. AutoPeftModelForCausalLM loads the base named in "
-            f"`adapter_config.json` (`{trained_on}`), then the adapter; elsewhere, load the base by its "
-            "hub id and add the adapter with PeftModel:",
-            "",
-            *_scoring_code(
-                [
-                    "from peft import AutoPeftModelForCausalLM",
-                    "from transformers import AutoTokenizer",
-                    "",
-                    f"model = AutoPeftModelForCausalLM.from_pretrained({q(str(folder))}).eval()",
-                    f"tokenizer = AutoTokenizer.from_pretrained({q(str(folder))})",
-                    "# or: from peft import PeftModel; from transformers import AutoModelForCausalLM",
-                    f"#     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({q(portable)}), "
-                    f"{q(str(folder))})",
-                ],
-                cfg,
-                words,
-                parts,
-            ),
-            "",
-            "With finsent:",
-            "",
-            "```bash",
-            f"finsent predict --model {shlex.quote(base)} --adapter {shlex.quote(str(folder))} {example}",
-            "```",
-            "",
-            "```python",
-            "from finsent import Classifier",
-            f"print(Classifier.load({q(base)}, adapter={q(str(folder))}).predict([{q(EXAMPLE_SENTENCE)}]))",
-            "```",
-        ]
+        return _load_adapter(folder, cfg, words, parts)
     if kind in ("merged", "full"):
-        return [
-            "With transformers (a plain Llama-architecture causal LM, no PEFT needed):",
-            "",
-            *_scoring_code(
-                [
-                    "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                    "",
-                    f"model = AutoModelForCausalLM.from_pretrained({q(str(folder))}).eval()",
-                    f"tokenizer = AutoTokenizer.from_pretrained({q(str(folder))})",
-                ],
-                cfg,
-                words,
-                parts,
-            ),
-            "",
-            "With finsent:",
-            "",
-            "```bash",
-            f"finsent predict --model {shlex.quote(str(folder))} {example}",
-            f"finsent serve --model {shlex.quote(str(folder))}",
-            "```",
-            "",
-            "```python",
-            "from finsent import Classifier",
-            f"print(Classifier.load({q(str(folder))}).predict([{q(EXAMPLE_SENTENCE)}]))",
-            "```",
-        ]
+        return _load_merged(folder, cfg, words, parts)
+    return _load_gguf(folder, cfg, file, words, parts, shown)
+
+
+def _load_adapter(folder: Path, cfg, words, parts) -> list[str]:
+    base = cfg.model.model
+    trained_on = _adapter_base(folder) or _hub_base(base) or base
+    portable = _hub_base(base) or trained_on
+    return [
+        "With PEFT and transformers. AutoPeftModelForCausalLM loads the base named in "
+        f"`adapter_config.json` (`{trained_on}`), then the adapter; elsewhere, load the base by its "
+        "hub id and add the adapter with PeftModel:",
+        "",
+        *_scoring_code(
+            [
+                "from peft import AutoPeftModelForCausalLM",
+                "from transformers import AutoTokenizer",
+                "",
+                f"model = AutoPeftModelForCausalLM.from_pretrained({q(str(folder))}).eval()",
+                f"tokenizer = AutoTokenizer.from_pretrained({q(str(folder))})",
+                "# or: from peft import PeftModel; from transformers import AutoModelForCausalLM",
+                f"#     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({q(portable)}), "
+                f"{q(str(folder))})",
+            ],
+            cfg,
+            words,
+            parts,
+        ),
+        "",
+        "With finsent:",
+        "",
+        "```bash",
+        f"finsent predict --model {shlex.quote(base)} --adapter {shlex.quote(str(folder))} {EXAMPLE_ARG}",
+        "```",
+        "",
+        "```python",
+        "from finsent import Classifier",
+        f"print(Classifier.load({q(base)}, adapter={q(str(folder))}).predict([{q(EXAMPLE_SENTENCE)}]))",
+        "```",
+    ]
+
+
+def _load_merged(folder: Path, cfg, words, parts) -> list[str]:
+    return [
+        "With transformers (a plain Llama-architecture causal LM, no PEFT needed):",
+        "",
+        *_scoring_code(
+            [
+                "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                "",
+                f"model = AutoModelForCausalLM.from_pretrained({q(str(folder))}).eval()",
+                f"tokenizer = AutoTokenizer.from_pretrained({q(str(folder))})",
+            ],
+            cfg,
+            words,
+            parts,
+        ),
+        "",
+        "With finsent:",
+        "",
+        "```bash",
+        f"finsent predict --model {shlex.quote(str(folder))} {EXAMPLE_ARG}",
+        f"finsent serve --model {shlex.quote(str(folder))}",
+        "```",
+        "",
+        "```python",
+        "from finsent import Classifier",
+        f"print(Classifier.load({q(str(folder))}).predict([{q(EXAMPLE_SENTENCE)}]))",
+        "```",
+    ]
+
+
+def _load_gguf(folder: Path, cfg, file, words, parts, shown) -> list[str]:
     gguf = Path(file) if file else folder / "model.gguf"
     name = gguf.name
     chat = parts is not None and parts[3]
@@ -222,7 +233,7 @@ def _how_to_load(folder: Path, cfg, kind, file, words, parts, shown) -> list[str
         "",
         "```bash",
         f"cd {shlex.quote(str(folder))} && ollama create finsent -f Modelfile",
-        f"ollama run finsent {example}",
+        f"ollama run finsent {EXAMPLE_ARG}",
         "```",
         "",
         "With transformers (it reads GGUF files and dequantises them):",
@@ -242,7 +253,7 @@ def _how_to_load(folder: Path, cfg, kind, file, words, parts, shown) -> list[str
         "With finsent:",
         "",
         "```bash",
-        f"finsent predict --model {shlex.quote(str(gguf))} {example}",
+        f"finsent predict --model {shlex.quote(str(gguf))} {EXAMPLE_ARG}",
         "```",
     ]
     return lines
@@ -257,6 +268,10 @@ def _adapter_base(folder: Path) -> str | None:
 
 
 EXAMPLE_SENTENCE = "Operating profit rose to EUR 13.1 mn from EUR 8.7 mn ."
+
+# Python / JSON string literals and the example sentence as a shell word, for the code samples
+q = json.dumps
+EXAMPLE_ARG = shlex.quote(EXAMPLE_SENTENCE)
 
 
 def hub_base_model(spec: str) -> str | None:

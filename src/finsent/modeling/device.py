@@ -66,7 +66,7 @@ def describe_environment() -> dict[str, str]:
 
     import torch
 
-    from finsent import __version__
+    from finsent.core.version import __version__
 
     cpu = cpu_name()
     device = pick_device("auto")

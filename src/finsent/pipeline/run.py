@@ -26,11 +26,11 @@ from finsent.core.options import Config
 
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
-    from finsent.core.fsio import write_json, write_text
+    from finsent.core.fsio import write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, merge_and_save
     from finsent.evaluation.evaluate import evaluate, format_mistakes
-    from finsent.training.train import train, training_history
+    from finsent.training.train import train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,11 +117,21 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     write_json(merged_dir / METRICS_FILE, results["merged"])
     timings["merged"] = time.perf_counter() - t
 
+    return _write_summary(cfg, out, ds.flaws(), results, timings, mistakes)
+
+
+def _write_summary(
+    cfg: Config, out: Path, flaws: list[str], results: dict, timings: dict, mistakes: dict
+) -> dict:
+    """summary.json, report.md and the loss curve of a finished run."""
+    from finsent.core.fsio import write_json, write_text
+    from finsent.training.train import training_history
+
     timings["total"] = sum(timings.values())
     summary = {
         **{k: results[k] for k in ("baseline", "finetuned", "merged")},
         "timings": timings,
-        "data_flaws": ds.flaws(),
+        "data_flaws": flaws,
         "config": cfg.to_dict(),
     }
     history = training_history(cfg.train.output_dir)

@@ -89,13 +89,13 @@ class Classifier:
 
     def probabilities(self, texts: list[str]) -> list[list[float]]:
         """Calibrated label probabilities, before any prior correction (what the server batches)."""
-        from finsent.modeling.calibration import scale
+        from finsent.modeling.calibration import adjust
         from finsent.modeling.scoring import classify
 
         _, probs = classify(self.model, self.codec, texts, self.batch_size, prefix_kv=self._prefix())
-        if self.calibration and self.calibration.temperature != 1.0 and probs:
-            probs = scale(probs, self.calibration.temperature).tolist()
-        return probs
+        # the temperature here, the priors in finish(): the server batches across requests in between,
+        # and 'auto' priors are estimated per request; both steps are calibration.adjust, as in evaluate
+        return adjust(probs, self.labels, self.calibration)[0] if probs else probs
 
     def finish(self, probs: list[list[float]]) -> list[dict]:
         """{label, probabilities} per row of `probabilities()`, prior-corrected over these rows together."""

@@ -4,15 +4,16 @@
     curl -s localhost:8000/v1/classify -H 'content-type: application/json' -d '{"texts": ["Profit rose."]}'
 
 Concurrent requests are micro-batched: a single worker takes the texts waiting in the queue (at most
---max-batch texts and --max-request-tokens prompt tokens), runs one forward pass, and answers each request
-with its own slice; a larger request is split over several passes. OpenAPI docs at /docs.
+--max-batch texts and --max-request-tokens prompt tokens), scores them together in length-sorted forward
+passes of at most --batch-size texts (batcher.py says exactly how), and answers each request with its own
+slice; a larger request is split over several micro-batches. OpenAPI docs at /docs.
 
 Cost is bounded before the model runs: a request's body is counted while it streams in (chunked or not)
 and refused past --max-body; every text is checked for valid Unicode, characters, prompt tokens (with the
 model's tokenizer, against --max-tokens and the model's context length) and the request's tokens in all
 against --max-request-tokens. The queue holds at most --max-queue texts (503 with Retry-After when full),
 and a request waiting longer than --timeout seconds gets 504 and its texts leave the queue unscored. On
-SIGTERM the waiting requests get 503 at once; the server exits after the forward pass in flight, if any.
+SIGTERM the waiting requests get 503 at once; the server exits after the micro-batch in flight, if any.
 
 Every error has one shape (ErrorResponse in /openapi.json):
 
@@ -30,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 from finsent.serving.batcher import MicroBatcher
+from finsent.serving.checks import RequestCheck
 from finsent.serving.errors import ERROR_TYPES, Limits, ServeError, error_body
 
 
@@ -95,11 +97,9 @@ class BodyLimit:
 def create_app(clf, limits: Limits | None = None):
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
     from pydantic import BaseModel, Field
-    from starlette.exceptions import HTTPException
 
     from finsent.modeling.scoring import model_context
 
@@ -156,70 +156,10 @@ def create_app(clf, limits: Limits | None = None):
     class ClassifyResponse(BaseModel):
         predictions: list[Prediction]
 
-    def error(status: int, message: str, field: str | None = None, headers: dict | None = None):
-        return JSONResponse(status_code=status, content=error_body(status, message, field), headers=headers)
-
     app.add_middleware(BodyLimit, max_body=limits.max_body)
+    _error_handlers(app)
 
-    @app.exception_handler(ServeError)
-    async def serve_error(request: Request, exc: ServeError):
-        return error(exc.status, exc.message, exc.field, exc.headers)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        errs = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errs):
-            return error(400, "malformed JSON body", "body")
-        first = errs[0] if errs else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}", where)
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception):
-        return error(500, f"internal error ({type(exc).__name__})")
-
-    def check(texts: list[str]) -> list[int]:
-        """Each text's prompt tokens; ServeError (413/422) for the first text or total over a limit."""
-        if not texts:
-            raise ServeError(422, "texts: give at least one text", "texts")
-        if len(texts) > limits.max_texts:
-            raise ServeError(
-                413, f"texts: {len(texts)} texts exceed the limit of {limits.max_texts} per request", "texts"
-            )
-        for i, t in enumerate(texts):
-            if len(t) > limits.max_chars:
-                raise ServeError(
-                    422,
-                    f"texts.{i}: {len(t)} characters exceed the limit of {limits.max_chars}",
-                    f"texts.{i}",
-                )
-            if not t.strip():
-                raise ServeError(422, f"texts.{i}: empty text", f"texts.{i}")
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ServeError(
-                    422, f"texts.{i}: not valid Unicode (a lone surrogate such as \\ud800)", f"texts.{i}"
-                ) from None
-        counts, total = [], 0
-        for i, t in enumerate(texts):
-            n = len(codec.prompt_ids(t))
-            if n > max_tokens:
-                raise ServeError(422, f"texts.{i}: its prompt is {n} tokens, over {why_max}", f"texts.{i}")
-            total += n
-            if total > limits.max_request_tokens:
-                raise ServeError(
-                    413,
-                    f"texts: the prompts come to more than {limits.max_request_tokens} tokens, "
-                    f"the limit per request (texts.0 to texts.{i}: {total})",
-                    "texts",
-                )
-            counts.append(n)
-        return counts
+    check = RequestCheck(codec, limits, max_tokens, why_max)
 
     @app.post(
         "/v1/classify", response_model=ClassifyResponse, responses=responses(400, 413, 422, 500, 503, 504)
@@ -245,8 +185,40 @@ def create_app(clf, limits: Limits | None = None):
     return app
 
 
+def _error_handlers(app) -> None:
+    """Every error, whatever raised it, answers in the one shape (error_body)."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def error(status: int, message: str, field: str | None = None, headers: dict | None = None):
+        return JSONResponse(status_code=status, content=error_body(status, message, field), headers=headers)
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError):
+        return error(exc.status, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return error(400, "malformed JSON body", "body")
+        first = errs[0] if errs else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}", where)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        return error(500, f"internal error ({type(exc).__name__})")
+
+
 def _version() -> str:
-    from finsent import __version__
+    from finsent.core.version import __version__
 
     return __version__
 

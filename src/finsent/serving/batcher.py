@@ -1,4 +1,12 @@
-"""The server's micro-batcher: texts from concurrent requests wait briefly and are scored together."""
+"""The server's micro-batcher: texts from concurrent requests wait briefly and are scored together.
+
+How the model's passes are formed, exactly: the batcher hands the model one micro-batch at a time, at
+most --max-batch texts and --max-request-tokens prompt tokens taken from the waiting requests in arrival
+order. The classifier then scores that micro-batch as the scorer scores any list (scoring.classify):
+sorted by length and cut into forward passes of at most --batch-size texts, with the instruction
+prefix's key/value states computed once per model and shared by every pass. With the defaults (64 and
+32) a full micro-batch is two forward passes; --batch-size equal to --max-batch makes it one.
+"""
 
 import asyncio
 import math
@@ -15,7 +23,7 @@ class _Job:
     tokens: list[int]
     fut: asyncio.Future
     results: list = field(default_factory=list)
-    sent: int = 0  # texts handed to a forward pass
+    sent: int = 0  # texts handed to the model
     done: int = 0  # texts answered
 
     def __post_init__(self):
@@ -29,20 +37,21 @@ class _Job:
 
 
 class MicroBatcher:
-    """Collects texts from concurrent requests into shared forward passes, one at a time.
+    """Collects texts from concurrent requests into shared micro-batches, one at a time.
 
-    A forward pass holds at most `max_batch` texts and `max_batch_tokens` prompt tokens (at least one
-    text); a request larger than that is split over passes. At most `max_queue` texts wait. A pass that
-    raises is retried request by request, so only the request that makes the model fail gets the error.
+    A micro-batch holds at most `max_batch` texts and `max_batch_tokens` prompt tokens (at least one
+    text); a request larger than that is split over micro-batches. At most `max_queue` texts wait. A
+    micro-batch that raises is retried request by request, so only the request that makes the model fail
+    gets the error. `predict` scores one micro-batch (in passes of its own batch size: module docstring).
     """
 
     def __init__(self, predict, max_batch: int, max_batch_tokens: int = 1 << 62, max_queue: int = 1 << 62):
         self.predict = predict
         self.max_batch, self.max_batch_tokens, self.max_queue = max_batch, max_batch_tokens, max_queue
         self.jobs: deque[_Job] = deque()
-        self.queued = 0  # texts waiting, not yet in a forward pass
+        self.queued = 0  # texts waiting, not yet in a micro-batch
         self.batches = 0
-        self.batch_seconds = 0.0  # running mean of one forward pass, for Retry-After
+        self.batch_seconds = 0.0  # running mean of one micro-batch, for Retry-After
         self.closed = False
         self._task = None
         self._loop = None
@@ -118,7 +127,7 @@ class MicroBatcher:
         self.queued -= len(job.texts) - job.sent
 
     def _take(self) -> list[tuple[_Job, int, int]]:
-        """The next forward pass: (job, start, end) slices of the waiting requests, in arrival order."""
+        """The next micro-batch: (job, start, end) slices of the waiting requests, in arrival order."""
         batch, n, tokens = [], 0, 0
         for job in list(self.jobs):
             if job.fut.done():  # timed out or cancelled, its finally has not run yet

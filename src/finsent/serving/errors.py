@@ -32,11 +32,13 @@ class Limits:
     max_texts: int = opt(64, "texts per request", at_least=1)
     max_chars: int = opt(2000, "characters per text", at_least=1)
     max_body: int = opt(1_000_000, "bytes per request body, counted as it streams in", at_least=1)
-    max_batch: int = opt(64, "texts per forward pass across requests", at_least=1)
+    max_batch: int = opt(
+        64, "texts per micro-batch across requests (scored in passes of --batch-size texts)", at_least=1
+    )
     max_tokens: int = opt(
         MAX_TOKENS, "prompt tokens per text (also capped by the model's context length)", at_least=1
     )
-    max_request_tokens: int = opt(16384, "prompt tokens per request and per forward pass", at_least=1)
+    max_request_tokens: int = opt(16384, "prompt tokens per request and per micro-batch", at_least=1)
     max_queue: int = opt(512, "texts waiting for the model", at_least=1)
     timeout: float = opt(30.0, "seconds a request may wait for its answer (then 504)", at_least=0.001)
 

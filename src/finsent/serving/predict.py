@@ -29,6 +29,7 @@ import os
 import sys
 
 from finsent.core.errors import FinsentError
+from finsent.serving.errors import MAX_TOKENS
 from finsent.serving.rows import CHUNK, Writer, _chain, _limit, _text, iter_rows
 from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
 
@@ -43,13 +44,14 @@ def predict(
     strict: bool = False,
     shard_rows: int | None = None,
     adapter: str | None = None,
-    max_tokens: int | None = None,
+    max_tokens: int | None = MAX_TOKENS,
 ) -> dict:
     """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
 
     Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
     sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest.
-    A text whose prompt is over `max_tokens` or the model's context is a bad row."""
+    A text whose prompt is over `max_tokens` (default: the server's limit, MAX_TOKENS) or the model's context
+    is a bad row: reported with its line and reason, skipped and counted, or the end of the run if `strict`."""
     import time
 
     # torchrun with one process still shards when it can (resumable); with several it must

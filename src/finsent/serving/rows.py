@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
+from finsent.data.readers import FILE_KINDS
 
 # rows per classify() call, counted in input rows (bad ones too): chunks then start at the same rows in
 # one process and in a sharded run (shards are whole chunks), so both make the same batches and write
 # byte-identical outputs
 CHUNK = 256
-
-
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[str, dict | None, str]]:
@@ -47,7 +45,7 @@ class Writer:
 
     def __init__(self, output: str | None, labels: list[str], id_column: str | None, header: bool = True):
         self.labels, self.id_column = labels, id_column
-        self.jsonl = bool(output) and Path(output).suffix.lower() in JSONL_SUFFIXES
+        self.jsonl = bool(output) and FILE_KINDS.get(Path(output).suffix.lower()) == "jsonl"
         self._files = contextlib.ExitStack()
         if output:
             from finsent.core.fsio import atomic_path

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from finsent.core.artefacts import SHARD_MANIFEST
 from finsent.core.errors import FinsentError
-from finsent.serving.rows import CHUNK, JSONL_SUFFIXES, Writer, _limit, _text, iter_rows
+from finsent.data.readers import FILE_KINDS
+from finsent.serving.errors import MAX_TOKENS
+from finsent.serving.rows import CHUNK, Writer, _limit, _text, iter_rows
 
 SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
 
@@ -196,15 +198,73 @@ def predict_sharded(
     strict: bool = False,
     shard_rows: int = SHARD_ROWS,
     adapter: str | None = None,
-    max_tokens: int | None = None,
+    max_tokens: int | None = MAX_TOKENS,
 ) -> dict:
     """This rank's shards of the input, then (rank 0) the whole output in input order; see the module's
     docstring. Returns this rank's counts, or on rank 0 the whole run's."""
     import time
 
-    from finsent.core.console import progress_bar
-
     rank, world, _ = _rank_env()
+    rows, id_column, shards, plan = _settle_plan(
+        clf,
+        texts,
+        input_path,
+        output,
+        text_column,
+        id_column,
+        strict,
+        shard_rows,
+        adapter,
+        max_tokens,
+        rank,
+        world,
+    )
+    n = plan["shards"]
+    mine = [j for j in range(n) if j % world == rank]
+    todo = {j for j in mine if shards.done(j, n) is None}
+    skipped = [j for j in mine if j not in todo]
+    if skipped:
+        print(
+            f"rank {rank}: {len(skipped)} of {len(mine)} shards already written, skipped "
+            f"({', '.join(shards.name(j, n) for j in skipped[:5])}{', ...' if len(skipped) > 5 else ''})",
+            file=sys.stderr,
+        )
+    start, started_at = time.perf_counter(), time.time()
+    done, bad = _write_shards(
+        clf, input_path, text_column, id_column, strict, max_tokens, shards, plan, rows, todo, rank
+    )
+    seconds = time.perf_counter() - start
+    mine_summary = {
+        "rows": rows,
+        "predicted": done,
+        "bad": bad,
+        "shards_written": len(todo),
+        "shards_skipped": len(skipped),
+    }
+    if world > 1:
+        _barrier()  # rank 0 waits here for every other rank's last shard
+    if rank != 0:
+        print(f"rank {rank}: {done} predicted in {len(todo)} shards, {bad} bad rows skipped", file=sys.stderr)
+        return mine_summary | {"sentences_per_second": done / seconds if seconds else 0.0}
+    return _concatenate(shards, n, clf.labels, id_column, rows, start, started_at)
+
+
+def _settle_plan(
+    clf,
+    texts,
+    input_path,
+    output,
+    text_column,
+    id_column,
+    strict,
+    shard_rows,
+    adapter,
+    max_tokens,
+    rank: int,
+    world: int,
+):
+    """Check the input, count its rows and settle the shard plan (rank 0 writes the manifest, every rank
+    reads it): (rows, id column, shards, plan)."""
     if texts or input_path in (None, "-") or not output:
         raise FinsentError(
             "sharded prediction (torchrun, --shard-rows) needs --input FILE and --out FILE "
@@ -221,7 +281,7 @@ def predict_sharded(
         raise FinsentError(f"--input {input_path}: no rows")
     if id_column is None and first[1] is not None:
         id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
-    jsonl = Path(output).suffix.lower() in JSONL_SUFFIXES
+    jsonl = FILE_KINDS.get(Path(output).suffix.lower()) == "jsonl"
     shards = _Shards(output, jsonl)
     want = {
         "version": 1,
@@ -240,17 +300,19 @@ def predict_sharded(
             "--shard-rows applies to a fresh run",
             file=sys.stderr,
         )
+    return rows, id_column, shards, plan
+
+
+def _write_shards(
+    clf, input_path, text_column, id_column, strict, max_tokens, shards, plan, rows, todo, rank
+):
+    """Classify the rows of this rank's shards still to do, each shard written atomically, then its
+    marker: (predicted, bad rows)."""
+    import time
+
+    from finsent.core.console import progress_bar
+
     size, n = plan["shard_rows"], plan["shards"]
-    mine = [j for j in range(n) if j % world == rank]
-    todo = {j for j in mine if shards.done(j, n) is None}
-    skipped = [j for j in mine if j not in todo]
-    if skipped:
-        print(
-            f"rank {rank}: {len(skipped)} of {len(mine)} shards already written, skipped "
-            f"({', '.join(shards.name(j, n) for j in skipped[:5])}{', ...' if len(skipped) > 5 else ''})",
-            file=sys.stderr,
-        )
-    start, started_at = time.perf_counter(), time.time()
     done = bad = 0
     limit = _limit(clf, max_tokens)
     with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
@@ -302,20 +364,7 @@ def predict_sharded(
             if writer is not None:  # the unfinished shard's temporary file is removed, no marker
                 writer.__exit__(type(e), e, e.__traceback__)
             raise
-    seconds = time.perf_counter() - start
-    mine_summary = {
-        "rows": rows,
-        "predicted": done,
-        "bad": bad,
-        "shards_written": len(todo),
-        "shards_skipped": len(skipped),
-    }
-    if world > 1:
-        _barrier()  # rank 0 waits here for every other rank's last shard
-    if rank != 0:
-        print(f"rank {rank}: {done} predicted in {len(todo)} shards, {bad} bad rows skipped", file=sys.stderr)
-        return mine_summary | {"sentences_per_second": done / seconds if seconds else 0.0}
-    return _concatenate(shards, n, clf.labels, id_column, rows, start, started_at)
+    return done, bad
 
 
 def _concatenate(

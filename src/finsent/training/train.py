@@ -28,30 +28,33 @@ from finsent.core.options import Config
 def train(cfg: Config, splits=None) -> Path:
     """Fine-tune, save the adapter to <output_dir>/adapter (train.method=full: the whole model to
     <output_dir>/model) with its config; return that folder."""
-    import torch
-    from datasets import Dataset
     from transformers import set_seed
-
-    from finsent.core.fsio import atomic_dir, write_json
-    from finsent.core.prompts import PromptCodec
-    from finsent.data.splits import make_splits
-    from finsent.modeling.card import write_model_card
-    from finsent.modeling.device import launched_with_fsdp
-    from finsent.modeling.load import load_model
-    from finsent.training.args import lora_config, sft_config
-    from finsent.training.checkpoints import guard, prepare
-    from finsent.training.parallel import gathered_state_dict, save_adapter, unwrap
-    from finsent.training.trainer import FinsentTrainer, upcast_trainable
 
     # --- setup: the resolved options, data, model, LoRA
     cfg = cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    tc = cfg.train
-    full = tc.method == "full"
-    if full:
+    if cfg.train.method == "full":
         full_precision(cfg)
-    out = Path(tc.output_dir)
-    set_seed(tc.seed)
+    set_seed(cfg.train.seed)
     main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
+    splits, last = _prepare_run(cfg, splits, main)
+    trainer, codec, tokenizer = _build_trainer(cfg, splits)
+
+    # --- train (from the last complete checkpoint of the same run with --resume)
+    if last:
+        print(f"resuming from {last}", file=sys.stderr)
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+    # --- save
+    return _save(cfg, trainer, codec, tokenizer, splits, result, last)
+
+
+def _prepare_run(cfg: Config, splits, main: bool):
+    """The output folder checked (never over another run), the splits, the config saved: (splits, the
+    checkpoint to resume from or None)."""
+    from finsent.data.splits import make_splits
+    from finsent.training.checkpoints import guard, prepare
+
+    tc, out = cfg.train, Path(cfg.train.output_dir)
     if main:
         guard(out, tc.resume, tc.overwrite)
     flaws = []
@@ -63,6 +66,21 @@ def train(cfg: Config, splits=None) -> Path:
         for flaw in flaws:
             print(f"data: {flaw}", file=sys.stderr)
         save_config(cfg, out)
+    return splits, last
+
+
+def _build_trainer(cfg: Config, splits):
+    """The model (4-bit prepared for QLoRA), the tokenized splits and finsent's trainer:
+    (trainer, codec, tokenizer)."""
+    from datasets import Dataset
+
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.device import launched_with_fsdp
+    from finsent.modeling.load import load_model
+    from finsent.training.args import lora_config, sft_config
+    from finsent.training.trainer import FinsentTrainer, upcast_trainable
+
+    tc = cfg.train
     model, tokenizer, device = load_model(cfg.model, trainable=True)
     codec = PromptCodec.from_config(cfg, tokenizer)
     if cfg.model.load_in_4bit and not launched_with_fsdp():
@@ -81,7 +99,7 @@ def train(cfg: Config, splits=None) -> Path:
         train_dataset=train_ds,
         eval_dataset=eval_ds if len(eval_ds) else None,
         processing_class=tokenizer,
-        peft_config=None if full else lora_config(cfg, model),
+        peft_config=None if tc.method == "full" else lora_config(cfg, model),
         codec=codec,
         fast=tc.fast,
         eval_examples=splits["eval"],
@@ -94,12 +112,19 @@ def train(cfg: Config, splits=None) -> Path:
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     print(f"trainable parameters: {trainable:,d} of {total:,d} ({trainable / total:.2%})", file=sys.stderr)
+    return trainer, codec, tokenizer
 
-    # --- train (from the last complete checkpoint of the same run with --resume)
-    if last:
-        print(f"resuming from {last}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
 
+def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
+    """Adapter (or model) + tokenizer + config + calibration + model card + training log, written by the
+    first process only; every process takes part in gathering a sharded state."""
+    import torch
+
+    from finsent.core.fsio import atomic_dir, write_json
+    from finsent.modeling.card import write_model_card
+    from finsent.training.parallel import gathered_state_dict, save_adapter, unwrap
+
+    out, full = Path(cfg.train.output_dir), cfg.train.method == "full"
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / (MODEL_DIR if full else ADAPTER_DIR)
     state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
