@@ -1,6 +1,11 @@
-# Temporary placeholder (to be overwritten): the real hook writes the CLI reference into
-# docs/reference/cli.md at the `<!-- finsent:cli-reference -->` marker.
+"""MkDocs hook: the CLI reference page is generated from finsent's option dataclasses at build time."""
+
+MARKER = "<!-- finsent:cli-reference -->"
 
 
 def on_page_markdown(markdown, **kwargs):
-    return markdown
+    if MARKER not in markdown:
+        return markdown
+    from finsent.cli.reference import markdown as reference
+
+    return markdown.replace(MARKER, reference())

@@ -213,7 +213,8 @@ def test_every_shipped_config_parses_and_dry_runs(name):
     text = (ROOT / "configs" / name).read_text()
     assert text.startswith("# finsent "), "each config opens with the command that runs it"
     r = subprocess.run(
-        [sys.executable, "-m", "finsent.cli", "train", "--config", f"configs/{name}", "--dry-run"],
+        [sys.executable, "-m", "finsent.cli", "train", "--config", f"configs/{name}", "--dry-run"]
+        + ([] if "\n  data: " in text else ["--data", "fpb"]),  # configs for your own data name none
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -24,7 +24,7 @@ def main(args: Args, cfg: Config) -> int:
     from finsent.data.splits import counts_table, export_splits, make_splits
 
     ds, splits = make_splits(cfg.data)
-    print(f"{ds.path}: {len(ds.examples)} usable rows")
+    print(f"{ds.path}: {ds.split_line()}")
     for flaw in ds.flaws():
         print(f"  {flaw}")
     print(counts_table(splits, cfg.data.labels))

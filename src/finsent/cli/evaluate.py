@@ -35,8 +35,8 @@ def main(args: Args, cfg: Config) -> int:
     from finsent.modeling.calibration import parse_priors
 
     ds, splits = make_splits(cfg.data)
-    for flaw in ds.flaws():
-        print(f"data: {flaw}", file=sys.stderr)
+    for line in [ds.split_line(), *ds.flaws()]:
+        print(f"data: {line}", file=sys.stderr)
     examples = splits[args.subset][: args.limit or None]
     priors = parse_priors(args.priors, cfg.data.labels)  # a bad --priors fails before the model loads
     title = (

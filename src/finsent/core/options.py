@@ -94,8 +94,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data: str = opt(
-        "fpb",
-        "a data file (PhraseBank .txt, all-data.csv, CSV/TSV/JSONL/Parquet) or fpb[:50agree|66agree|75agree|allagree]",
+        "",
+        "a data file (CSV/TSV/JSONL/Parquet with a header, PhraseBank .txt, all-data.csv) or "
+        "fpb[:50agree|66agree|75agree|allagree] (the Financial PhraseBank from the hub)",
         alias="--data",
     )
     text_column: str = opt("text", "text column of a CSV/TSV/JSONL/Parquet file", alias="--text-column")
@@ -107,11 +108,13 @@ class DataConfig:
     )
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(
-        "notebook",
-        "notebook (the notebooks' split; 'seed' is its earlier name), stratified, random (datasets' "
-        "train_test_split: the public FPB benchmark's), or file (--test-data)",
+        "auto",
+        "auto (notebook for the Financial PhraseBank and all-data.csv, stratified for any other file), "
+        "notebook (the notebooks' split; 'seed' is its earlier name), stratified (every usable row, "
+        "seeded, label shares kept), random (datasets' train_test_split: the public FPB benchmark's), or "
+        "file (--test-data)",
         alias="--split",
-        choices=("notebook", "stratified", "random", "file"),
+        choices=("auto", "notebook", "stratified", "random", "file"),
         renamed={"seed": "notebook"},
     )
     train_per_label: int = opt(300, "notebook split: training sentences per label", at_least=1)
@@ -120,7 +123,7 @@ class DataConfig:
         50, "notebook split: eval sentences per label (sampled with replacement)", at_least=0
     )
     test_size: float = opt(
-        0.2, "stratified/random split: test share", alias="--test-size", at_least=1e-9, below=1
+        0.1, "stratified/random split: test share", alias="--test-size", at_least=1e-9, below=1
     )
     eval_size: float = opt(
         0.1, "stratified/random/file split: eval share", alias="--eval-size", at_least=0, below=1

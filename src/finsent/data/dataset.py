@@ -26,6 +26,17 @@ class Dataset:
     dropped_by_dedupe: int = 0
     in_train_and_test: int = 0  # --split file: sentences of the test file also in the training data
     thin_eval: dict[str, tuple[int, int]] = field(default_factory=dict)  # label -> (distinct, rows)
+    split: str = ""  # the split made of it (auto resolved), its sizes and the rows in none of them
+    sizes: dict[str, int] = field(default_factory=dict)
+    unused: int = 0
+
+    def split_line(self) -> str:
+        """`train N, eval N, test N of M usable rows (split)`: what every command that splits prints."""
+        s = self.sizes
+        if not s:
+            return ""
+        of = f" of {len(self.examples)} usable rows" if self.split != "file" else ", test from --test-data"
+        return f"train {s['train']}, eval {s['eval']}, test {s['test']}{of} ({self.split} split)"
 
     def flaws(self) -> list[str]:
         out = [f"malformed: {m}" for m in self.malformed]
@@ -44,6 +55,13 @@ class Dataset:
                     if self.dropped_by_dedupe
                     else " (--dedupe removes them)"
                 )
+            )
+        if 2 * self.unused > len(self.examples):
+            out.append(
+                f"split: {self.unused} of {len(self.examples)} usable rows ({self.unused / len(self.examples):.0%})"
+                f" are in no split: the {self.split} split keeps a fixed number of sentences per label"
+                " (data.train_per_label, data.test_per_label, data.eval_per_label); --split stratified uses"
+                " every row"
             )
         for label, (distinct, rows) in self.thin_eval.items():
             out.append(

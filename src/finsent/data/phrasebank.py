@@ -24,6 +24,11 @@ HUB_DATASET = "takala/financial_phrasebank"
 def resolve_data(spec: str) -> Path:
     """A path, or `fpb[:subset]`: found under $FINSENT_DATA_DIR, else fetched from the hub (online) or a
     local mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
+    if not spec:
+        raise FinsentError(
+            "no data: pass --data FILE (a CSV/TSV/JSONL/Parquet file with a header row, see --text-column and "
+            "--label-column), or --data fpb to download the Financial PhraseBank"
+        )
     if not spec.lower().startswith("fpb"):
         return Path(spec).expanduser()
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
@@ -49,6 +54,14 @@ def resolve_data(spec: str) -> Path:
             f"set {DATA_DIR_ENV} to the folder holding the Financial PhraseBank files (FinancialPhraseBank-v1.0"
             ".zip from the authors), or go online once (unset HF_HUB_OFFLINE), or pass --data PATH"
         ) from None
+
+
+def is_phrasebank(spec: str, path: str | os.PathLike) -> bool:
+    """The notebooks' data: `fpb[:subset]`, a PhraseBank file (Sentences_*Agree.txt) or all-data.csv
+    (the Kaggle copy of the 50% agreement subset the notebooks read): what `--split auto` gives the
+    notebooks' split, so their figures stay comparable. Any other file is split stratified."""
+    name = Path(path).name
+    return spec.lower().startswith("fpb") or name in FPB_FILES.values() or name == "all-data.csv"
 
 
 # The hub's copy is a loading script, which datasets 4+ refuses to run; the hub's own parquet conversion

@@ -12,7 +12,7 @@ from pathlib import Path
 from finsent.core.errors import FinsentError
 from finsent.core.labels import normalise_label
 from finsent.data.dataset import Dataset, Example
-from finsent.data.phrasebank import resolve_data
+from finsent.data.phrasebank import is_phrasebank, resolve_data
 from finsent.data.readers import read_file
 
 
@@ -118,7 +118,10 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
     ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
-    if dc.split == "notebook":
+    split = dc.split
+    if split == "auto":
+        split = "notebook" if is_phrasebank(dc.data, ds.path) else "stratified"
+    if split == "notebook":
         splits = split_notebook(
             ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
         )
@@ -128,9 +131,9 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         # fewer than about 0.6 n rows are left. Distinct by text, as duplicate rows are one sentence.
         texts = {lab: [e.text for e in splits["eval"] if e.label == lab] for lab in labels}
         ds.thin_eval = {lab: (len(set(t)), len(t)) for lab, t in texts.items() if 2 * len(set(t)) < len(t)}
-    elif dc.split == "stratified":
+    elif split == "stratified":
         splits = split_stratified(ds.examples, dc.test_size, dc.eval_size, dc.seed)
-    elif dc.split == "random":
+    elif split == "random":
         splits = split_random(ds.examples, dc.test_size, dc.eval_size, dc.seed)
     else:
         if not dc.test_data:
@@ -151,6 +154,10 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
             pool, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in pool]
         )
         splits = {"train": train, "eval": ev, "test": test.examples}
+    ds.split, ds.sizes = split, {name: len(exs) for name, exs in splits.items()}
+    # rows of the file in no split, by source row (--split file: the test rows are another file's)
+    used = {e.source_row for name, exs in splits.items() if split != "file" or name != "test" for e in exs}
+    ds.unused = sum(e.source_row not in used for e in ds.examples)
     return ds, splits
 
 

@@ -47,8 +47,8 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
 
     t = stage("data")
     ds, splits = make_splits(cfg.data)
-    for flaw in ds.flaws():
-        print(f"data: {flaw}")
+    for line in [ds.split_line(), *ds.flaws()]:
+        print(f"data: {line}")
     test = splits["test"]
     timings["data"] = time.perf_counter() - t
 

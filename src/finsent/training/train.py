@@ -60,7 +60,7 @@ def _prepare_run(cfg: Config, splits, main: bool):
     flaws = []
     if splits is None:  # (`finsent run` splits and reports the data itself)
         ds, splits = make_splits(cfg.data)
-        flaws = ds.flaws()
+        flaws = [ds.split_line(), *ds.flaws()]
     last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
     if main:  # flaws after prepare, whose refusals stay one line
         for flaw in flaws:
