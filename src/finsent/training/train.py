@@ -37,7 +37,7 @@ def train(cfg: Config, splits=None) -> Path:
     set_seed(cfg.train.seed)
     main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
     splits, last = _prepare_run(cfg, splits, main)
-    trainer, codec, tokenizer = _build_trainer(cfg, splits)
+    trainer, codec, tokenizer = build_trainer(cfg, splits)
 
     # --- train (from the last complete checkpoint of the same run with --resume)
     if last:
@@ -69,7 +69,7 @@ def _prepare_run(cfg: Config, splits, main: bool):
     return splits, last
 
 
-def _build_trainer(cfg: Config, splits):
+def build_trainer(cfg: Config, splits):
     """The model (4-bit prepared for QLoRA), the tokenized splits and finsent's trainer:
     (trainer, codec, tokenizer)."""
     from datasets import Dataset

@@ -1,0 +1,138 @@
+"""Where one training step's time goes, on the demo config: data, forward (loss), backward, optimizer.
+
+    .venv/bin/python -m bench.step_profile                       # the demo config, dtype as detected
+    .venv/bin/python -m bench.step_profile --dtype float32       # what a CPU without bf16 runs
+    .venv/bin/python -m bench.step_profile --compile --optim adamw_torch_fused   # levers, one run each
+
+The step is finsent's own (configs/smollm2-cpu.yaml: full fine-tuning, micro-batch 16, the fast loss on
+the shared prompt prefix), built by `finsent.training.train.build_trainer` on the notebook split of
+all-data.csv, timed part by part after warm-up steps. The same run measures the machine's matmul peak
+(bench.predict.matmul_peak) and counts the step's FLOPs with torch's FlopCounterMode, so the step's rate
+is printed as a share of the peak. The CPU and its bf16 support are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.common import DATA, ROOT
+from bench.predict import matmul_peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--dtype", default="auto", help="model.dtype: auto (the demo's) or float32 (no-bf16 CPUs)"
+    )
+    ap.add_argument("--compile", action="store_true", help="torch.compile (inductor) the decoder layers")
+    ap.add_argument("--optim", default=None, help="train.optim, e.g. adamw_torch_fused")
+    ap.add_argument("--batch", type=int, default=None, help="train.per_device_train_batch_size")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
+    args = ap.parse_args()
+
+    import torch
+
+    from finsent.core.config import build_config
+    from finsent.data.readers import read_file
+    from finsent.data.splits import split_notebook
+    from finsent.modeling.device import cpu_has_bf16, cpu_name
+    from finsent.training.train import build_trainer, full_precision
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
+    cfg.model.dtype = args.dtype
+    cfg.train.output_dir = "/tmp/finsent-step-profile"
+    cfg.train.report_to = "none"
+    if args.optim:
+        cfg.train.optim = args.optim
+    if args.batch:
+        cfg.train.per_device_train_batch_size = args.batch
+    cfg = cfg.validate()
+    full_precision(cfg)
+    splits = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
+    trainer, _, _ = build_trainer(cfg, splits)
+    model = trainer.model
+    if args.compile:
+        for layer in model.model.layers:
+            layer.compile()
+    steps = args.warmup + args.steps
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    opt, sched = trainer.optimizer, trainer.lr_scheduler
+    model.train()
+    loader = iter(trainer.get_train_dataloader())
+    parts = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    samples = tokens = 0
+    flops = None
+    for step in range(steps):
+        t0 = time.perf_counter()
+        batch = trainer._prepare_inputs(next(loader))
+        t1 = time.perf_counter()
+        if step == args.warmup:  # count one step's FLOPs (not timed)
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as counter, trainer.compute_loss_context_manager():
+                trainer.compute_loss(model, batch).backward()
+            flops = counter.get_total_flops()
+            opt.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            t1 = t0
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, batch)
+        t2 = time.perf_counter()
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        if step >= args.warmup:
+            for k, (a, b) in zip(parts, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                parts[k] += b - a
+            samples += batch["input_ids"].shape[0]
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+    total = sum(parts.values())
+    autocast = cfg.train.bf16
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16) if cpu_has_bf16() else None
+    peak = peak16 if autocast and peak16 else peak32
+    step_s = total / args.steps
+    result = {
+        "cpu": cpu_name(),
+        "bf16_cpu": cpu_has_bf16(),
+        "threads": torch.get_num_threads(),
+        "dtype": "float32 weights, bf16 autocast" if autocast else "float32",
+        "compile": args.compile,
+        "optim": cfg.train.optim,
+        "batch": cfg.train.per_device_train_batch_size,
+        "step_seconds": step_s,
+        "samples_per_second": samples / total,
+        "tokens_per_step": tokens / args.steps,
+        "shares": {k: v / total for k, v in parts.items()},
+        "step_gflop": flops / 1e9 if flops else None,
+        "peak_gflops_fp32": peak32 / 1e9,
+        "peak_gflops_bf16": peak16 / 1e9 if peak16 else None,
+        "share_of_peak": (flops / step_s) / peak if flops else None,
+    }
+    print(json.dumps(result, indent=2))
+    print(
+        f"\n{result['cpu']} ({'AMX/AVX512-BF16' if result['bf16_cpu'] else 'no bf16'}), {result['threads']} threads, "
+        f"{result['dtype']}: {step_s:.2f} s a step of {result['batch']} ({result['samples_per_second']:.2f} "
+        f"samples/s); " + ", ".join(f"{k} {v:.0%}" for k, v in result["shares"].items())
+        + (f"; {result['step_gflop']:.0f} GFLOP a step = {flops / step_s / 1e9:.0f} GFLOP/s, "
+           f"{result['share_of_peak']:.0%} of the {peak / 1e9:.0f} GFLOP/s matmul peak" if flops else "")
+    )  # fmt: skip
+    if args.out:
+        with Path(args.out).open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
