@@ -94,6 +94,7 @@ def test_memory_per_device_sharded_against_replicated():
     from finsent.core.options import Config
 
     cfg = Config()
+    cfg.data.data = "fpb"
     cfg.model.model, cfg.model.dtype = "meta-llama/Llama-2-7b-hf", "bfloat16"
     one = _mem(cfg, 1, "ddp")
     ddp, fsdp, zero3 = _mem(cfg, 8, "ddp"), _mem(cfg, 8, "fsdp"), _mem(cfg, 8, "zero3")
@@ -119,6 +120,7 @@ def test_qlora_70b_fits_two_24gb_cards_with_fsdp_offload():
     from finsent.core.options import Config
 
     cfg = Config()
+    cfg.data.data = "fpb"
     cfg.model.model, cfg.model.dtype, cfg.model.load_in_4bit = "meta-llama/Llama-2-70b-hf", "bfloat16", True
     cfg.train.per_device_train_batch_size, cfg.train.gradient_checkpointing = 1, True
     whole = _mem(cfg, 1, "ddp")["memory_estimate_gb"]

@@ -53,9 +53,9 @@ def test_help_shows_defaults_choices_and_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help-all"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 0.0002)" in text and "{notebook,stratified,random,file}" in text
+    assert "(default: 0.0002)" in text and "{auto,notebook,stratified,random,file}" in text
     # --help lists the common options (those with a short flag); --help-all every option
-    assert "{notebook,stratified,random,file}" in common and "--train.lr_scheduler_type" not in common
+    assert "{auto,notebook,stratified,random,file}" in common and "--train.lr_scheduler_type" not in common
     assert "--train.lr_scheduler_type" in text and len(common) < len(text) / 2
 
 

@@ -272,7 +272,7 @@ def test_thin_eval_threshold(spare, eval_per_label, thin):
 
     counts = {"positive": 4 + 40, "neutral": 4 + 40, "negative": 4 + spare}
     exs = [Example(i, f"{lab} sentence {i}", lab) for lab, n in counts.items() for i in range(n)]
-    overrides = {"data.train_per_label": "2", "data.test_per_label": "2"}
+    overrides = {"data.split": "notebook", "data.train_per_label": "2", "data.test_per_label": "2"}
     dc = resolve(None, overrides | {"data.eval_per_label": str(eval_per_label)}, None).data
     ds = make_splits(dc, Dataset("toy.csv", exs))[0]
     assert list(ds.thin_eval) == (["negative"] if thin else [])

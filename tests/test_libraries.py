@@ -9,6 +9,15 @@ from finsent.evaluation.metrics import UNPARSED, classification_metrics, plot_co
 from finsent.modeling.card import write_model_card
 
 LABELS = ["positive", "neutral", "negative"]
+
+
+def fpb_config() -> Config:
+    """The defaults on the notebooks' data (--data has no default: the card names the data set used)."""
+    cfg = Config()
+    cfg.data.data = "fpb"
+    return cfg
+
+
 # "negative" never occurs in y_true (absent label); "neutral" is never predicted; one answer is unparsed
 Y = ["positive", "positive", "positive", "neutral", "neutral"]
 P = ["positive", "negative", UNPARSED, "positive", "positive"]
@@ -49,7 +58,7 @@ def test_plot_confusion_with_unparsed_column(tmp_path):
 def test_model_card_metadata_round_trips(tmp_path, kind, library):
     from huggingface_hub import ModelCard
 
-    cfg = Config()
+    cfg = fpb_config()
     m = classification_metrics(Y, P, LABELS)
     path = write_model_card(
         tmp_path, cfg, kind, metrics=m, extra={"note": "x"}, file=str(tmp_path / "m.gguf")
@@ -77,7 +86,7 @@ def test_model_card_metadata_round_trips(tmp_path, kind, library):
 def test_model_card_without_metrics_has_no_model_index(tmp_path):
     from huggingface_hub import ModelCard
 
-    path = write_model_card(tmp_path, Config(), "adapter")
+    path = write_model_card(tmp_path, fpb_config(), "adapter")
     text = path.read_text()
     assert text.startswith("---\n") and "model-index" not in text and "## Metrics" not in text
     assert ModelCard.load(path).data.eval_results is None
@@ -112,7 +121,7 @@ def test_model_card_extends_pefts_card_and_rewrites_only_its_own_section(tmp_pat
     peft_tags = set(peft_card.data.tags) - {t for t in peft_card.data.tags if t.startswith("base_model:")}
     m = classification_metrics(Y, P, LABELS)
 
-    write_model_card(folder, Config(), "adapter", metrics=m, extra={"optimizer steps": 3})
+    write_model_card(folder, fpb_config(), "adapter", metrics=m, extra={"optimizer steps": 3})
     card = ModelCard.load(folder / "README.md")
     assert card.data.library_name == "peft"
     assert card.data.pipeline_tag == peft_card.data.pipeline_tag == "text-generation"  # PEFT's, kept
@@ -133,7 +142,7 @@ def test_model_card_extends_pefts_card_and_rewrites_only_its_own_section(tmp_pat
     assert "### Model Card for Model ID" in lines and "##### Framework versions" in lines
 
     # again, as after a re-run (without metrics this time): one finsent section, PEFT's text still once
-    write_model_card(folder, Config(), "adapter", extra={"optimizer steps": 5})
+    write_model_card(folder, fpb_config(), "adapter", extra={"optimizer steps": 5})
     again = ModelCard.load(folder / "README.md")
     text = again.text
     assert text.count("# finsent adapter:") == 1 and text.count("## How to load") == 1
@@ -144,7 +153,7 @@ def test_model_card_extends_pefts_card_and_rewrites_only_its_own_section(tmp_pat
 
     # training again into the same folder: PEFT rewrites the card's metadata, then finsent writes its card
     peft_model.save_pretrained(folder)
-    write_model_card(folder, Config(), "adapter")
+    write_model_card(folder, fpb_config(), "adapter")
     third = ModelCard.load(folder / "README.md")
     assert third.text.count("# finsent adapter:") == 1 and third.text.count("## PEFT") == 1
     assert third.text.count("Model Card for Model ID") == 1 and third.text.count("- PEFT ") == 1
@@ -154,7 +163,7 @@ def test_model_card_extends_pefts_card_and_rewrites_only_its_own_section(tmp_pat
 def test_model_card_shows_plain_library_loading(tmp_path):
     from huggingface_hub import ModelCard
 
-    cfg = Config()
+    cfg = fpb_config()
     texts = {}
     for kind in ("adapter", "merged", "gguf"):
         folder = tmp_path / kind
@@ -183,7 +192,7 @@ def test_model_card_snippet_runs_on_a_tiny_model(tmp_path):
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    path = write_model_card(tmp_path, Config(), "merged")
+    path = write_model_card(tmp_path, fpb_config(), "merged")
     (code,) = [b for b in re.findall(r"```python\n(.*?)```", path.read_text(), re.S) if "classify" in b]
     # a tiny random model and a one-id-per-character tokenizer stand in for the folder's
     code = re.sub(r"(?m)^(model|tokenizer) = .*$", r"\1 = \1", code)
@@ -211,8 +220,8 @@ def test_model_card_base_model_is_a_hub_id_or_absent(tmp_path):
     names the merged card's base; a local base with no card gets no base_model at all."""
     from huggingface_hub import ModelCard
 
-    write_model_card(tmp_path / "merged", Config(), "merged")
-    cfg = Config()
+    write_model_card(tmp_path / "merged", fpb_config(), "merged")
+    cfg = fpb_config()
     cfg.model.model = str(tmp_path / "merged")  # as `finsent export --model runs/demo/merged_model` has it
     gguf = write_model_card(tmp_path / "gguf", cfg, "gguf", file=str(tmp_path / "gguf" / "m.gguf"))
     assert ModelCard.load(gguf).data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"

@@ -288,7 +288,7 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     assert len(rows) > len(set(rows))
     copies = f"duplicate sentences: {len(rows) - len(set(rows))} extra copies"
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=6.0)
-    cfg.data.data, cfg.data.split = str(data), "stratified"
+    cfg.data.data, cfg.data.split, cfg.data.test_size = str(data), "stratified", 0.2
     summary = run(cfg, tmp_path / "run")
     assert summary["data_flaws"] == [copies]
     n_test = summary["baseline"]["n"]
@@ -425,9 +425,9 @@ def test_train_reports_the_datas_flaws_once(tiny_model_dir, tmp_path, capsys):
     data.write_text("\n".join(lines) + "\n")
     cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=1.0)
     cfg.data.data, cfg.data.train_per_label, cfg.data.test_per_label = str(data), 2, 2
-    cfg.data.eval_per_label = 6
+    cfg.data.eval_per_label, cfg.data.split = 6, "notebook"
     train(cfg)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data: ")]
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("data: eval split")]
     assert [line.split("'")[1] for line in err] == ["positive", "neutral", "negative"]
     assert all("6 '" in line and "only 2 distinct sentence(s)" in line for line in err)
 
@@ -557,7 +557,7 @@ def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
 
     data = toy_csv(tmp_path / "toy.csv", 12)
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0, method="full")
-    cfg.data.data, cfg.data.split = str(data), "stratified"
+    cfg.data.data, cfg.data.split, cfg.data.test_size = str(data), "stratified", 0.2
     summary = run(cfg, tmp_path / "run")
     out = tmp_path / "run"
     assert (
