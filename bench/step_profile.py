@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def main() -> None:
     ap.add_argument("--optim", default=None, help="train.optim, e.g. adamw_torch_fused")
     ap.add_argument("--batch", type=int, default=None, help="train.per_device_train_batch_size")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument(
+        "--detach-prefix",
+        action="store_true",
+        help="no gradient through the shared prompt prefix (a speed probe: it changes the training math)",
+    )
     ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args()
 
@@ -46,6 +52,16 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.detach_prefix:
+        import finsent.modeling.scoring as scoring
+
+        states = scoring.prefix_states
+
+        def detached(*a, **k):
+            with torch.no_grad():
+                return states(*a, **k)
+
+        scoring.prefix_states = detached
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     cfg.model.dtype = args.dtype
     cfg.train.output_dir = "/tmp/finsent-step-profile"
@@ -110,6 +126,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "dtype": "float32 weights, bf16 autocast" if autocast else "float32",
         "compile": args.compile,
+        "detach_prefix": args.detach_prefix,
+        "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
         "optim": cfg.train.optim,
         "batch": cfg.train.per_device_train_batch_size,
         "step_seconds": step_s,

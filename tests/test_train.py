@@ -590,3 +590,44 @@ def test_dry_run_counts_full_fine_tuning():
     cfg.train.method = "lora"
     lora = dry_run(cfg)
     assert 14 < lora["trainable_percent"] < 15 and "LoRA + optimizer" in report(cfg, lora)
+
+
+def test_run_full_fine_tuning_checks_its_copy_by_bytes_and_a_reload(tiny_model_dir, tmp_path):
+    """train.method=full: merged_model/ is a copy; its files are compared byte for byte with the evaluated
+    model, its first test sentences re-scored from disk, and its test predictions are the tuned model's."""
+    import csv
+
+    from finsent.pipeline.run import COPY_SAMPLE, run
+
+    data = toy_csv(tmp_path / "toy.csv", 30)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0)
+    cfg.data.data, cfg.data.split, cfg.data.test_size = str(data), "stratified", 0.2
+    cfg.train.method, cfg.train.learning_rate = "full", 1e-4
+    summary = run(cfg, tmp_path / "run")
+    parity = summary["merged"]["merge_parity"]
+    n_test = summary["finetuned"]["n"]
+    assert parity["identical_files"] >= 3 and parity["agreement"] == 1.0
+    assert parity["n"] == min(COPY_SAMPLE, n_test) and parity["max_probability_difference"] == 0.0
+    assert summary["merged"]["accuracy"] == summary["finetuned"]["accuracy"]
+    out = tmp_path / "run"
+    rows = [list(csv.reader((out / d / "predictions.csv").open())) for d in ("finetuned", "merged")]
+    assert rows[0] == rows[1] and len(rows[0]) == n_test + 1
+    assert "byte-identical copy" in (out / "report.md").read_text()
+
+
+def test_identical_files_sees_one_changed_byte_and_a_missing_file(tmp_path):
+    from finsent.deploy.merge import identical_files
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "sub").mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"\x00" * 1000)
+        (d / "sub" / "tokenizer.json").write_text("{}")
+    (a / "finsent_config.yaml").write_text("model: a")  # names its own folder: not compared
+    (b / "finsent_config.yaml").write_text("model: b")
+    assert identical_files(a, b) == 2
+    (b / "model.safetensors").write_bytes(b"\x00" * 999 + b"\x01")
+    assert identical_files(a, b) == 0
+    (b / "model.safetensors").write_bytes(b"\x00" * 1000)
+    (b / "sub" / "tokenizer.json").unlink()
+    assert identical_files(a, b) == 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from finsent.core.artefacts import MERGE_PARITY_FILE, MODEL_CARD
+from finsent.core.artefacts import CONFIG_FILE, MERGE_PARITY_FILE, MODEL_CARD
 from finsent.core.config import save_config, self_contained
 from finsent.core.options import Config
 from finsent.modeling.calibration import Calibration
@@ -91,6 +91,7 @@ def certify_merge(
     min_agreement: float = MIN_AGREEMENT,
     metrics: dict | None = None,
     reference: str = "adapter",
+    extra: dict | None = None,
 ) -> dict:
     """The merged model in `out` against its adapter (`reference` says how that was run):
     merge_parity.json, then (only if it passes) the model card, with the test metrics when the caller
@@ -109,7 +110,7 @@ def certify_merge(
             where=where,
             what="merged model / adapter",
             min_agreement=min_agreement,
-            extra={"reference": reference},
+            extra={"reference": reference, **(extra or {})},
         )
     except FinsentError as e:
         moved = reject(out, str(e))
@@ -139,6 +140,28 @@ def copy_full(cfg: Config, trained, out) -> None:
     with atomic_dir(out) as tmp:
         shutil.copytree(trained, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
         save_config(self_contained(cfg, out), tmp)
+
+
+def identical_files(a: str | Path, b: str | Path) -> int:
+    """How many files `b` holds byte-identical to `a`'s (sha256), or 0 when any file differs or is
+    missing on either side. finsent's own config (which names the folder) and the model card are left
+    out: everything that loading the model reads is compared."""
+    import hashlib
+
+    def digests(folder: Path) -> dict[str, str]:
+        out = {}
+        for f in sorted(Path(folder).rglob("*")):
+            name = f.relative_to(folder).as_posix()
+            if f.is_file() and name not in (CONFIG_FILE, MODEL_CARD):
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 22), b""):
+                        h.update(block)
+                out[name] = h.hexdigest()
+        return out
+
+    da, db = digests(Path(a)), digests(Path(b))
+    return len(da) if da and da == db else 0
 
 
 def _load_unquantised(cfg: Config, adapter):

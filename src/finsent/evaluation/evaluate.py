@@ -76,6 +76,28 @@ def evaluate(
     return Evaluation(metrics, preds, probs, codec.labels, report)
 
 
+def rescore(cfg: Config, model_cfg: ModelConfig, examples: list[Example], batch_size: int = 32):
+    """(predictions, probabilities) of the model `model_cfg` on `examples`, calibrated as `evaluate`
+    does, without writing anything: a check of a copy against what was evaluated."""
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.calibration import Calibration
+    from finsent.modeling.load import load_model
+
+    model, tokenizer, _ = load_model(model_cfg)
+    codec = PromptCodec.from_config(cfg, tokenizer)
+    _, preds, probs = run_evaluation(
+        model, codec, examples, batch_size, desc="re-scoring", calibration=Calibration.load(model_cfg.model)
+    )
+    return preds, probs
+
+
+def labels_of(cfg: Config) -> list[str]:
+    """The label set as the codec orders it (the order of every probability column)."""
+    from finsent.core.labels import normalise_label
+
+    return [normalise_label(x) for x in cfg.data.labels]
+
+
 def run_evaluation(
     model,
     codec,

@@ -24,12 +24,15 @@ from finsent.core.artefacts import (
 from finsent.core.config import save_config
 from finsent.core.options import Config
 
+# sentences of the test split re-scored from a fully fine-tuned model's copy (its files byte-identical)
+COPY_SAMPLE = 64
+
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.core.fsio import write_json
     from finsent.data.splits import make_splits
-    from finsent.deploy.merge import certify_merge, copy_full, merge_and_save
-    from finsent.evaluation.evaluate import evaluate, format_mistakes
+    from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
+    from finsent.evaluation.evaluate import evaluate, format_mistakes, labels_of, rescore, write_evaluation
     from finsent.training.train import train
 
     out = Path(out)
@@ -97,11 +100,9 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     (copy_full if full else merge_and_save)(cfg, adapter, merged_dir)
     timings["merge"] = time.perf_counter() - t
 
-    # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
-    t = stage("evaluate the merged model")
+    t = stage("check the copy" if full else "evaluate the merged model")
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
-    merged = measure("merged", merged_model)
     reference = (
         "fully fine-tuned model"
         if full
@@ -109,9 +110,36 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         if cfg.model.load_in_4bit
         else "adapter"
     )
-    parity = certify_merge(
-        cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"], reference=reference
-    )
+    same = identical_files(adapter, merged_dir) if full else None
+    if same:
+        # the copy holds the evaluated model's own bytes (weights, tokenizer, model config), so its test
+        # predictions are the fine-tuned model's, written again under merged/; what a copy can still get
+        # wrong, loading from its new folder, is checked on the first test sentences, re-scored from disk
+        results["merged"] = dict(results["finetuned"], model=str(merged_dir))
+        mistakes["merged"] = mistakes["finetuned"]
+        write_evaluation(
+            out / "merged", results["merged"], test, *tuned, labels_of(cfg), "merged (test split)"
+        )
+        k = min(COPY_SAMPLE, len(test))
+        sample = rescore(cfg, merged_model, test[:k], batch_size)
+        parity = certify_merge(
+            cfg, adapter, merged_dir, (tuned[0][:k], tuned[1][:k]), sample, f"first {k} sentences of the test split",
+            metrics=results["merged"], reference=reference,
+            extra={"identical_files": same, "test_split": f"{len(test)} predictions by identity of the files"},
+        )  # fmt: skip
+    else:
+        # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
+        merged = measure("merged", merged_model)
+        parity = certify_merge(
+            cfg,
+            adapter,
+            merged_dir,
+            tuned,
+            merged,
+            "test split",
+            metrics=results["merged"],
+            reference=reference,
+        )
     results["merged"]["merge_parity"] = parity
     # the merged model carries its own test metrics: its card, `finsent export` and the server read them
     write_json(merged_dir / METRICS_FILE, results["merged"])
@@ -213,6 +241,13 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
             f"Merge parity ({parity['split']}): {parity['agreement']:.1%} identical predictions "
             f"({parity['n']} sentences), max probability difference {parity['max_probability_difference']:.1e}.",
         ]
+        if parity.get("identical_files"):
+            lines += [
+                "",
+                f"`merged_model/` is a byte-identical copy of the fine-tuned model ({parity['identical_files']} "
+                f"files, sha256), so its test-split predictions are the fine-tuned model's "
+                f"({parity['test_split']}); the sentences above were re-scored from the copy on disk.",
+            ]
     cal = {k: summary[k].get("calibration") for k in names if summary[k].get("calibration")}
     if cal:
         lines += [

@@ -129,7 +129,7 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
     adapter = out / (MODEL_DIR if full else ADAPTER_DIR)
     state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
     # the eval split's probabilities for the temperature, by every process (FSDP gathers weights in its forward)
-    eval_probs = trainer.classify([e.text for e in splits["eval"]])[1] if splits["eval"] else None
+    eval_probs = trainer.eval_probabilities()
     if trainer.is_world_process_zero():
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]

@@ -52,7 +52,8 @@ class FinsentTrainer(SFTTrainer):
         """Classification accuracy on the eval split with the fast evaluator (not generation, and
         not the token-level loss over full-vocabulary logits that the stock loop computes)."""
         exs = self.eval_examples
-        preds, _ = self.classify([e.text for e in exs])
+        preds, probs = self.classify([e.text for e in exs])
+        self.last_eval = (self.state.global_step, probs)
         m = classification_metrics([e.label for e in exs], preds, self.codec.labels)
         metrics = {
             f"{metric_key_prefix}_accuracy": m["accuracy"],
@@ -64,8 +65,26 @@ class FinsentTrainer(SFTTrainer):
         return metrics
 
     def classify(self, texts: list[str]) -> tuple[list[str], list[list[float]]]:
-        """The model's labels and probabilities for `texts`; under FSDP every process must call it."""
-        return self._in_model(lambda m: classify(m, self.codec, texts, self.args.per_device_eval_batch_size))
+        """The model's labels and probabilities for `texts`; under FSDP every process must call it.
+        Each distinct text is scored once: the notebook split's eval rows are drawn with replacement
+        (all-data.csv's 150 are 104 distinct sentences), and the model is the same for all of them."""
+        distinct = list(dict.fromkeys(texts))
+        preds, probs = self._in_model(
+            lambda m: classify(m, self.codec, distinct, self.args.per_device_eval_batch_size)
+        )
+        at = {t: i for i, t in enumerate(distinct)}
+        return [preds[at[t]] for t in texts], [probs[at[t]] for t in texts]
+
+    last_eval = None  # (optimizer step, eval-split probabilities) of the latest evaluate()
+
+    def eval_probabilities(self) -> list[list[float]] | None:
+        """The eval split's probabilities with the weights as they are now: the latest evaluation's when
+        it ran at this optimizer step (the end of the last epoch, with evaluation_strategy epoch)."""
+        if not self.eval_examples:
+            return None
+        if self.last_eval and self.last_eval[0] == self.state.global_step:
+            return self.last_eval[1]
+        return self.classify([e.text for e in self.eval_examples])[1]
 
     _in_wrapper = False
 
