@@ -117,3 +117,29 @@ def test_a_closed_pipe_ends_quietly(tiny_model_dir, tmp_path):
         err = p.stderr.read().decode()
         assert p.wait(timeout=300) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_predict_takes_the_servers_token_limit():
+    from finsent.cli.predict import Args
+    from finsent.serving.errors import MAX_TOKENS, Limits
+
+    assert Args().max_tokens == Limits().max_tokens == MAX_TOKENS == 1024
+
+
+@pytest.mark.slow
+def test_long_rows_are_bad_rows_under_the_default_limit(tmp_path, capsys):
+    """SmolLM2's context is 8,192 tokens: the server's 1,024-token limit, not the context, stops these rows."""
+    rows = [
+        "Profit rose .",
+        ("Net sales fell by 5 % . " * 250).strip(),
+        "Sales fell .",
+        ("Costs rose . " * 400),
+    ]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--input", str(src), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {src}:2: its prompt is" in err and "over the limit of 1024 tokens per text" in err
+    assert f"skipped {src}:4: its prompt is" in err and "2 predicted, 2 bad rows skipped" in err
+    assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose .", "Sales fell ."]

@@ -8,7 +8,12 @@ from finsent.core.options import opt
 
 
 def config() -> Any:
-    return opt(None, "YAML config file (see configs/)", metavar="FILE")
+    return opt(
+        None,
+        "YAML config file, or the name of a shipped one: smollm2-cpu (the CPU recipe of make demo), "
+        "llama-3.2-1b-notebook, llama-2-7b-notebook, llama-3.2-3b, llama-3.1-8b-qlora, fpb50-smollm2-cpu",
+        metavar="FILE",
+    )
 
 
 def adapter(required: bool = False) -> Any:

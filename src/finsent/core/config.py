@@ -26,12 +26,38 @@ def self_contained(cfg: Config, folder: Path) -> Config:
     return cfg
 
 
+def shipped_configs() -> list[str]:
+    """The names of the configs that ship inside the package (finsent/configs/*.yaml)."""
+    from importlib import resources
+
+    return sorted(
+        f.name[:-5]
+        for f in resources.files("finsent").joinpath("configs").iterdir()
+        if f.name.endswith(".yaml")
+    )
+
+
+def config_path(spec: str | Path) -> Path:
+    """A config file: a path, or the name of a shipped config (`smollm2-cpu`, `llama-3.1-8b-qlora`), so
+    that `pip install finsent` users have the configs this repository's configs/ holds."""
+    from importlib import resources
+
+    path = Path(spec)
+    if path.is_file() or len(path.parts) > 1:
+        return path
+    name = path.name if path.name.endswith(".yaml") else path.name + ".yaml"
+    shipped = Path(str(resources.files("finsent").joinpath("configs", name)))
+    return shipped if shipped.is_file() else path
+
+
 def load_yaml(path: str | Path) -> dict:
     import yaml
 
-    path = Path(path)
+    path = config_path(path)
     if not path.is_file():
-        raise FinsentError(f"{path}: config file not found")
+        raise FinsentError(
+            f"{path}: config file not found (a path, or one of the shipped configs: {', '.join(shipped_configs())})"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:

@@ -103,6 +103,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     t = stage("check the copy" if full else "evaluate the merged model")
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
+    merged_model.dtype = "float32"  # as measure() evaluates: parity is a float32 claim
     reference = (
         "fully fine-tuned model"
         if full

@@ -82,6 +82,15 @@ def build_trainer(cfg: Config, splits):
 
     tc = cfg.train
     model, tokenizer, device = load_model(cfg.model, trainable=True)
+    if device == "cpu" and not tc.fast:
+        from finsent.core.console import note
+
+        # the defaults are the notebooks' GPU recipe; a newcomer on a laptop should know the CPU one
+        note(
+            "training with the notebooks' recipe on a CPU (no fast loss, micro-batch 1 x 8, gradient "
+            "checkpointing); --config smollm2-cpu is the CPU recipe make demo runs (5.8x the samples/s in "
+            "bench/train.py)"
+        )
     codec = PromptCodec.from_config(cfg, tokenizer)
     if cfg.model.load_in_4bit and not launched_with_fsdp():
         # (not under FSDP, whose flat parameters share one dtype: norms stay in the 4-bit storage dtype,
