@@ -1,1 +1,1 @@
-"""evaluation"""
+"""Evaluation: the one path from a model to its written evaluation, and the metrics."""

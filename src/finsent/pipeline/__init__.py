@@ -1,1 +1,1 @@
-"""pipeline"""
+"""`finsent run`: the whole notebook, composed from the layers below."""
