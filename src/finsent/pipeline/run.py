@@ -32,7 +32,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.core.fsio import write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
-    from finsent.evaluation.evaluate import evaluate, format_mistakes, labels_of, rescore, write_evaluation
+    from finsent.evaluation.evaluate import evaluate, format_mistakes
     from finsent.training.train import train
 
     out = Path(out)
@@ -104,49 +104,49 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     merged_model = copy.deepcopy(cfg.model)
     merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
     merged_model.dtype = "float32"  # as measure() evaluates: parity is a float32 claim
-    reference = (
-        "fully fine-tuned model"
-        if full
-        else "adapter on its 4-bit base (as trained)"
-        if cfg.model.load_in_4bit
-        else "adapter"
-    )
+    as_trained = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
+    reference = "fully fine-tuned model" if full else as_trained
     same = identical_files(adapter, merged_dir) if full else None
     if same:
-        # the copy holds the evaluated model's own bytes (weights, tokenizer, model config), so its test
-        # predictions are the fine-tuned model's, written again under merged/; what a copy can still get
-        # wrong, loading from its new folder, is checked on the first test sentences, re-scored from disk
-        results["merged"] = dict(results["finetuned"], model=str(merged_dir))
-        mistakes["merged"] = mistakes["finetuned"]
-        write_evaluation(
-            out / "merged", results["merged"], test, *tuned, labels_of(cfg), "merged (test split)"
-        )
-        k = min(COPY_SAMPLE, len(test))
-        sample = rescore(cfg, merged_model, test[:k], batch_size)
-        parity = certify_merge(
-            cfg, adapter, merged_dir, (tuned[0][:k], tuned[1][:k]), sample, f"first {k} sentences of the test split",
-            metrics=results["merged"], reference=reference,
-            extra={"identical_files": same, "test_split": f"{len(test)} predictions by identity of the files"},
+        parity = _check_copy(
+            cfg, out, adapter, merged_dir, merged_model, test, tuned, same, results, mistakes, batch_size, reference
         )  # fmt: skip
     else:
         # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
         merged = measure("merged", merged_model)
         parity = certify_merge(
-            cfg,
-            adapter,
-            merged_dir,
-            tuned,
-            merged,
-            "test split",
-            metrics=results["merged"],
-            reference=reference,
-        )
+            cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"], reference=reference
+        )  # fmt: skip
     results["merged"]["merge_parity"] = parity
     # the merged model carries its own test metrics: its card, `finsent export` and the server read them
     write_json(merged_dir / METRICS_FILE, results["merged"])
     timings["merged"] = time.perf_counter() - t
 
     return _write_summary(cfg, out, ds.flaws(), results, timings, mistakes)
+
+
+def _check_copy(
+    cfg, out, adapter, merged_dir, merged_model, test, tuned, same, results, mistakes, batch_size, reference
+):
+    """train.method=full, the copy byte-identical (`same` files): its results are the fine-tuned model's,
+    written again under merged/, and its loading is checked by re-scoring the first test sentences."""
+    from finsent.deploy.merge import certify_merge
+    from finsent.evaluation.evaluate import labels_of, rescore, write_evaluation
+
+    # the copy holds the evaluated model's own bytes (weights, tokenizer, model config), so its test
+    # predictions are the fine-tuned model's, written again under merged/; what a copy can still get
+    # wrong, loading from its new folder, is checked on the first test sentences, re-scored from disk
+    results["merged"] = dict(results["finetuned"], model=str(merged_dir))
+    mistakes["merged"] = mistakes["finetuned"]
+    write_evaluation(out / "merged", results["merged"], test, *tuned, labels_of(cfg), "merged (test split)")
+    k = min(COPY_SAMPLE, len(test))
+    sample = rescore(cfg, merged_model, test[:k], batch_size)
+    parity = certify_merge(
+        cfg, adapter, merged_dir, (tuned[0][:k], tuned[1][:k]), sample, f"first {k} sentences of the test split",
+        metrics=results["merged"], reference=reference,
+        extra={"identical_files": same, "test_split": f"{len(test)} predictions by identity of the files"},
+    )  # fmt: skip
+    return parity
 
 
 def _write_summary(

@@ -67,7 +67,7 @@ class FinsentTrainer(SFTTrainer):
     def classify(self, texts: list[str]) -> tuple[list[str], list[list[float]]]:
         """The model's labels and probabilities for `texts`; under FSDP every process must call it.
         Each distinct text is scored once: the notebook split's eval rows are drawn with replacement
-        (all-data.csv's 150 are 104 distinct sentences), and the model is the same for all of them."""
+        (all-data.csv's 150 are 101 distinct sentences), and the model is the same for all of them."""
         distinct = list(dict.fromkeys(texts))
         preds, probs = self._in_model(
             lambda m: classify(m, self.codec, distinct, self.args.per_device_eval_batch_size)
