@@ -34,6 +34,8 @@ def train_args(model_dir, data, out):
         "float32",
         "--data",
         str(data),
+        "--data.split",
+        "notebook",
         "--data.train_per_label",
         "8",
         "--data.test_per_label",

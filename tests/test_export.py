@@ -324,7 +324,10 @@ def test_export_the_embedded_model_by_name(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FINSENT_DATA_DIR", str(DATA_DIR))  # no saved config: the eval split is PhraseBank's
     out = tmp_path / "smol-q8_0.gguf"
-    assert main(["export", "--model", "smollm2-135m", "--quant", "q8_0", "--out", str(out)]) == 0
+    assert (
+        main(["export", "--model", "smollm2-135m", "--data", "fpb", "--quant", "q8_0", "--out", str(out)])
+        == 0
+    )
     fields = _fields(out)
     assert fields["tokenizer.ggml.pre"] == "gpt-2"
     assert fields["tokenizer.ggml.add_bos_token"] is False

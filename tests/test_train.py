@@ -580,6 +580,7 @@ def test_dry_run_counts_full_fine_tuning():
 
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
     assert cfg.train.method == "full" and cfg.model.dtype == "auto"
+    cfg.data.data = "fpb"  # the shipped configs name no data
     full = dry_run(cfg)
     n = full["total_parameters"]
     assert full["trainable_parameters"] == n and full["trainable_percent"] == 100

@@ -8,7 +8,7 @@ from finsent.deploy.gguf import DTYPES
 
 HELP = "export a merged Llama model to GGUF (llama.cpp, Ollama) with a parity check"
 EXAMPLE = "finsent export --model runs/demo/merged_model --quant q8_0 --out runs/demo/finsent-q8_0.gguf"
-SECTIONS = ("model",)
+SECTIONS = ("model", "data")  # data: the eval split of the parity check, when the model names none
 REFUSED = {"--dtype": "--quant for the GGUF tensor type (--model.dtype is the weights dtype)"}
 
 

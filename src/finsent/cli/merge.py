@@ -8,7 +8,7 @@ from finsent.deploy.merge import MIN_AGREEMENT
 
 HELP = "merge an adapter into its base in full precision, with a parity check"
 EXAMPLE = "finsent merge --adapter runs/train/adapter --out runs/merged"
-SECTIONS = ("model",)
+SECTIONS = ("model", "data")  # data: the eval split of the parity check, when the model names none
 
 
 @dataclass
