@@ -51,7 +51,7 @@ test: setup
 	$(BIN)/python -m pytest -q -rs  # -rs: every skipped test says why
 
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: setup
 	$(BIN)/ruff check src tests bench experiments
