@@ -108,7 +108,10 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
     adapter = train(cfg, splits)
     # the trainer's own train_runtime, as for the notebook side: model loading and set-up excluded
     seconds = json.loads((out / "train_log.json").read_text())["train_runtime"]
-    model, tokenizer, _ = load_model(cfg.model, str(adapter))
+    full = cfg.train.method == "full"  # the CPU config trains every weight: `adapter` is the whole model
+    if full:
+        cfg.model.model = str(adapter)
+    model, tokenizer, _ = load_model(cfg.model, None if full else str(adapter))
     codec = PromptCodec.from_config(cfg, tokenizer)
     bs = cfg.train.per_device_train_batch_size
     n = len(splits["train"])
@@ -116,6 +119,8 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
         sum(len(codec.train_ids(e.text, e.label)[0]) - len(codec.prefix_ids) for e in splits["train"])
         + len(codec.prefix_ids) * -(-n // bs)
     ) * epochs
+    if full:  # 2 forward + 4 backward (input and weight gradients) FLOPs a parameter and token
+        return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=6)
     # 2 fwd + 2 bwd (frozen base: input gradients only), the backward only from the lowest adapted layer up
     from finsent.training.args import parse_layers
 
