@@ -37,6 +37,22 @@ class Evaluation:
     report: str
 
 
+def load_for_evaluation(cfg: Config, model_cfg: ModelConfig, adapter: str | None = None):
+    """(model, codec, device, calibration): the model as every evaluation loads it, with the temperature
+    fitted on the eval split after training (none for an untuned model)."""
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.calibration import Calibration
+    from finsent.modeling.load import load_model
+
+    model, tokenizer, device = load_model(model_cfg, adapter)
+    return (
+        model,
+        PromptCodec.from_config(cfg, tokenizer),
+        device,
+        Calibration.load(adapter or model_cfg.model),
+    )
+
+
 def evaluate(
     cfg: Config,
     examples: list[Example],
@@ -53,15 +69,8 @@ def evaluate(
     """Load the model `model_cfg` (default cfg.model), with `adapter`, and its calibration; classify
     `examples`; write the evaluation into `out` (write_evaluation). The metrics also name the model,
     adapter, device and dtype, and `info`."""
-    from finsent.core.prompts import PromptCodec
-    from finsent.modeling.calibration import Calibration
-    from finsent.modeling.load import load_model
-
     model_cfg = model_cfg or cfg.model
-    model, tokenizer, device = load_model(model_cfg, adapter)
-    codec = PromptCodec.from_config(cfg, tokenizer)
-    # the temperature fitted on the eval split after training (none for an untuned model)
-    calibration = Calibration.load(adapter or model_cfg.model)
+    model, codec, device, calibration = load_for_evaluation(cfg, model_cfg, adapter)
     metrics, preds, probs = run_evaluation(
         model, codec, examples, batch_size, method, desc, calibration=calibration, priors=priors
     )
@@ -79,23 +88,11 @@ def evaluate(
 def rescore(cfg: Config, model_cfg: ModelConfig, examples: list[Example], batch_size: int = 32):
     """(predictions, probabilities) of the model `model_cfg` on `examples`, calibrated as `evaluate`
     does, without writing anything: a check of a copy against what was evaluated."""
-    from finsent.core.prompts import PromptCodec
-    from finsent.modeling.calibration import Calibration
-    from finsent.modeling.load import load_model
-
-    model, tokenizer, _ = load_model(model_cfg)
-    codec = PromptCodec.from_config(cfg, tokenizer)
+    model, codec, _, calibration = load_for_evaluation(cfg, model_cfg)
     _, preds, probs = run_evaluation(
-        model, codec, examples, batch_size, desc="re-scoring", calibration=Calibration.load(model_cfg.model)
+        model, codec, examples, batch_size, desc="re-scoring", calibration=calibration
     )
     return preds, probs
-
-
-def labels_of(cfg: Config) -> list[str]:
-    """The label set as the codec orders it (the order of every probability column)."""
-    from finsent.core.labels import normalise_label
-
-    return [normalise_label(x) for x in cfg.data.labels]
 
 
 def run_evaluation(

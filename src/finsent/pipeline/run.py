@@ -131,14 +131,15 @@ def _check_copy(
     """train.method=full, the copy byte-identical (`same` files): its results are the fine-tuned model's,
     written again under merged/, and its loading is checked by re-scoring the first test sentences."""
     from finsent.deploy.merge import certify_merge
-    from finsent.evaluation.evaluate import labels_of, rescore, write_evaluation
+    from finsent.evaluation.evaluate import rescore, write_evaluation
 
     # the copy holds the evaluated model's own bytes (weights, tokenizer, model config), so its test
     # predictions are the fine-tuned model's, written again under merged/; what a copy can still get
     # wrong, loading from its new folder, is checked on the first test sentences, re-scored from disk
     results["merged"] = dict(results["finetuned"], model=str(merged_dir))
     mistakes["merged"] = mistakes["finetuned"]
-    write_evaluation(out / "merged", results["merged"], test, *tuned, labels_of(cfg), "merged (test split)")
+    labels = list(results["finetuned"]["confusion_matrix"]["labels"])  # the codec's order, as evaluated
+    write_evaluation(out / "merged", results["merged"], test, *tuned, labels, "merged (test split)")
     k = min(COPY_SAMPLE, len(test))
     sample = rescore(cfg, merged_model, test[:k], batch_size)
     parity = certify_merge(
