@@ -276,3 +276,26 @@ def test_thin_eval_threshold(spare, eval_per_label, thin):
     dc = resolve(None, overrides | {"data.eval_per_label": str(eval_per_label)}, None).data
     ds = make_splits(dc, Dataset("toy.csv", exs))[0]
     assert list(ds.thin_eval) == (["negative"] if thin else [])
+
+
+def test_auto_split_is_the_notebooks_only_where_their_data_fills_it():
+    """PhraseBank data gets the notebooks' split when every label has train + test rows for it; a
+    smaller subset (Sentences_AllAgree.txt has 570 positives for 600) and any other file: stratified."""
+    from finsent.core.options import DataConfig
+    from finsent.data.dataset import Dataset, Example
+
+    def split_of(name: str, per_label: int) -> str:
+        exs = [
+            Example(i, f"{lab} {i}", lab)
+            for lab in ("positive", "neutral", "negative")
+            for i in range(per_label)
+        ]
+        dc = DataConfig(
+            data=name, train_per_label=4, test_per_label=4, eval_per_label=1, test_size=0.2, eval_size=0.2
+        )
+        return make_splits(dc, Dataset(name, exs))[0].split
+
+    assert split_of("Sentences_AllAgree.txt", 10) == "notebook"
+    assert split_of("Sentences_AllAgree.txt", 7) == "stratified"  # 7 < 4 + 4
+    assert split_of("all-data.csv", 10) == "notebook"
+    assert split_of("tweets.csv", 40) == "stratified"

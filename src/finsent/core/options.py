@@ -109,7 +109,8 @@ class DataConfig:
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(
         "auto",
-        "auto (notebook for the Financial PhraseBank and all-data.csv, stratified for any other file), "
+        "auto (notebook for the Financial PhraseBank and all-data.csv where each label has the rows it needs, "
+        "stratified otherwise), "
         "notebook (the notebooks' split; 'seed' is its earlier name), stratified (every usable row, "
         "seeded, label shares kept), random (datasets' train_test_split: the public FPB benchmark's), or "
         "file (--test-data)",

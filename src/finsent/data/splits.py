@@ -120,7 +120,11 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
     ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
     split = dc.split
     if split == "auto":
-        split = "notebook" if is_phrasebank(dc.data, ds.path) else "stratified"
+        # the notebooks' split where their data can fill it; a PhraseBank subset too small for 300 + 300
+        # a label (Sentences_AllAgree.txt: 570 positives) is split like any other file
+        counts = Counter(e.label for e in ds.examples)
+        fits = all(counts[lab] >= dc.train_per_label + dc.test_per_label for lab in labels)
+        split = "notebook" if is_phrasebank(dc.data, ds.path) and fits else "stratified"
     if split == "notebook":
         splits = split_notebook(
             ds.examples, labels, dc.train_per_label, dc.test_per_label, dc.eval_per_label, dc.seed
