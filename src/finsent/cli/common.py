@@ -8,10 +8,12 @@ from finsent.core.options import opt
 
 
 def config() -> Any:
+    from finsent.core.config import shipped_configs
+
     return opt(
         None,
-        "YAML config file, or the name of a shipped one: smollm2-cpu (the CPU recipe of make demo), "
-        "llama-3.2-1b-notebook, llama-2-7b-notebook, llama-3.2-3b, llama-3.1-8b-qlora, fpb50-smollm2-cpu",
+        f"YAML config file, or the name of a shipped one: {', '.join(shipped_configs())} "
+        "(smollm2-cpu is the CPU recipe of make demo)",
         metavar="FILE",
     )
 

@@ -13,7 +13,7 @@ import importlib
 from types import ModuleType
 
 from finsent.core.config import iter_fields
-from finsent.core.options import coerce
+from finsent.core.options import coerce, out_of_range
 from finsent.core.version import __version__
 
 
@@ -63,24 +63,19 @@ class _HelpAll(argparse.Action):
         parser.exit()
 
 
-def _number(kind: type, at_least: float | None, at_most: float | None, below: float | None):
-    """An argparse type: an int or float in range, else a one-line error naming the range."""
+def _checked(kind: type, meta: dict):
+    """An argparse type for a command's own number flag, checked by the options' one range check
+    (`options.out_of_range`, which `Config.set` applies to every config option, from a file or a flag),
+    so both fail in the same words."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        high = at_most if at_most is not None else below
-        if (at_least is not None and value < at_least) or (
-            high is not None and (value > high if at_most is not None else value >= high)
-        ):
-            span = " and ".join(
-                ([f"at least {at_least:g}"] if at_least is not None else [])
-                + ([f"at most {at_most:g}"] if at_most is not None else [])
-                + ([f"below {below:g}"] if below is not None else [])
-            )
-            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {span})")
+        problem = out_of_range(meta, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -119,9 +114,7 @@ def add_args_flags(p: argparse.ArgumentParser, cls: type, taken: set[str]) -> No
             p.add_argument(*flags, action="store_true", **kwargs)
             continue
         if typ in ("int", "float"):
-            kwargs["type"] = _number(
-                int if typ == "int" else float, meta.get("at_least"), meta.get("at_most"), meta.get("below")
-            )
+            kwargs["type"] = _checked(int if typ == "int" else float, meta)
         if meta.get("choices"):
             kwargs["choices"] = meta["choices"]
             kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"

@@ -148,14 +148,31 @@ def resolve(
         cfg.model.model = adapter_base
     if config_file:
         apply_mapping(cfg, load_yaml(config_file), str(config_file))
-    if adapter_base and model_flag and not _same_model(model_flag, adapter_base):
-        raise FinsentError(
-            f"--model {model_flag}: the adapter {adapter} was trained on {adapter_base}; "
-            f"drop --model, or pass --model {adapter_base}"
-        )
+    if adapter_base:
+        _check_base(adapter, adapter_base, model_flag, config_file)
     for key, value in overrides.items():
         cfg.set(key, value, "option")
     return cfg
+
+
+def _check_base(adapter: str, base: str, model_flag: str | None, config_file: str | None) -> None:
+    """An adapter runs on the base it was trained on: a model named anywhere else (--model, or model.model
+    in a --config file) that is another model is refused, whichever source names it."""
+    claims = []
+    if model_flag:
+        claims.append((f"--model {model_flag}", model_flag, "drop --model"))
+    if config_file:
+        section = load_yaml(config_file).get("model")
+        named = section.get("model") if isinstance(section, dict) else None
+        if named and not model_flag:  # a flag overrides the file: only the flag's model is used then
+            claims.append(
+                (f"{config_path(config_file)}: model.model {named}", named, "remove it from the file")
+            )
+    for where, model, fix in claims:
+        if not _same_model(str(model), base):
+            raise FinsentError(
+                f"{where}: the adapter {adapter} was trained on {base}; {fix}, or pass --model {base}"
+            )
 
 
 def _peft_base(adapter: Path) -> str | None:

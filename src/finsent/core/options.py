@@ -23,6 +23,10 @@ from typing import Any
 from finsent.core.errors import FinsentError
 from finsent.core.registry import DEFAULT_MODEL
 
+# Earlier names of option values, still accepted and saved under today's name: the notebooks' split and
+# prompt were both called "seed" before they were called "notebook" (data.split, prompt.template).
+EARLIER_NAMES = {"seed": "notebook"}
+
 
 def opt(
     default: Any,
@@ -36,10 +40,15 @@ def opt(
     metavar: str | None = None,
     required: bool = False,
     positional: bool = False,
+    affects_outputs: bool = True,
 ) -> Any:
     """A dataclass field carrying its CLI help text, and optionally a short flag, its choices,
     `renamed` (earlier names of values, still accepted and saved under the current name) and its range
     (`at_least` <= value < `below`, or <= `at_most`), checked wherever the value comes from.
+
+    `affects_outputs=False` marks an option that says how to run, not what comes out (a device, a log
+    interval, an output folder): a run may be resumed, and shards of a sharded predict reused, across a
+    change of it. `outputs_only` derives both from this one mark.
 
     The command options of `finsent.cli` use the same fields, with `metavar`, `required` and
     `positional` (a list field: any number of positional values) for their flags."""
@@ -54,6 +63,7 @@ def opt(
         "metavar": metavar,
         "required": required,
         "positional": positional,
+        "affects_outputs": affects_outputs,
     }
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
@@ -73,7 +83,7 @@ class ModelConfig:
         alias="--dtype",
         choices=("auto", "bfloat16", "float16", "float32"),
     )
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device", affects_outputs=False)
     load_in_4bit: bool = opt(
         False, "QLoRA: load the base in 4-bit NF4 (CUDA + bitsandbytes)", alias="--load-in-4bit"
     )
@@ -87,7 +97,9 @@ class ModelConfig:
         choices=("uint8", "bfloat16", "float16", "float32"),
     )
     cache_dir: str = opt(
-        "", "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)"
+        "",
+        "where converted models are cached (default: $FINSENT_CACHE or ~/.cache/finsent)",
+        affects_outputs=False,
     )
 
 
@@ -116,7 +128,7 @@ class DataConfig:
         "file (--test-data)",
         alias="--split",
         choices=("auto", "notebook", "stratified", "random", "file"),
-        renamed={"seed": "notebook"},
+        renamed=EARLIER_NAMES,
     )
     train_per_label: int = opt(300, "notebook split: training sentences per label", at_least=1)
     test_per_label: int = opt(300, "notebook split: test sentences per label", at_least=1)
@@ -129,7 +141,11 @@ class DataConfig:
     eval_size: float = opt(
         0.1, "stratified/random/file split: eval share", alias="--eval-size", at_least=0, below=1
     )
-    seed: int = opt(42, "split seed", alias="--seed")
+    seed: int = opt(
+        42,
+        "split seed: which rows go to train, eval and test (--seed is the training seed)",
+        alias="--split-seed",
+    )
     test_data: str = opt("", "explicit test file (split=file)", alias="--test-data")
     dedupe: bool = opt(
         False,
@@ -146,7 +162,7 @@ class PromptConfig:
         "notebook (the notebooks' prompt; 'seed' is its earlier name), chat (the tokenizer's chat "
         "template), or a file with {text}",
         alias="--template",
-        renamed={"seed": "notebook"},
+        renamed=EARLIER_NAMES,
     )
     label_words: str = opt(
         "", "label=word pairs for the answer words, e.g. 'positive=bullish'", alias="--label-words"
@@ -172,7 +188,9 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = opt("runs/train", "where checkpoints, the adapter and logs go", alias="--out")
+    output_dir: str = opt(
+        "runs/train", "where checkpoints, the adapter and logs go", alias="--out", affects_outputs=False
+    )
     method: str = opt(
         "lora",
         "lora = a PEFT adapter on the frozen base (the notebooks'); full = every weight trains (float32 "
@@ -185,8 +203,10 @@ class TrainConfig:
     optim: str = opt(
         "paged_adamw_32bit", "optimizer (paged_* need CUDA; on CPU the plain AdamW equivalent is used)"
     )
-    save_steps: int = opt(0, "checkpoint every N optimizer steps (0 = every epoch)", at_least=0)
-    logging_steps: int = opt(25, "log the loss every N optimizer steps", at_least=1)
+    save_steps: int = opt(
+        0, "checkpoint every N optimizer steps (0 = every epoch)", at_least=0, affects_outputs=False
+    )
+    logging_steps: int = opt(25, "log the loss every N optimizer steps", at_least=1, affects_outputs=False)
     learning_rate: float = opt(2e-4, "peak learning rate", at_least=1e-12)
     weight_decay: float = opt(0.001, "AdamW weight decay", at_least=0)
     fp16: bool = opt(False, "fp16 mixed precision (CUDA)")
@@ -200,7 +220,9 @@ class TrainConfig:
     )
     lr_scheduler_type: str = opt("cosine", "learning-rate schedule")
     report_to: str = opt(
-        "tensorboard", "logging integrations, comma-separated (tensorboard, mlflow, wandb, ...), all, or none"
+        "tensorboard",
+        "logging integrations, comma-separated (tensorboard, mlflow, wandb, ...), all, or none",
+        affects_outputs=False,
     )
     evaluation_strategy: str = opt("epoch", "when to evaluate on the eval split: epoch, steps or no")
     eval_steps: int = opt(0, "evaluate every N steps when evaluation_strategy=steps", at_least=0)
@@ -209,7 +231,12 @@ class TrainConfig:
         512, "longest training sequence; longer ones are an error, never cut", at_least=1
     )
     packing: bool = opt(False, "pack several sentences per sequence (not with fast=true)")
-    seed: int = opt(42, "training seed")
+    seed: int = opt(
+        42,
+        "training seed (model initialisation, dropout, data order): what --seed means in Hugging Face "
+        "tools; the split has its own, --split-seed",
+        alias="--seed",
+    )
     fast: bool = opt(
         False,
         "finsent's fast path: shared-prefix forward, loss on label tokens only, length-bucketed batches",
@@ -228,12 +255,18 @@ class TrainConfig:
         "loss weight per training label: none, auto (inverse label shares of the training split, "
         "mean 1), or one number per label in label order, e.g. '1,0.5,1'",
     )
-    eval_batch_size: int = opt(32, "batch size of the evaluator", at_least=1)
+    eval_batch_size: int = opt(32, "batch size of the evaluator", at_least=1, affects_outputs=False)
     resume: bool = opt(
-        False, "continue from the last complete checkpoint of the same run in output_dir", alias="--resume"
+        False,
+        "continue from the last complete checkpoint of the same run in output_dir",
+        alias="--resume",
+        affects_outputs=False,
     )
     overwrite: bool = opt(
-        False, "train into an output_dir that holds an earlier run, clearing it first", alias="--overwrite"
+        False,
+        "train into an output_dir that holds an earlier run, clearing it first",
+        alias="--overwrite",
+        affects_outputs=False,
     )
     extra: dict = opt(
         {},
@@ -268,19 +301,10 @@ class Config:
         sec = getattr(self, section)
         value = coerce(value, _field_type(SECTIONS[section], name), f"{source} {section}.{name}")
         meta = _field(section, name).metadata
-        low, high = meta.get("at_least"), meta.get("below")
-        if low is not None and value < low or high is not None and value >= high:
-            bounds = ("> 0" if low and low < 1e-6 else f">= {low:g}") if low is not None else ""
-            bounds += (" and " if bounds else "") + f"< {high:g}" if high is not None else ""
-            raise FinsentError(f"{source} {section}.{name}: {value!r} is out of range (must be {bounds})")
-        renamed = meta.get("renamed") or {}
-        choices = meta.get("choices")
-        if choices and value not in (
-            *choices,
-            *renamed,
-        ):  # a YAML typo fails here, as a flag's does in argparse
-            raise FinsentError(f"{source} {section}.{name}: {value!r} is not one of {', '.join(choices)}")
-        setattr(sec, name, renamed.get(value, value) if isinstance(value, str) else value)
+        problem = out_of_range(meta, value) or not_a_choice(meta, value)
+        if problem:  # a YAML typo fails here, as a flag's does
+            raise FinsentError(f"{source} {section}.{name}: {problem}")
+        setattr(sec, name, current_name(meta, value))
 
     def validate(self, world_size: int = 1) -> Config:
         """The cross-checks between options, once: a resolved copy for `world_size` processes (this
@@ -310,6 +334,51 @@ class Config:
             note("train.fast keeps activations instead of gradient checkpointing (more memory, less compute)")
             tc.gradient_checkpointing = False
         return cfg
+
+
+def out_of_range(meta: dict, value: Any) -> str | None:
+    """The one range check of an option (a config field or a command's own flag, from a file or the
+    command line): None when `value` is in range, else the reason in the words every source uses."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    low, below, high = meta.get("at_least"), meta.get("below"), meta.get("at_most")
+    if (low is None or value >= low) and (below is None or value < below) and (high is None or value <= high):
+        return None
+    parts = []
+    if low is not None:
+        parts.append("above 0" if 0 < low < 1e-6 else f"at least {low:g}")
+    if high is not None:
+        parts.append(f"at most {high:g}")
+    if below is not None:
+        parts.append(f"below {below:g}")
+    return f"{value:g} is out of range (must be {' and '.join(parts)})"
+
+
+def not_a_choice(meta: dict, value: Any) -> str | None:
+    """None when `value` is one of the option's choices or an earlier name of one, else the reason."""
+    choices = meta.get("choices")
+    if not choices or value in (*choices, *(meta.get("renamed") or {})):
+        return None
+    return f"{value!r} is not one of {', '.join(choices)}"
+
+
+def current_name(meta: dict, value: Any) -> Any:
+    """An earlier name of a value (`renamed`) as today's name; any other value as it is."""
+    return (meta.get("renamed") or {}).get(value, value) if isinstance(value, str) else value
+
+
+def affects_outputs(section: str, name: str) -> bool:
+    """False for an option marked as changing how a run goes, not what it produces."""
+    return _field(section, name).metadata.get("affects_outputs", True)
+
+
+def outputs_only(cfg_dict: dict) -> dict:
+    """A config's dict (Config.to_dict()) without the options that do not change the outputs: what a
+    resumed run must match (training/checkpoints.py) and what sharded predict's shards record."""
+    return {
+        sec: {k: v for k, v in values.items() if affects_outputs(sec, k)} if sec in SECTIONS else values
+        for sec, values in cfg_dict.items()
+    }
 
 
 def class_weight_list(spec: str, labels: list[str], counts: dict[str, int]) -> list[float] | None:

@@ -59,15 +59,13 @@ def split_template(raw: str, where: str) -> Template:
     return Template(prefix, stripped, suffix[len(stripped) :] or " ")
 
 
-# Earlier names of the built-in templates, still accepted (saved configs of older runs use them).
-TEMPLATE_ALIASES = {"seed": "notebook"}
-
-
 def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
     """`notebook`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally
     {label})."""
+    from finsent.core.options import EARLIER_NAMES
+
     listed, quoted = _choices(label_words)
-    spec = TEMPLATE_ALIASES.get(spec, spec)
+    spec = EARLIER_NAMES.get(spec, spec)  # a template named by an older saved config
     if spec == "notebook":
         return split_template(
             _NOTEBOOK.replace("{choices}", listed).replace("{quoted}", quoted), "notebook template"

@@ -196,8 +196,8 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
         )
         + f", split `{dc.split}`"
         + (
-            f" ({dc.train_per_label} train / {dc.test_per_label} test / {dc.eval_per_label} eval per label, seed {dc.seed})"
-            if dc.split in ("notebook", "seed")  # "seed" is the split's earlier name
+            f" ({dc.train_per_label} train / {dc.test_per_label} test / {dc.eval_per_label} eval per label, split seed {dc.seed})"
+            if dc.split == "notebook"  # Config.set renames the earlier name (options.EARLIER_NAMES)
             else ""
         ),
         f"- labels: {', '.join(dc.labels)}",

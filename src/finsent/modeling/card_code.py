@@ -34,9 +34,9 @@ class _EchoChat:
 def _prompt_parts(cfg, words: dict[str, str]) -> tuple[str, str, str, bool] | None:
     """(prefix, suffix, answer separator, chat) of the prompt; for `chat`, prefix is the instruction that
     goes into the user message. None when the template cannot be rebuilt here (a missing file)."""
-    from finsent.core.prompts import TEMPLATE_ALIASES, build_template
+    from finsent.core.prompts import build_template
 
-    spec = TEMPLATE_ALIASES.get(cfg.prompt.template, cfg.prompt.template)
+    spec = cfg.prompt.template  # today's name: Config.set renames earlier ones (options.EARLIER_NAMES)
     try:
         if spec == "chat":
             t = build_template(spec, list(words.values()), _EchoChat())

@@ -18,21 +18,16 @@ from finsent.core.errors import FinsentError
 
 # what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-# options that say how to run, not what is trained: they may change between a run and its resumption
-NOT_HASHED = {
-    ("train", "resume"),
-    ("train", "overwrite"),
-    ("train", "output_dir"),
-    ("train", "eval_batch_size"),
-}
 # the training folder's own outputs (named in train.py) and TensorBoard's logs
 TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, "runs", RUN_STAMP)
 
 
 def config_hash(cfg) -> str:
-    d = cfg.to_dict()
-    for section, key in NOT_HASHED:
-        d[section].pop(key, None)
+    """A hash of the options that change what is trained: those marked `affects_outputs=False` (a
+    device, a log interval, the output folder) may change between a run and its resumption."""
+    from finsent.core.options import outputs_only
+
+    d = outputs_only(cfg.to_dict())
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
