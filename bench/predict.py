@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.predict --quick    # 60 sentences, under 3 minutes
 
 The notebooks build a text-generation pipeline for every sentence, generate one token, and look for a
-label word in it. finsent scores every label's full answer in one batched pass (scoring.py). Both run
+label word in it. finsent scores every label's full answer in one batched pass (modeling/scoring.py). Both run
 on the same model object, the same sentences (the notebook split's test set) and this machine. Also
 reported: the share of finsent predictions identical to the plain scoring path (one ordinary forward per
 sentence and label, in the model's dtype: float32 on a CPU without bf16 matmuls), and achieved FLOP/s

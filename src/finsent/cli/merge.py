@@ -3,11 +3,12 @@
 from dataclasses import dataclass
 
 from finsent.cli import common
+from finsent.core.artefacts import ADAPTER_DIR
 from finsent.core.options import Config, opt
 from finsent.deploy.merge import MIN_AGREEMENT
 
 HELP = "merge an adapter into its base in full precision, with a parity check"
-EXAMPLE = "finsent merge --adapter runs/train/adapter --out runs/merged"
+EXAMPLE = f"finsent merge --adapter runs/train/{ADAPTER_DIR} --out runs/merged"
 SECTIONS = ("model", "data")  # data: the eval split of the parity check, when the model names none
 
 

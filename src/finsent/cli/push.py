@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass
 
+from finsent.core.artefacts import ADAPTER_DIR, MERGED_MODEL_DIR
 from finsent.core.options import opt
 
 HELP = "upload an adapter, merged model or GGUF folder with its model card to the Hugging Face Hub"
 EXAMPLE = (
-    "finsent push runs/demo/merged_model --repo-id user/finsent-smollm2 --dry-run\n"
-    "  finsent push runs/train/adapter --repo-id user/finsent-smollm2-lora --private"
+    f"finsent push runs/demo/{MERGED_MODEL_DIR} --repo-id user/finsent-smollm2 --dry-run\n"
+    f"  finsent push runs/train/{ADAPTER_DIR} --repo-id user/finsent-smollm2-lora --private"
 )
 
 

@@ -8,6 +8,7 @@ import importlib
 
 from finsent.cli import COMMANDS
 from finsent.cli.flags import spellings
+from finsent.core.artefacts import CONFIG_FILE
 from finsent.core.config import iter_fields
 
 
@@ -61,7 +62,7 @@ def config_markdown() -> list[str]:
         "",
         "Set in a YAML file (`--config FILE`, sections as below), or as flags `--section.field VALUE`; "
         "the short flag, where there is one, works too. The resolved options are saved beside every "
-        "output as `finsent_config.yaml`.",
+        f"output as `{CONFIG_FILE}`.",
     ]
     current = None
     for sec, f in iter_fields():

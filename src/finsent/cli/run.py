@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from finsent.cli import common
+from finsent.core.artefacts import MERGED_MODEL_DIR, REPORT_FILE, RUN_TRAIN_DIR, SUMMARY_FILE
 from finsent.core.options import Config
 
 HELP = "the whole notebook: split, zero-shot, train, evaluate, merge, report"
@@ -15,7 +16,9 @@ REFUSED = {"--train.output_dir": "--out DIR (run trains into DIR/train)"}
 @dataclass
 class Args:
     config: str | None = common.config()
-    out: str = common.out("output folder: evaluations, train/, merged_model/, report.md, summary.json")
+    out: str = common.out(
+        f"output folder: evaluations, {RUN_TRAIN_DIR}/, {MERGED_MODEL_DIR}/, {REPORT_FILE}, {SUMMARY_FILE}"
+    )
     batch_size: int = common.batch_size()
 
 

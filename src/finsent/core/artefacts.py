@@ -22,6 +22,7 @@ ADAPTER_DIR = "adapter"  # train.method=lora: the adapter
 MODEL_DIR = "model"  # train.method=full: the whole fine-tuned model
 TRAIN_LOG = "train_log.json"
 RUN_STAMP = "run_stamp.json"  # what a resumed run must match
+TENSORBOARD_DIR = "runs"  # transformers' default logging_dir inside output_dir (train.report_to tensorboard)
 CALIBRATION_FILE = "calibration.json"  # the temperature fitted on the eval split, beside the model
 
 # finsent evaluate --out DIR (and each evaluation inside a run)
@@ -39,6 +40,7 @@ MERGE_PARITY_FILE = "merge_parity.json"
 RUN_TRAIN_DIR = "train"
 MERGED_MODEL_DIR = "merged_model"
 RUN_EVALUATIONS = ("baseline", "finetuned", "merged")  # the zero-shot, tuned and merged evaluations
+BASELINE_EVAL, FINETUNED_EVAL, MERGED_EVAL = RUN_EVALUATIONS
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 LOSS_PLOT = "loss_curve.png"

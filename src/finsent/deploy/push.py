@@ -20,20 +20,29 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from finsent.core.artefacts import MERGED_MODEL_DIR, MODEL_CARD, MODELFILE, REJECTED_NOTE, REJECTED_SUFFIX
+from finsent.core.artefacts import (
+    ADAPTER_DIR,
+    MERGED_MODEL_DIR,
+    MODEL_CARD,
+    MODELFILE,
+    PARITY_SUFFIX,
+    REJECTED_NOTE,
+    REJECTED_SUFFIX,
+    TENSORBOARD_DIR,
+)
 from finsent.core.errors import FinsentError
 
 # never uploaded: training checkpoints and their states, logs, and what a killed write leaves behind
 # (fsio's hidden `.NAME.*.tmp` files and `.NAME.partial-*` folders)
 EXCLUDE = (
     "checkpoint-*",
-    "runs",
+    TENSORBOARD_DIR,
     "__pycache__",
     ".*",
     "*.tmp",
     "*.partial-*",
-    "*.rejected",
-    "*.rejected.txt",
+    f"*{REJECTED_SUFFIX}",
+    f"*{REJECTED_SUFFIX}.txt",
     "optimizer.pt",
     "scheduler.pt",
     "rng_state*.pth",
@@ -43,7 +52,7 @@ EXCLUDE = (
     "*.lock",
 )
 WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
-GGUF_FILES = ("*.gguf", MODELFILE, "*.parity.json", MODEL_CARD)
+GGUF_FILES = ("*.gguf", MODELFILE, f"*{PARITY_SUFFIX}", MODEL_CARD)
 
 
 @dataclass
@@ -65,7 +74,7 @@ def plan(folder: str | os.PathLike) -> Upload:
     if not root.is_dir():
         raise FinsentError(f"{folder}: not a folder (push takes an adapter, merged model or GGUF folder)")
     if root.name.endswith(REJECTED_SUFFIX) or (root / REJECTED_NOTE).exists():
-        raise FinsentError(f"{folder}: this model failed its parity check (see REJECTED.txt); not pushed")
+        raise FinsentError(f"{folder}: this model failed its parity check (see {REJECTED_NOTE}); not pushed")
     top = {p.name for p in root.iterdir() if p.is_file()}
     if "adapter_config.json" in top:
         kind = "adapter"
@@ -75,9 +84,9 @@ def plan(folder: str | os.PathLike) -> Upload:
         kind = "gguf"
     else:
         inside = [
-            d.name for d in (root / "adapter", root / MERGED_MODEL_DIR) if (d / "config.json").is_file()
+            d.name for d in (root / ADAPTER_DIR, root / MERGED_MODEL_DIR) if (d / "config.json").is_file()
         ]
-        inside += [d.name for d in (root / "adapter",) if (d / "adapter_config.json").is_file()]
+        inside += [d.name for d in (root / ADAPTER_DIR,) if (d / "adapter_config.json").is_file()]
         hint = f" (did you mean {root / inside[0]}?)" if inside else ""
         raise FinsentError(
             f"{folder}: not an adapter (adapter_config.json), merged model (config.json + weights) or "
@@ -116,7 +125,7 @@ def describe(upload: Upload, repo_id: str, private: bool, revision: str | None) 
     lines += [f"  {path:<{width}}  {_size(size):>9}" for path, size in upload.files]
     lines.append(f"  {len(upload.files)} files, {_size(upload.total)} in all")
     if MODEL_CARD not in {p for p, _ in upload.files}:
-        lines.append("  note: no README.md model card in this folder; the hub will show none")
+        lines.append(f"  note: no {MODEL_CARD} model card in this folder; the hub will show none")
     return "\n".join(lines)
 
 

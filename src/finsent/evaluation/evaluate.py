@@ -196,9 +196,9 @@ def format_calibration(cal: dict) -> str:
 
 
 def format_mistakes(mistakes: list, labels: list[str], n: int = 10) -> str:
-    """The `n` most confident mistakes, one line each (errors.csv has them all)."""
+    """The `n` most confident mistakes, one line each (the errors file has them all)."""
     top = sorted(mistakes, key=lambda m: -max(m[2] or [0]))[:n]
-    lines = [f"most confident mistakes ({len(mistakes)} in errors.csv):"]
+    lines = [f"most confident mistakes ({len(mistakes)} in {ERRORS_FILE}):"]
     for e, p, pr in top:
         text = e.text if len(e.text) <= 110 else e.text[:107] + "..."
         lines.append(f"  {max(pr or [0]):.3f} {p} (true {e.label}) row {e.source_row}: {text}")

@@ -2,7 +2,8 @@
 
 - Temperature scaling (Guo et al. 2017): one number T, fitted on the eval split after training, divides
   the label scores before the softmax. It changes probabilities, never the predicted label. Saved as
-  calibration.json beside the adapter (train.py) and copied into a merged model (merge.py).
+  calibration.json beside the adapter (training/train.py) and copied into a merged model
+  (deploy/merge.py).
 - Expected calibration error (ECE, 15 equal-width confidence bins) and the reliability diagram.
 - Prior shift: a model trained on a balanced split over-predicts the minority labels on data that is,
   say, 70% neutral. Given the new label shares, each probability is re-weighted by new share / training

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from finsent.core.artefacts import MODEL_CARD
+from finsent.core.artefacts import CONFIG_FILE, MODEL_CARD
 from finsent.core.fsio import write_text
 from finsent.modeling.card_code import (
     EXAMPLE_SENTENCE,
@@ -233,7 +233,7 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
         "",
         "## Prompt",
         "",
-        f"Template `{cfg.prompt.template}` (`prompt.template` in `finsent_config.yaml`); answer words "
+        f"Template `{cfg.prompt.template}` (`prompt.template` in `{CONFIG_FILE}`); answer words "
         + ", ".join(f"`{w}`" for w in words.values())
         + ". The model is not a classification head: the label is the answer word most likely to follow "
         "the prompt (finsent sums the log-probabilities of each answer word's tokens and takes the best).",
@@ -249,5 +249,5 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
         ]
     lines += ["", "## How to load", "", *_how_to_load(folder, cfg, kind, file, words, parts, shown)]
     if kind != "gguf":
-        lines += ["", "The full resolved configuration is in `finsent_config.yaml`."]
+        lines += ["", f"The full resolved configuration is in `{CONFIG_FILE}`."]
     return "\n".join(lines) + "\n"

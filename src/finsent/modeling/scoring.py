@@ -11,7 +11,7 @@ Why it is fast (see bench/predict.py):
 - logits are computed only where an answer token is predicted, not over the whole sequence;
 - batches are built from sentences of similar length, and rows are right-padded so padding never
   changes a result (padding is never attended).
-The same function, with gradients, gives the training loss (train.py), so a model is trained and
+The same function, with gradients, gives the training loss (training/trainer.py), so a model is trained and
 scored on identical tokens.
 """
 
@@ -132,8 +132,8 @@ def token_logprobs(
 
 def attention_kernels(device):
     """On CUDA, attention without cuDNN: cuDNN builds an execution plan for every new (batch, length)
-    shape, and length-bucketed batches are all different shapes. On an H100 that made a first pass over
-    300 sentences 11x slower than a second one over the same shapes (157 against 1,709 sentences/s)."""
+    shape, and length-bucketed batches are all different shapes: a first pass over new shapes was an order
+    of magnitude slower than a second one over the same shapes on an H100 (docs/results.md, "Figures the code's comments cite")."""
     import contextlib
 
     if device.type != "cuda":

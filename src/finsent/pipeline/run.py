@@ -14,10 +14,17 @@ import time
 from pathlib import Path
 
 from finsent.core.artefacts import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    CONFUSION_PLOT,
+    ERRORS_FILE,
     LOSS_PLOT,
+    MERGED_EVAL,
     MERGED_MODEL_DIR,
     METRICS_FILE,
+    RELIABILITY_PLOT,
     REPORT_FILE,
+    RUN_EVALUATIONS,
     RUN_TRAIN_DIR,
     SUMMARY_FILE,
 )
@@ -59,8 +66,8 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
         """Evaluate one model on the test split into out/<name>/; returns (predictions, probabilities).
         In float32 (a 4-bit base stays 4-bit: that is what was trained): the merged model is saved in
         float32 and its parity with the adapter is a float32 claim, as in `finsent merge`. Evaluated
-        in bf16, the merged weights' rounding flipped 10 of 900 test predictions against the adapter's
-        on an AMX CPU (98.9%), with accuracy unchanged (0.828 and 0.830)."""
+        in bf16, the merged weights' rounding flips a few test predictions against the adapter's
+        (docs/results.md, "Figures the code's comments cite")."""
         model_cfg = copy.deepcopy(model_cfg)
         if not model_cfg.load_in_4bit:
             model_cfg.dtype = "float32"
@@ -139,7 +146,7 @@ def _check_copy(
     results["merged"] = dict(results["finetuned"], model=str(merged_dir))
     mistakes["merged"] = mistakes["finetuned"]
     labels = list(results["finetuned"]["confusion_matrix"]["labels"])  # the codec's order, as evaluated
-    write_evaluation(out / "merged", results["merged"], test, *tuned, labels, "merged (test split)")
+    write_evaluation(out / MERGED_EVAL, results["merged"], test, *tuned, labels, "merged (test split)")
     k = min(COPY_SAMPLE, len(test))
     sample = rescore(cfg, merged_model, test[:k], batch_size)
     parity = certify_merge(
@@ -159,7 +166,7 @@ def _write_summary(
 
     timings["total"] = sum(timings.values())
     summary = {
-        **{k: results[k] for k in ("baseline", "finetuned", "merged")},
+        **{k: results[k] for k in RUN_EVALUATIONS},
         "timings": timings,
         "data_flaws": flaws,
         "config": cfg.to_dict(),
@@ -204,7 +211,7 @@ def data_flaws(flaws: list[str], shown: int = 10) -> list[str]:
     rows; summary.json keeps them all)."""
     lines = [f"- data: {flaw}" for flaw in flaws[:shown]]
     if len(flaws) > shown:
-        lines.append(f"- data: ... and {len(flaws) - shown} more (summary.json)")
+        lines.append(f"- data: ... and {len(flaws) - shown} more ({SUMMARY_FILE})")
     return lines + [""] if lines else []
 
 
@@ -214,7 +221,7 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
     names = {
         "baseline": "zero-shot",
         "finetuned": "fine-tuned (every weight)" if full else "fine-tuned (adapter)",
-        "merged": "merged_model/ (its copy)" if full else "merged",
+        "merged": f"{MERGED_MODEL_DIR}/ (its copy)" if full else "merged",
     }
     labels = summary["baseline"]["confusion_matrix"]["labels"]
     lines = [
@@ -257,7 +264,7 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
             "## Calibration",
             "",
             "Expected calibration error on the test split (15 bins), before and after the temperature fitted "
-            "on the eval split after training (saved as calibration.json beside the adapter and merged model):",
+            f"on the eval split after training (saved as {CALIBRATION_FILE} beside the adapter and merged model):",
             "",
             "| model | temperature | ECE before | ECE after |",
             "|---|---|---|---|",
@@ -266,15 +273,15 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
             t = f"{c['temperature']:.3f}" if c.get("temperature") else "-"
             after = f"{c['ece_after']:.3f}" if c.get("ece_after") is not None else "-"
             lines.append(f"| {names[k]} | {t} | {c['ece_before']:.3f} | {after} |")
-        lines += ["", "![reliability of the merged model](merged/reliability.png)"]
+        lines += ["", f"![reliability of the merged model]({MERGED_EVAL}/{RELIABILITY_PLOT})"]
     if mistakes:
         lines += ["", "## Most confident mistakes (merged model, test split)", "", "```", mistakes, "```"]
-        lines += ["", "Every misclassified sentence with its probabilities: `merged/errors.csv`."]
+        lines += ["", f"Every misclassified sentence with its probabilities: `{MERGED_EVAL}/{ERRORS_FILE}`."]
     lines += ["", "## Timings (seconds)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in summary["timings"].items()]
     lines += ["", "## Confusion matrices", ""]
-    lines += [f"![{names[k]}]({k}/confusion_matrix.png)" for k in names]
+    lines += [f"![{names[k]}]({k}/{CONFUSION_PLOT})" for k in names]
     if has_loss:
-        lines += ["", "## Training", "", "![loss](loss_curve.png)"]
-    lines += ["", "Resolved configuration: `finsent_config.yaml`; all metrics: `summary.json`.", ""]
+        lines += ["", "## Training", "", f"![loss]({LOSS_PLOT})"]
+    lines += ["", f"Resolved configuration: `{CONFIG_FILE}`; all metrics: `{SUMMARY_FILE}`.", ""]
     return "\n".join(lines)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from finsent.core.options import opt
 
 # prompt tokens per text, for the server and for predict (also capped by the model's context length):
-# a 6,000-token row costs about 15 s on 2 CPU cores, and a file of them would hold up every other row
+# attention grows with the square of the length, so a file of very long rows would hold up every other
+# row (docs/results.md, "Figures the code's comments cite")
 MAX_TOKENS = 1024
 
 ERROR_TYPES = {
