@@ -6,7 +6,7 @@ an error naming the key, and the resolved config is saved beside every output as
 
 The notebooks' option names are the field names (`r`, `lora_alpha`, `num_train_epochs`, ...), so a
 notebook's settings can be pasted as they are; names that today's transformers/TRL renamed or dropped
-(`evaluation_strategy`, `warmup_ratio`, `group_by_length`, `max_seq_length`) are mapped in `train.py`.
+(`evaluation_strategy`, `warmup_ratio`, `group_by_length`, `max_seq_length`) are mapped in `training/args.py`.
 
     finsent train --config configs/smollm2-cpu.yaml --lora.r 16 --train.learning_rate 1e-4
 """
@@ -107,16 +107,27 @@ class ModelConfig:
 class DataConfig:
     data: str = opt(
         "",
-        "a data file (CSV/TSV/JSONL/Parquet with a header, PhraseBank .txt, all-data.csv) or "
-        "fpb[:50agree|66agree|75agree|allagree] (the Financial PhraseBank from the hub)",
+        "a data file (CSV/TSV/JSONL/Parquet with a header, PhraseBank .txt, all-data.csv, the published "
+        "SemEval-2017 Task 5, FiQA 2018 and SEntFiN files), fpb[:50agree|66agree|75agree|allagree] (the "
+        "Financial PhraseBank from the hub), or a named corpus under $FINSENT_DATA_DIR: semeval-headlines, "
+        "semeval-microblogs, fiqa-posts, sentfin, all-data (NAME:test for its official test file)",
         alias="--data",
     )
     text_column: str = opt("text", "text column of a CSV/TSV/JSONL/Parquet file", alias="--text-column")
     label_column: str = opt("label", "label column of a CSV/TSV/JSONL/Parquet file", alias="--label-column")
     label_map: str = opt(
         "",
-        "raw=label pairs, e.g. '0=negative,1=positive,2=neutral' or 'bullish=positive'",
+        "raw=label pairs, e.g. '0=negative,1=positive,2=neutral' or 'bullish=positive'; or 'scores': the "
+        "label column holds numeric sentiment scores, labelled by data.score_thresholds",
         alias="--label-map",
+    )
+    score_thresholds: str = opt(
+        "-0.1,0.1",
+        "A,B: how sentiment scores become labels (with --label-map scores, and for the score-labelled "
+        "SemEval-2017 and FiQA files): score < A negative, A <= score < B neutral, score >= B positive "
+        "(the default is FinGPT's rule; A = B: no neutral); one number T for -T,T (on the command line "
+        "'--score-thresholds 0.2', or '--score-thresholds=-0.3,0.1')",
+        alias="--score-thresholds",
     )
     labels: list = opt(["positive", "neutral", "negative"], "the label set, in order", alias="--labels")
     split: str = opt(

@@ -21,6 +21,8 @@ class Dataset:
     examples: list[Example]
     malformed: list[str] = field(default_factory=list)  # "file:line: why", rows skipped
     invalid: list[str] = field(default_factory=list)  # rows skipped by --skip-invalid
+    # what a corpus reader left out on purpose, and why, or how it built its rows (formats.py)
+    notes: list[str] = field(default_factory=list)
     duplicates: int = 0  # extra copies of a sentence with the same label
     conflicts: int = 0  # sentences that appear with more than one label
     dropped_by_dedupe: int = 0
@@ -39,7 +41,8 @@ class Dataset:
         return f"train {s['train']}, eval {s['eval']}, test {s['test']}{of} ({self.split} split)"
 
     def flaws(self) -> list[str]:
-        out = [f"malformed: {m}" for m in self.malformed]
+        out = list(self.notes)
+        out += [f"malformed: {m}" for m in self.malformed]
         out += [f"skipped: {m}" for m in self.invalid]
         if self.duplicates:
             out.append(f"duplicate sentences: {self.duplicates} extra copies")

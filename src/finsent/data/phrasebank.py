@@ -22,13 +22,19 @@ HUB_DATASET = "takala/financial_phrasebank"
 
 
 def resolve_data(spec: str) -> Path:
-    """A path, or `fpb[:subset]`: found under $FINSENT_DATA_DIR, else fetched from the hub (online) or a
-    local mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
+    """A path; a named corpus (`semeval-headlines[:test]`, `sentfin`, ... see data/corpora.py) found under
+    $FINSENT_DATA_DIR; or `fpb[:subset]`: found there, else fetched from the hub (online) or a local
+    mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
+    from finsent.data import corpora
+
     if not spec:
         raise FinsentError(
             "no data: pass --data FILE (a CSV/TSV/JSONL/Parquet file with a header row, see --text-column and "
-            "--label-column), or --data fpb to download the Financial PhraseBank"
+            f"--label-column), --data NAME for a corpus under ${DATA_DIR_ENV} ({', '.join(corpora.CORPORA)}), "
+            "or --data fpb to download the Financial PhraseBank"
         )
+    if corpora.is_named(spec):
+        return corpora.resolve(spec)
     if not spec.lower().startswith("fpb"):
         return Path(spec).expanduser()
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
@@ -36,14 +42,9 @@ def resolve_data(spec: str) -> Path:
         raise FinsentError(f"--data {spec}: unknown subset '{subset}' (use {', '.join(FPB_FILES)})")
     name = FPB_FILES[subset]
     root = os.environ.get(DATA_DIR_ENV)
-    if root:
-        for cand in (
-            Path(root) / name,
-            Path(root) / "financial_phrasebank" / name,
-            Path(root) / "FinancialPhraseBank-v1.0" / name,
-        ):
-            if cand.is_file():
-                return cand
+    found = corpora.find_local(corpora.fpb_paths(name))
+    if found:
+        return found
     try:
         return fetch_fpb(subset)
     except Exception as e:  # offline, hub refused, layout changed: say how to fix it

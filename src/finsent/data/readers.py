@@ -15,6 +15,16 @@ from pathlib import Path
 from finsent.core.errors import FinsentError
 from finsent.core.labels import LabelMapper
 from finsent.data.dataset import Dataset, Example, _find_repeats
+from finsent.data.formats import (
+    Invalid,
+    corpus_rows,
+    detect_json,
+    is_number,
+    is_sentfin,
+    json_items,
+    parse_thresholds,
+    score_label,
+)
 
 # The one registry of file types: suffix -> kind. Readers, the location of a row in messages (line
 # numbers count a CSV/TSV header; Parquet rows have no line) and predict's output format all use it.
@@ -63,19 +73,19 @@ def _rows_phrasebank(path: Path):
         if not line.strip():
             continue
         if "@" not in line:
-            yield i, None, None, f"{path}:{i + 1}: no '@label' in {line[:40]!r}"
+            yield i, None, None, None, f"{path}:{i + 1}: no '@label' in {line[:40]!r}"
             continue
         text, label = line.rsplit("@", 1)
-        yield i, text, label, None
+        yield i, None, text, label, None
 
 
 def _rows_headerless_csv(path: Path, text: str):
     """The notebooks' all-data.csv: `label,sentence`, no header, CR line ends, Latin-1 bytes."""
     for i, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
         if len(row) != 2:
-            yield i, None, None, f"{path}:{i + 1}: expected 2 fields (label,sentence), got {len(row)}"
+            yield i, None, None, None, f"{path}:{i + 1}: expected 2 fields (label,sentence), got {len(row)}"
             continue
-        yield i, row[1], row[0], None
+        yield i, None, row[1], row[0], None
 
 
 def _decode_any(path: Path) -> str:
@@ -147,12 +157,26 @@ def _records(path: Path, text_column: str, label_column: str | None):
 
 
 def _rows_table(path: Path, text_column: str, label_column: str | None):
-    """(row, text, label, error) from _records."""
+    """(row, where, text, label, error) from _records."""
     for i, rec, error in _records(path, text_column, label_column):
         if rec is None:
-            yield i, None, None, error
+            yield i, None, None, None, error
         else:
-            yield i, rec.get(text_column), rec.get(label_column) if label_column else None, None
+            yield i, None, rec.get(text_column), rec.get(label_column) if label_column else None, None
+
+
+def _rows_json_array(path: Path, content: str, text_column: str, label_column: str | None):
+    """A JSON array of records (not JSON Lines): like JSONL, each record at the line it starts on."""
+    for i, line, _key, rec, error in json_items(path, content):
+        at = f"{path}:{line}"
+        if error:
+            yield i, at, None, None, Invalid(f"{at}: record {i}: {error}")
+        elif not isinstance(rec, dict):
+            yield i, at, None, None, f"{at}: record {i}: expected a JSON object"
+        else:
+            if i == 0:
+                _check_columns(path, list(rec), text_column, label_column)
+            yield i, at, rec.get(text_column), rec.get(label_column) if label_column else None, None
 
 
 def is_missing(value: object) -> bool:
@@ -217,6 +241,50 @@ def _looks_headerless_labelled(text: str, mapper: LabelMapper) -> bool:
     return len(first) == 2 and mapper(first[0]) is not None
 
 
+def _rows(path: Path, kind: str, mapper: LabelMapper, text_column: str, label_column: str, cuts, notes):
+    """The reader for `path`, by its suffix and then its content, and the kind `where` locates rows by:
+    a PhraseBank .txt, all-data.csv (no header), one of the published corpora (formats.py), a JSON array
+    of records, or a CSV/TSV/JSONL/Parquet table with a header."""
+    if kind == "txt":
+        return _rows_phrasebank(path), "phrasebank"
+    if kind == "csv":
+        content = _decode_any(path)
+        if is_sentfin(content):
+            return corpus_rows(path, "sentfin", content, cuts, notes), "csv"
+        if _looks_headerless_labelled(content, mapper):
+            return _rows_headerless_csv(path, content), "headerless"  # all-data.csv: no header line
+    if kind == "jsonl":
+        content = _decode_any(path)
+        corpus = detect_json(path, content)
+        if corpus == "array":
+            return _rows_json_array(path, content, text_column, label_column), kind
+        if corpus:
+            return corpus_rows(path, corpus, content, cuts, notes), kind
+    return _rows_table(path, text_column, label_column), kind
+
+
+def _label_problem(raw_label: object, mapper: LabelMapper, scores: bool) -> str:
+    """Why a raw label is refused, and what to pass instead."""
+    if scores:
+        return f"label {raw_label!r} is not a number (--label-map scores: the label column holds scores)"
+    why = f"label {raw_label!r} is not one of {', '.join(mapper.labels)}"
+    if is_number(raw_label) and not float(str(raw_label).strip()).is_integer():
+        return why + (
+            ": the labels are numbers; if they are sentiment scores pass --label-map scores "
+            "(--score-thresholds sets where negative, neutral and positive begin)"
+        )
+    return why + " (set --labels or --label-map, e.g. '0=negative,1=neutral,2=positive')"
+
+
+def _why_no_rows(path: Path, ds: Dataset) -> str:
+    """`no usable rows` and why: what the rows were refused for, or that there were none."""
+    why = [f"{len(ds.invalid)} bad rows skipped (first: {ds.invalid[0]})"] if ds.invalid else []
+    if ds.malformed:
+        why.append(f"{len(ds.malformed)} malformed rows (first: {ds.malformed[0]})")
+    why += ds.notes
+    return f"{path}: no usable rows: " + ("; ".join(why) if why else "the file holds no data rows")
+
+
 def read_file(
     path: str | os.PathLike,
     labels: list[str],
@@ -225,34 +293,32 @@ def read_file(
     label_column: str = "label",
     skip_invalid: bool = False,
     dedupe: bool = False,
+    score_thresholds: str | tuple = "-0.1,0.1",
 ) -> Dataset:
-    """Read labelled sentences from a PhraseBank file, all-data.csv, CSV/TSV/JSONL/Parquet."""
+    """Read labelled sentences from a PhraseBank file, all-data.csv, SemEval-2017 Task 5, FiQA 2018 or
+    SEntFiN file, or CSV/TSV/JSONL/Parquet. `label_map='scores'`: the label column holds sentiment
+    scores, labelled by `score_thresholds` (as the score-labelled corpora always are)."""
     path = Path(path)
-    mapper = LabelMapper(labels, label_map)
-    kind = file_kind(path)
-    if kind == "txt":
-        rows, kind = _rows_phrasebank(path), "phrasebank"
-    elif kind == "csv" and _looks_headerless_labelled(content := _decode_any(path), mapper):
-        rows, kind = _rows_headerless_csv(path, content), "headerless"  # all-data.csv: no header line
-    else:
-        rows = _rows_table(path, text_column, label_column)
-
+    scores = label_map.strip().lower() == "scores"
+    cuts = parse_thresholds(score_thresholds)
+    mapper = LabelMapper(labels, "" if scores else label_map)
     ds = Dataset(str(path), [])
-    for i, text, raw_label, error in rows:
-        if error:
+    rows, kind = _rows(path, file_kind(path), mapper, text_column, label_column, cuts, ds.notes)
+    for i, at, text, raw_label, error in rows:
+        if error and not isinstance(error, Invalid):
             ds.malformed.append(error)
             continue
-        at = where(path, kind, i)
-        problem = None
-        if is_missing(text):
+        at = at or where(path, kind, i)
+        problem, label = error, None
+        if problem is None and is_missing(text):
             problem = f"{at}: empty text"
-        else:
-            label = mapper(raw_label)
+        elif problem is None:
+            try:
+                label = mapper(score_label(raw_label, cuts) if scores else raw_label)
+            except ValueError:
+                label = None
             if label is None:
-                problem = (
-                    f"{at}: label {raw_label!r} is not one of {', '.join(mapper.labels)}"
-                    " (set --labels or --label-map)"
-                )
+                problem = f"{at}: {_label_problem(raw_label, mapper, scores)}"
         if problem:
             if not skip_invalid:
                 raise FinsentError(problem + " (or pass --skip-invalid)")
@@ -260,6 +326,6 @@ def read_file(
             continue
         ds.examples.append(Example(i, str(text).strip(), label))
     if not ds.examples:
-        raise FinsentError(f"{path}: no usable rows")
+        raise FinsentError(_why_no_rows(path, ds))
     _find_repeats(ds, dedupe)
     return ds
