@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finsent.core.options import opt
+from finsent.core.fields import opt
 
 
 def config() -> Any:

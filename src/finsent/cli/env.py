@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from finsent.core.options import opt
+from finsent.core.fields import opt
 
 HELP = "versions, device and dtype finsent would use: what to paste into a bug report"
 EXAMPLE = "finsent env      # paste this into a bug report"

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.cli import common
-from finsent.core.options import Config, opt
+from finsent.core.fields import opt
+from finsent.core.options import Config
 
 HELP = "accuracy, F1 and confusion matrix of a model on a split"
 EXAMPLE = f"finsent evaluate --data {common.DATA} --subset test --out runs/zero-shot"

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from finsent.cli import common
-from finsent.core.options import Config, opt
+from finsent.core.fields import opt
+from finsent.core.options import Config
 from finsent.deploy.gguf import DTYPES
 
 HELP = "export a merged Llama model to GGUF (llama.cpp, Ollama) with a parity check"

@@ -13,7 +13,7 @@ import importlib
 from types import ModuleType
 
 from finsent.core.config import iter_fields
-from finsent.core.options import coerce, out_of_range
+from finsent.core.fields import coerce, out_of_range
 from finsent.core.version import __version__
 
 

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from finsent.cli import common
 from finsent.core.artefacts import ADAPTER_DIR
-from finsent.core.options import Config, opt
+from finsent.core.fields import opt
+from finsent.core.options import Config
 from finsent.deploy.merge import MIN_AGREEMENT
 
 HELP = "merge an adapter into its base in full precision, with a parity check"

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from finsent.core.artefacts import ADAPTER_DIR, MERGED_MODEL_DIR
-from finsent.core.options import opt
+from finsent.core.fields import opt
 
 HELP = "upload an adapter, merged model or GGUF folder with its model card to the Hugging Face Hub"
 EXAMPLE = (

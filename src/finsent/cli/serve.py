@@ -3,7 +3,8 @@
 from dataclasses import dataclass, fields
 
 from finsent.cli import common
-from finsent.core.options import Config, opt
+from finsent.core.fields import opt
+from finsent.core.options import Config
 from finsent.serving.errors import Limits
 
 HELP = "HTTP service: POST /v1/classify, GET /v1/model, a page at /"

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from finsent.cli import common
 from finsent.core.errors import FinsentError
-from finsent.core.options import Config, opt
+from finsent.core.fields import opt
+from finsent.core.options import Config
 
 HELP = "LoRA/QLoRA or full fine-tuning with TRL's SFTTrainer"
 EXAMPLE = (

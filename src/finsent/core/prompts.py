@@ -62,7 +62,7 @@ def split_template(raw: str, where: str) -> Template:
 def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
     """`notebook`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally
     {label})."""
-    from finsent.core.options import EARLIER_NAMES
+    from finsent.core.fields import EARLIER_NAMES
 
     listed, quoted = _choices(label_words)
     spec = EARLIER_NAMES.get(spec, spec)  # a template named by an older saved config

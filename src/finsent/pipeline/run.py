@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finsent.core.artefacts import (
+    BASELINE_EVAL,
     CALIBRATION_FILE,
     CONFIG_FILE,
     CONFUSION_PLOT,
     ERRORS_FILE,
+    FINETUNED_EVAL,
     LOSS_PLOT,
     MERGED_EVAL,
     MERGED_MODEL_DIR,
@@ -35,11 +38,60 @@ from finsent.core.options import Config
 COPY_SAMPLE = 64
 
 
+@dataclass
+class _Evaluations:
+    """The run's evaluations of models on the test split, by name (core.artefacts.RUN_EVALUATIONS): each
+    one's metrics and its most confident mistakes, written into out/<name>/."""
+
+    cfg: Config
+    out: Path
+    test: list
+    batch_size: int
+    results: dict[str, dict] = field(default_factory=dict)
+    mistakes: dict[str, str] = field(default_factory=dict)
+
+    def measure(self, name: str, model_cfg, adapter: str | None = None) -> tuple[list, list]:
+        """Evaluate one model into out/<name>/; returns (predictions, probabilities).
+        In float32 (a 4-bit base stays 4-bit: that is what was trained): the merged model is saved in
+        float32 and its parity with the adapter is a float32 claim, as in `finsent merge`. Evaluated
+        in bf16, the merged weights' rounding flips a few test predictions against the adapter's
+        (docs/results.md, "Figures the code's comments cite")."""
+        from finsent.evaluation.evaluate import evaluate, format_mistakes
+
+        model_cfg = copy.deepcopy(model_cfg)
+        if not model_cfg.load_in_4bit:
+            model_cfg.dtype = "float32"
+        test = self.test
+        ev = evaluate(
+            self.cfg, test, self.out / name, model_cfg, adapter, self.batch_size,
+            title=f"{name} (test split)", desc=name,
+        )  # fmt: skip
+        print(ev.report)
+        print(f"{ev.metrics['examples_per_second']:.1f} sentences/s")
+        self.results[name] = ev.metrics
+        self.mistakes[name] = format_mistakes(
+            [(e, p, pr) for e, p, pr in zip(test, ev.predictions, ev.probabilities) if p != e.label],
+            ev.labels,
+        )
+        return ev.predictions, ev.probabilities
+
+    def same_as(self, name: str, source: str, model: str, scored: tuple[list, list]) -> None:
+        """`name` is `source`'s evaluation by identity (a byte-identical copy of the model in `model`):
+        its results are `source`'s, written again under out/<name>/."""
+        from finsent.evaluation.evaluate import write_evaluation
+
+        self.results[name] = dict(self.results[source], model=model)
+        self.mistakes[name] = self.mistakes[source]
+        labels = list(self.results[source]["confusion_matrix"]["labels"])  # the codec's order, as evaluated
+        write_evaluation(
+            self.out / name, self.results[name], self.test, *scored, labels, f"{name} (test split)"
+        )
+
+
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     from finsent.core.fsio import write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
-    from finsent.evaluation.evaluate import evaluate, format_mistakes
     from finsent.training.train import train
 
     out = Path(out)
@@ -48,8 +100,6 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     cfg.train.output_dir = str(out / RUN_TRAIN_DIR)
     save_config(cfg, out)
     timings: dict[str, float] = {}
-    results: dict[str, dict] = {}
-    mistakes: dict[str, str] = {}
 
     def stage(name: str):
         print(f"\n=== {name} ===", flush=True)
@@ -59,52 +109,31 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     ds, splits = make_splits(cfg.data)
     for line in [ds.split_line(), *ds.flaws()]:
         print(f"data: {line}")
-    test = splits["test"]
+    evals = _Evaluations(cfg, out, splits["test"], batch_size)
     timings["data"] = time.perf_counter() - t
 
-    def measure(name: str, model_cfg, adapter=None):
-        """Evaluate one model on the test split into out/<name>/; returns (predictions, probabilities).
-        In float32 (a 4-bit base stays 4-bit: that is what was trained): the merged model is saved in
-        float32 and its parity with the adapter is a float32 claim, as in `finsent merge`. Evaluated
-        in bf16, the merged weights' rounding flips a few test predictions against the adapter's
-        (docs/results.md, "Figures the code's comments cite")."""
-        model_cfg = copy.deepcopy(model_cfg)
-        if not model_cfg.load_in_4bit:
-            model_cfg.dtype = "float32"
-        ev = evaluate(
-            cfg, test, out / name, model_cfg, adapter, batch_size, title=f"{name} (test split)", desc=name
-        )
-        print(ev.report)
-        print(f"{ev.metrics['examples_per_second']:.1f} sentences/s")
-        results[name] = ev.metrics
-        mistakes[name] = format_mistakes(
-            [(e, p, pr) for e, p, pr in zip(test, ev.predictions, ev.probabilities) if p != e.label],
-            ev.labels,
-        )
-        return ev.predictions, ev.probabilities
-
     t = stage("zero-shot baseline")
-    measure("baseline", cfg.model)
+    evals.measure(BASELINE_EVAL, cfg.model)
     timings["baseline"] = time.perf_counter() - t
 
     t = stage("train")
-    adapter = train(cfg, splits)
+    trained_dir = train(cfg, splits)  # the adapter, or with train.method=full the whole model
     timings["train"] = time.perf_counter() - t
 
-    # train.method=full: `adapter` is the whole trained model, and "merge" copies it to merged_model/
+    # train.method=full: "merge" copies the whole trained model to merged_model/
     full = cfg.train.method == "full"
     t = stage("evaluate the fine-tuned model" if full else "evaluate the adapter")
     if full:
         trained = copy.deepcopy(cfg.model)
-        trained.model = str(adapter)
-        tuned = measure("finetuned", trained)
+        trained.model = str(trained_dir)
+        tuned = evals.measure(FINETUNED_EVAL, trained)
     else:
-        tuned = measure("finetuned", cfg.model, str(adapter))
+        tuned = evals.measure(FINETUNED_EVAL, cfg.model, str(trained_dir))
     timings["finetuned"] = time.perf_counter() - t
 
     t = stage("copy (full fine-tuning: nothing to merge)" if full else "merge")
     merged_dir = out / MERGED_MODEL_DIR
-    (copy_full if full else merge_and_save)(cfg, adapter, merged_dir)
+    (copy_full if full else merge_and_save)(cfg, trained_dir, merged_dir)
     timings["merge"] = time.perf_counter() - t
 
     t = stage("check the copy" if full else "evaluate the merged model")
@@ -113,48 +142,44 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
     merged_model.dtype = "float32"  # as measure() evaluates: parity is a float32 claim
     as_trained = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
     reference = "fully fine-tuned model" if full else as_trained
-    same = identical_files(adapter, merged_dir) if full else None
+    same = identical_files(trained_dir, merged_dir) if full else None
     if same:
-        parity = _check_copy(
-            cfg, out, adapter, merged_dir, merged_model, test, tuned, same, results, mistakes, batch_size, reference
-        )  # fmt: skip
+        parity = _check_copy(evals, trained_dir, merged_model, tuned, same, reference)
     else:
         # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
-        merged = measure("merged", merged_model)
+        merged = evals.measure(MERGED_EVAL, merged_model)
         parity = certify_merge(
-            cfg, adapter, merged_dir, tuned, merged, "test split", metrics=results["merged"], reference=reference
+            cfg, trained_dir, merged_dir, tuned, merged, "test split",
+            metrics=evals.results[MERGED_EVAL], reference=reference,
         )  # fmt: skip
-    results["merged"]["merge_parity"] = parity
+    evals.results[MERGED_EVAL]["merge_parity"] = parity
     # the merged model carries its own test metrics: its card, `finsent export` and the server read them
-    write_json(merged_dir / METRICS_FILE, results["merged"])
+    write_json(merged_dir / METRICS_FILE, evals.results[MERGED_EVAL])
     timings["merged"] = time.perf_counter() - t
 
-    return _write_summary(cfg, out, ds.flaws(), results, timings, mistakes)
+    return _write_summary(cfg, out, ds.flaws(), evals.results, timings, evals.mistakes)
 
 
 def _check_copy(
-    cfg, out, adapter, merged_dir, merged_model, test, tuned, same, results, mistakes, batch_size, reference
-):
-    """train.method=full, the copy byte-identical (`same` files): its results are the fine-tuned model's,
-    written again under merged/, and its loading is checked by re-scoring the first test sentences."""
+    evals: _Evaluations, trained_dir: Path, copy_model, tuned: tuple[list, list], same: dict, reference: str
+) -> dict:
+    """train.method=full, the copy byte-identical (`same` files): its test predictions are the fine-tuned
+    model's by identity; what a copy can still get wrong, loading from its new folder, is measured by
+    re-scoring the first test sentences from disk. Returns the parity record."""
     from finsent.deploy.merge import certify_merge
-    from finsent.evaluation.evaluate import rescore, write_evaluation
+    from finsent.evaluation.evaluate import rescore
 
-    # the copy holds the evaluated model's own bytes (weights, tokenizer, model config), so its test
-    # predictions are the fine-tuned model's, written again under merged/; what a copy can still get
-    # wrong, loading from its new folder, is checked on the first test sentences, re-scored from disk
-    results["merged"] = dict(results["finetuned"], model=str(merged_dir))
-    mistakes["merged"] = mistakes["finetuned"]
-    labels = list(results["finetuned"]["confusion_matrix"]["labels"])  # the codec's order, as evaluated
-    write_evaluation(out / MERGED_EVAL, results["merged"], test, *tuned, labels, "merged (test split)")
+    merged_dir = Path(copy_model.model)
+    evals.same_as(MERGED_EVAL, FINETUNED_EVAL, str(merged_dir), tuned)
+    test = evals.test
     k = min(COPY_SAMPLE, len(test))
-    sample = rescore(cfg, merged_model, test[:k], batch_size)
-    parity = certify_merge(
-        cfg, adapter, merged_dir, (tuned[0][:k], tuned[1][:k]), sample, f"first {k} sentences of the test split",
-        metrics=results["merged"], reference=reference,
+    sample = rescore(evals.cfg, copy_model, test[:k], evals.batch_size)
+    return certify_merge(
+        evals.cfg, trained_dir, merged_dir, (tuned[0][:k], tuned[1][:k]), sample,
+        f"first {k} sentences of the test split",
+        metrics=evals.results[MERGED_EVAL], reference=reference,
         extra={"identical_files": same, "test_split": f"{len(test)} predictions by identity of the files"},
     )  # fmt: skip
-    return parity
 
 
 def _write_summary(

@@ -7,7 +7,7 @@ bad row for predict too.
 
 from dataclasses import dataclass
 
-from finsent.core.options import opt
+from finsent.core.fields import opt
 
 # prompt tokens per text, for the server and for predict (also capped by the model's context length):
 # attention grows with the square of the length, so a file of very long rows would hold up every other
