@@ -8,12 +8,17 @@ same model in one process without any wrapper on the whole global batch (the ref
 OUT.json per wrapper: how far its LoRA weights, losses and eval probabilities are from the reference,
 and how far the fast loss is from the model's standard loss on the same batch. "ddp-bypass" is the old
 bug kept as a control: the fast loss called beside DDP's forward, so no gradient is all-reduced.
+The "full-*" kinds (tests/test_fsdp_full_save.py, named in the third argument) train the whole model
+(train.method=full) under FSDP and check the model folder saved as train.py saves it (full_save).
+
+    torchrun --standalone --nproc_per_node 2 tests/fast_parallel_worker.py MODEL_DIR OUT.json full-fsdp1
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -186,18 +191,121 @@ def compare(got: dict, ref: dict) -> dict:
     }
 
 
+def wrap_full(model, kind: str):
+    """A whole model (no LoRA) sharded as accelerate shards one for train.method=full: a unit per decoder
+    layer (fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP) inside the root's."""
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    if kind.startswith("fsdp1"):
+        import functools
+
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        return FullyShardedDataParallel(
+            model,
+            auto_wrap_policy=functools.partial(
+                transformer_auto_wrap_policy, transformer_layer_cls={LlamaDecoderLayer}
+            ),
+            use_orig_params=kind == "fsdp1",
+            device_id=torch.device("cpu"),
+        )
+    if kind == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    raise ValueError(kind)
+
+
+def full_steps(model, batches: list[list[dict]]) -> None:
+    """STEPS AdamW steps of the model's own loss: each step's loss the mean of the per-rank batches' losses
+    (what a wrapper's gradient averaging gives; a wrapper gets one batch per step, one process all)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step_batches in batches:
+        loss = sum(model(**b).loss for b in step_batches) / len(step_batches)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def full_save(model_dir: str, kind: str) -> dict:
+    """train.method=full under FSDP: a few AdamW steps of the whole model, then the model gathered from
+    the shards by every rank and written by rank 0 as train.py writes it, read back with from_pretrained.
+    Rank 0 compares the saved folder with the same steps run in one process without a wrapper (the
+    reference): every weight present, non-empty and equal, and the same logits as the sharded model."""
+    import tempfile
+
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from finsent.training.parallel import gathered_state_dict, save_model, unwrap
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    per_rank = GLOBAL_BATCH // world
+
+    def fresh():
+        torch.manual_seed(0)
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).train()
+
+    model = fresh()
+    codec = build(model_dir)[1]
+    steps = [TEXTS[s * GLOBAL_BATCH : (s + 1) * GLOBAL_BATCH] for s in range(STEPS)]
+    shares = [
+        [collate(codec, rows[r * per_rank : (r + 1) * per_rank]) for r in range(world)] for rows in steps
+    ]
+    wrapper = wrap_full(model, kind)
+    full_steps(wrapper, [[s[rank]] for s in shares])
+    probe = collate(codec, TEXTS[:4])
+    with torch.no_grad():  # the sharded model's logits, through its forward (a collective)
+        logits = wrapper(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
+    state = gathered_state_dict(wrapper, adapter=False)  # every rank, as train.py
+    if rank != 0:
+        return {}
+    reference = fresh()
+    initial = {k: v.clone() for k, v in reference.state_dict().items()}
+    full_steps(reference, shares)
+    want = reference.state_dict()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(unwrap(wrapper), tmp, state)  # what train.py runs
+        files = {k: v for f in sorted(Path(tmp).glob("*.safetensors")) for k, v in load_file(f).items()}
+        loaded, info = AutoModelForCausalLM.from_pretrained(
+            tmp, dtype=torch.float32, output_loading_info=True
+        )
+    with torch.no_grad():
+        loaded_logits = loaded.eval()(
+            input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]
+        ).logits
+    got = loaded.state_dict()
+    return {
+        "missing_in_files": sorted(set(want) - set(files)),
+        "empty_in_files": sorted(k for k, v in files.items() if v.numel() == 0),
+        "missing_on_load": sorted(info["missing_keys"]),
+        "max_weight_diff": max(float((got[k] - want[k]).abs().max()) for k in want),
+        "moved": min(float((want[k] - initial[k]).abs().max()) for k in want),
+        "max_logit_diff": float((loaded_logits - logits).abs().max()),
+    }
+
+
 def main() -> None:
     model_dir, out = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo")
-    ref = train(model_dir, None) if dist.get_rank() == 0 else None
-    results = {}
     kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else KINDS
+    lora = any(not k.startswith("full-") for k in kinds)  # the LoRA reference only where a LoRA kind runs
+    ref = train(model_dir, None) if dist.get_rank() == 0 and lora else None
+    results = {}
     for kind in kinds:
         print(f"rank {dist.get_rank()}: {kind}", file=sys.stderr, flush=True)
         try:
-            got = train(model_dir, kind)
-            if ref is not None:
-                results[kind] = compare(got, ref)
+            if kind.startswith("full-"):
+                got = full_save(model_dir, kind.removeprefix("full-"))
+                if dist.get_rank() == 0:
+                    results[kind] = got
+            else:
+                got = train(model_dir, kind)
+                if ref is not None:
+                    results[kind] = compare(got, ref)
         except Exception as e:  # noqa: BLE001 - reported to the test, which names it
             results[kind] = {"error": f"{type(e).__name__}: {e}"}
         if dist.get_rank() == 0:  # after every wrapper, so a slow run leaves what it found

@@ -88,24 +88,38 @@ def is_sharded(model) -> bool:
     )
 
 
-def gathered_state_dict(model) -> dict | None:
-    """The adapter's weights of a sharded model, whole (FSDP: on rank 0, or every rank on CPU; ZeRO-3:
-    the whole 16-bit state on rank 0), None for a model that one process holds whole. A collective: every
-    rank calls it, then rank 0 saves the adapter from it (a rank-0-only save would hang in FSDP's gather,
-    or write ZeRO-3's empty partitions)."""
+def gathered_state_dict(model, adapter: bool = True) -> dict | None:
+    """The weights of a sharded model, whole: the adapter's (PEFT's "lora_" names) with `adapter`, else
+    every weight (train.method=full, where there is no adapter and a "lora_" filter kept nothing). FSDP: on
+    rank 0, or every rank on CPU; ZeRO-3: the whole 16-bit state on rank 0. None for a model that one
+    process holds whole. A collective: every rank calls it, then rank 0 saves from it (a rank-0-only save
+    would hang in FSDP's gather, or write ZeRO-3's empty partitions)."""
     if not is_sharded(model):
         return None
     if hasattr(model, "_zero3_consolidated_16bit_state_dict"):  # DeepSpeed, as accelerate's get_state_dict
-        full = model._zero3_consolidated_16bit_state_dict() or {}
-        return {k: v for k, v in full.items() if "lora_" in k}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        full = model._zero3_consolidated_16bit_state_dict() or {}  # {} on the other ranks, which save nothing
+    else:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    # On GPUs the whole state goes to rank 0's CPU RAM (FSDP's FULL_STATE_DICT, offload_to_cpu, rank0_only).
-    # On CPU that "offload" is no copy, and the tensors alias storage FSDP frees (a segfault, CPU/gloo), so
-    # there every rank keeps its own whole copy. Only the adapter's weights are kept (PEFT's "lora_" names).
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    options = StateDictOptions(full_state_dict=True, cpu_offload=not on_cpu)
-    return {k: v for k, v in get_model_state_dict(model, options=options).items() if "lora_" in k}
+        # On GPUs the whole state goes to rank 0's CPU RAM (FSDP's FULL_STATE_DICT, offload_to_cpu,
+        # rank0_only). On CPU that "offload" is no copy, and the tensors alias storage FSDP frees (a
+        # segfault, CPU/gloo), so there every rank keeps its own whole copy.
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        options = StateDictOptions(full_state_dict=True, cpu_offload=not on_cpu)
+        full = get_model_state_dict(model, options=options)
+    return {k: v for k, v in full.items() if "lora_" in k} if adapter else full
+
+
+def save_model(model, folder, state: dict | None) -> None:
+    """`model.save_pretrained(folder)` for train.method=full, from a gathered state (gathered_state_dict
+    with adapter=False) where there is one: the sharded model's own state_dict() holds only this rank's
+    shard. An empty state would write a folder without a single weight (what an adapter-only gather once
+    gave a full fine-tune), so it is refused."""
+    from finsent.core.errors import FinsentError
+
+    if state is not None and not state:
+        raise FinsentError("the gathered model state is empty: no weight to save (train.method=full)")
+    model.save_pretrained(folder, state_dict=state)
 
 
 def save_adapter(model, folder, state: dict | None) -> None:

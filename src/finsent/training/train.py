@@ -131,12 +131,13 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
 
     from finsent.core.fsio import atomic_dir, write_json
     from finsent.modeling.card import write_model_card
-    from finsent.training.parallel import gathered_state_dict, save_adapter, unwrap
+    from finsent.training.parallel import gathered_state_dict, save_adapter, save_model, unwrap
 
     out, full = Path(cfg.train.output_dir), cfg.train.method == "full"
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / (MODEL_DIR if full else ADAPTER_DIR)
-    state = gathered_state_dict(trainer.model_wrapped)  # FSDP / ZeRO-3: every rank gathers, rank 0 saves
+    # FSDP / ZeRO-3: every rank gathers (the adapter, or with method=full every weight), rank 0 saves
+    state = gathered_state_dict(trainer.model_wrapped, adapter=not full)
     # the eval split's probabilities for the temperature, by every process (FSDP gathers weights in its forward)
     eval_probs = trainer.eval_probabilities()
     if trainer.is_world_process_zero():
@@ -145,7 +146,7 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
         calibration = calibrate(eval_probs, codec, splits)
         with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
             if full:  # a plain transformers model; a gathered state (FSDP, ZeRO-3) is written as is
-                unwrap(trainer.model).save_pretrained(tmp, state_dict=state)
+                save_model(unwrap(trainer.model), tmp, state)
             else:
                 save_adapter(unwrap(trainer.model), tmp, state)
             tokenizer.save_pretrained(tmp)
