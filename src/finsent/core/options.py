@@ -67,6 +67,13 @@ class DataConfig:
         "semeval-microblogs, fiqa-posts, sentfin, all-data (NAME:test for its official test file)",
         alias="--data",
     )
+    sources: list = opt(
+        [],
+        "several data sources in one run, instead of data.data: each 'SPEC [cap=N] [weight=W]' (SPEC as for "
+        "--data), split on its own (a corpus's official test file where it has one) and combined, with no "
+        "text of a test split in any training or eval split; evaluations report each source and the whole",
+        alias="--sources",
+    )
     text_column: str = opt("text", "text column of a CSV/TSV/JSONL/Parquet file", alias="--text-column")
     label_column: str = opt("label", "label column of a CSV/TSV/JSONL/Parquet file", alias="--label-column")
     label_map: str = opt(

@@ -11,6 +11,7 @@ class Example:
     source_row: int
     text: str
     label: str
+    source: str = ""  # the data source's name in a mixture (data.sources); "" for one file
 
 
 @dataclass

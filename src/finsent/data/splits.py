@@ -26,6 +26,7 @@ def load_dataset_from_config(dc) -> Dataset:
         dc.label_column,
         dc.skip_invalid,
         dc.dedupe,
+        dc.score_thresholds,
     )
 
 
@@ -80,16 +81,28 @@ def _to_examples(frame) -> list[Example]:
     return [Example(int(r.source_row), r.text, r.label) for r in frame.itertuples(index=False)]
 
 
+def _stratified_cut(rows: list[Example], size: float, seed: int, what: str) -> tuple[list, list]:
+    """scikit-learn's stratified train_test_split, its refusals (a label with one row, a share smaller
+    than the number of labels) as one line naming the split."""
+    from collections import Counter
+
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(rows, test_size=size, random_state=seed, stratify=[e.label for e in rows])
+    except ValueError as e:
+        counts = ", ".join(f"{lab} {n}" for lab, n in sorted(Counter(e.label for e in rows).items()))
+        raise FinsentError(
+            f"stratified split ({what}): cannot cut {size:g} of {len(rows)} rows ({counts}) keeping label shares"
+            f" ({str(e).splitlines()[0]}); use more rows, other data.test_size / data.eval_size, or --split random"
+        ) from None
+
+
 def split_stratified(
     examples: list[Example], test_size: float, eval_size: float, seed: int
 ) -> dict[str, list[Example]]:
-    from sklearn.model_selection import train_test_split
-
-    y = [e.label for e in examples]
-    rest, test = train_test_split(examples, test_size=test_size, random_state=seed, stratify=y)
-    train, ev = train_test_split(
-        rest, test_size=eval_size / (1 - test_size), random_state=seed, stratify=[e.label for e in rest]
-    )
+    rest, test = _stratified_cut(examples, test_size, seed, "test")
+    train, ev = _stratified_cut(rest, eval_size / (1 - test_size), seed, "eval")
     return {"train": train, "eval": ev, "test": test}
 
 
@@ -114,7 +127,11 @@ def split_random(
 
 
 def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[Example]]]:
-    """Read the data named by a DataConfig and split it as it asks."""
+    """Read the data named by a DataConfig and split it as it asks (several sources: data/mixture.py)."""
+    if getattr(dc, "sources", None) and ds is None:
+        from finsent.data.mixture import make_mixture
+
+        return make_mixture(dc, make_splits)
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
     ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
@@ -143,10 +160,9 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         if not dc.test_data:
             raise FinsentError("--split file needs --test-data FILE")
         test = read_file(
-            dc.test_data, dc.labels, dc.label_map, dc.text_column, dc.label_column, dc.skip_invalid
-        )
-        from sklearn.model_selection import train_test_split
-
+            resolve_data(dc.test_data), dc.labels, dc.label_map, dc.text_column, dc.label_column,
+            dc.skip_invalid, score_thresholds=dc.score_thresholds,
+        )  # fmt: skip
         test_texts = {e.text for e in test.examples}
         pool = ds.examples
         ds.in_train_and_test = len({e.text for e in pool} & test_texts)
@@ -154,9 +170,7 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
             kept = [e for e in pool if e.text not in test_texts]
             ds.dropped_by_dedupe += len(pool) - len(kept)
             pool = ds.examples = kept
-        train, ev = train_test_split(
-            pool, test_size=dc.eval_size, random_state=dc.seed, stratify=[e.label for e in pool]
-        )
+        train, ev = _stratified_cut(pool, dc.eval_size, dc.seed, "eval")
         splits = {"train": train, "eval": ev, "test": test.examples}
     ds.split, ds.sizes = split, {name: len(exs) for name, exs in splits.items()}
     # rows of the file in no split, by source row (--split file: the test rows are another file's)
@@ -166,10 +180,18 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
 
 
 def counts_table(splits: dict[str, list[Example]], labels: list[str]) -> str:
-    lines = [f"{'split':<8}" + "".join(f"{lab:>10}" for lab in labels) + f"{'total':>10}"]
-    for name, exs in splits.items():
+    """Label counts per split; for a mixture, per source within each split too."""
+    width = max([8, *(len(n) + len(e.source) + 3 for n, exs in splits.items() for e in exs)])
+    lines = [f"{'split':<{width}}" + "".join(f"{lab:>10}" for lab in labels) + f"{'total':>10}"]
+
+    def row(name: str, exs: list[Example]) -> str:
         c = Counter(e.label for e in exs)
-        lines.append(f"{name:<8}" + "".join(f"{c.get(lab, 0):>10}" for lab in labels) + f"{len(exs):>10}")
+        return f"{name:<{width}}" + "".join(f"{c.get(lab, 0):>10}" for lab in labels) + f"{len(exs):>10}"
+
+    for name, exs in splits.items():
+        lines.append(row(name, exs))
+        sources = list(dict.fromkeys(e.source for e in exs if e.source))
+        lines += [row(f"  {name}/{src}", [e for e in exs if e.source == src]) for src in sources]
     return "\n".join(lines)
 
 
@@ -181,7 +203,11 @@ def export_splits(splits: dict[str, list[Example]], folder: str | Path) -> list[
         path = Path(folder) / f"{name}.csv"
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["source_row", "text", "label"])
-            w.writerows([e.source_row, e.text, e.label] for e in exs)
+            if any(e.source for e in exs):  # a mixture: which source each row comes from
+                w.writerow(["source_row", "text", "label", "source"])
+                w.writerows([e.source_row, e.text, e.label, e.source] for e in exs)
+            else:
+                w.writerow(["source_row", "text", "label"])
+                w.writerows([e.source_row, e.text, e.label] for e in exs)
         out.append(path)
     return out

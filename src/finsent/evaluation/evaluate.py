@@ -140,7 +140,46 @@ def run_evaluation(
     metrics.update(
         method=method, seconds=seconds, examples_per_second=len(texts) / seconds if seconds else 0.0, **extra
     )
+    metrics.update(uncertainty(examples, preds, codec.labels))
     return metrics, preds, probs
+
+
+def uncertainty(examples: list[Example], preds: list[str], labels: list[str]) -> dict:
+    """Bootstrap 95% intervals of accuracy, weighted F1 and macro F1 (`intervals`), and for the test rows
+    of a mixture the same for every source (`by_source`)."""
+    from finsent.evaluation.uncertainty import bootstrap_intervals
+
+    if not examples:
+        return {}
+    out = {"intervals": bootstrap_intervals([e.label for e in examples], preds, labels)}
+    sources = list(dict.fromkeys(e.source for e in examples if e.source))
+    if len(sources) > 1:
+        out["by_source"] = {
+            src: bootstrap_intervals(
+                [e.label for e in examples if e.source == src],
+                [p for e, p in zip(examples, preds) if e.source == src],
+                labels,
+            )
+            for src in sources
+        }
+    return out
+
+
+def format_by_source(metrics: dict) -> str:
+    """The per-source table of a mixture's evaluation, each figure with its 95% interval."""
+    from finsent.evaluation.benchtable import format_interval
+
+    rows = {**metrics.get("by_source", {}), "all": metrics.get("intervals")}
+    if "by_source" not in metrics:
+        return ""
+    width = max(len(k) for k in rows)
+    lines = [f"{'source':<{width}}  {'n':>5}  {'accuracy':<22}  {'weighted F1':<22}  macro F1"]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<{width}}  {r['n']:>5}  {format_interval(r['accuracy']):<22}  "
+            f"{format_interval(r['weighted_f1']):<22}  {format_interval(r['macro_f1'])}"
+        )
+    return "\n".join(lines)
 
 
 def write_evaluation(
@@ -156,12 +195,20 @@ def write_evaluation(
     first), confusion_matrix.png and reliability.png in `out`; returns the report."""
     out = Path(out)
     report = format_report(metrics, title)
+    if metrics.get("by_source"):
+        report += "\n" + format_by_source(metrics)
     write_json(out / METRICS_FILE, metrics)
     with atomic_path(out / PREDICTIONS_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["source_row", "text", "label", "predicted", *(f"p_{lab}" for lab in labels)])
+        mixed = any(e.source for e in examples)  # a mixture's rows say their source
+        w.writerow(
+            ["source_row", "text", "label", "predicted", *(f"p_{lab}" for lab in labels)]
+            + (["source"] if mixed else [])
+        )
         for e, p, pr in zip(examples, preds, probs):
-            w.writerow([e.source_row, e.text, e.label, p, *(f"{x:.6f}" for x in pr)])
+            w.writerow(
+                [e.source_row, e.text, e.label, p, *(f"{x:.6f}" for x in pr)] + ([e.source] if mixed else [])
+            )
     plot_confusion(metrics, out / CONFUSION_PLOT, title or f"accuracy {metrics['accuracy']:.3f}")
     mistakes = [(e, p, pr) for e, p, pr in zip(examples, preds, probs) if p != e.label]
     with atomic_path(out / ERRORS_FILE) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:

@@ -1,0 +1,157 @@
+"""Several data sources in one run (`data.sources`): each split on its own, then combined, with no text of
+any test split in any training or eval split.
+
+    finsent train --config smollm2-cpu --sources "all-data,sentfin cap=1600,semeval-headlines"
+
+    data:
+      sources:
+        - all-data                    # split as alone: --split auto, the notebooks' split here
+        - sentfin cap=1600            # at most 1,600 training rows (a seeded sample, label shares kept)
+        - semeval-headlines weight=2  # its training rows twice
+        - my_posts.csv                # any file finsent reads
+
+A source with an official test file (SemEval-2017) is tested on it, and its training file gives train and
+eval (stratified, data.eval_size); any other source is split as it would be alone. Then every training and
+eval row whose text is in some source's test split is left out, matched exactly and after normalising
+(case, whitespace, punctuation): the corpora share texts (186 FiQA posts are SemEval test microblogs).
+Each row keeps its source's name (`Example.source`), so evaluations report every source and the whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from finsent.core.errors import FinsentError
+from finsent.data.dataset import Dataset, Example
+
+Splits = dict[str, list[Example]]
+
+
+@dataclass(frozen=True)
+class Source:
+    spec: str  # a path, a corpus name or fpb[:subset]
+    name: str  # how reports name it: the corpus name or the file's stem
+    cap: int | None = None  # at most this many training rows
+    weight: float = 1.0  # training rows x weight (2 = each twice; 0.5 = a seeded half)
+
+
+def parse_source(text: str, field: str = "data.sources") -> Source:
+    """'SPEC [cap=N] [weight=W]' as a Source, or a one-line error naming the entry."""
+    from finsent.data import corpora
+
+    parts = text.split()
+    if not parts:
+        raise FinsentError(f"{field}: an empty entry")
+    spec, options = parts[0], {}
+    for part in parts[1:]:
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("cap", "weight"):
+            raise FinsentError(f"{field}: {text!r}: {part!r} is not cap=N or weight=W")
+        try:
+            options[key] = int(value) if key == "cap" else float(value)
+        except ValueError:
+            raise FinsentError(f"{field}: {text!r}: {key}={value!r} is not a number") from None
+        if options[key] <= 0 if key == "cap" else options[key] < 0 or not math.isfinite(options[key]):
+            raise FinsentError(f"{field}: {text!r}: {key} must be positive")
+    name = spec.split(":")[0].lower() if corpora.is_named(spec) else Path(spec).stem or spec
+    return Source(spec, name, options.get("cap"), options.get("weight", 1.0))
+
+
+def normalised(text: str) -> str:
+    """A text as compared for leaks: case folded, only letters and digits, single spaces."""
+    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
+
+
+def make_mixture(dc, split_one: Callable[[object], tuple[Dataset, Splits]]) -> tuple[Dataset, Splits]:
+    """Read and split every source of `dc.sources` (split_one: data.splits.make_splits for one source),
+    leave out the training and eval rows whose text is in a test split, apply caps and weights, and
+    combine them. The Dataset's notes hold each source's split line and flaws, and the leak counts."""
+    if dc.data:
+        raise FinsentError("data.data and data.sources both name data: use one (a source list, or one file)")
+    sources = [parse_source(s) for s in dc.sources]
+    names = [s.name for s in sources]
+    if len(set(names)) < len(names):
+        raise FinsentError(f"data.sources: a source is named twice ({', '.join(names)})")
+    parts = [(src, *_split_source(dc, src, split_one)) for src in sources]
+    notes = [f"{src.name}: {ds.split_line()}" for src, ds, _ in parts]
+    notes += [f"{src.name}: {flaw}" for src, ds, _ in parts for flaw in ds.flaws()]
+    notes += _drop_test_texts([splits for _, _, splits in parts])
+    combined: Splits = {"train": [], "eval": [], "test": []}
+    for i, (src, _, splits) in enumerate(parts):
+        train = _cap_and_weigh(splits["train"], src, dc.seed + i)
+        if len(train) != len(splits["train"]):
+            notes.append(f"{src.name}: {len(splits['train'])} training rows -> {len(train)} (cap/weight)")
+        for name, rows in (("train", train), ("eval", splits["eval"]), ("test", splits["test"])):
+            combined[name] += [_tagged(e, src.name) for e in rows]
+    ds = Dataset(f"mixture of {len(sources)} sources ({', '.join(names)})", [])
+    ds.examples = [e for rows in combined.values() for e in rows]
+    ds.notes = notes
+    ds.split, ds.sizes = "mixture", {k: len(v) for k, v in combined.items()}
+    return ds, combined
+
+
+def _split_source(dc, src: Source, split_one) -> tuple[Dataset, Splits]:
+    from finsent.data import corpora
+
+    one = copy.deepcopy(dc)
+    one.sources, one.data = [], src.spec
+    test_file = corpora.test_file(src.name) if corpora.is_named(src.spec) and ":" not in src.spec else None
+    if test_file is not None:  # its official test file; train and eval from its training file
+        one.split, one.test_data = "file", str(test_file)
+    return split_one(one)
+
+
+def _drop_test_texts(all_splits: list[Splits]) -> list[str]:
+    """Leave out of every train and eval split the rows whose text is in any test split; the counts."""
+    exact = {e.text for splits in all_splits for e in splits["test"]}
+    loose = {normalised(t) for t in exact}
+    dropped_exact = dropped_loose = 0
+    for splits in all_splits:
+        for name in ("train", "eval"):
+            kept = []
+            for e in splits[name]:
+                if e.text in exact:
+                    dropped_exact += 1
+                elif normalised(e.text) in loose:
+                    dropped_loose += 1
+                else:
+                    kept.append(e)
+            splits[name] = kept
+    if not dropped_exact + dropped_loose:
+        return ["test texts: none is in a training or eval split"]
+    return [
+        f"test texts: {dropped_exact + dropped_loose} training/eval rows were left out because their text is in"
+        f" a test split ({dropped_exact} exact matches, {dropped_loose} more after normalising case, spaces"
+        " and punctuation)"
+    ]
+
+
+def _cap_and_weigh(rows: list[Example], src: Source, seed: int) -> list[Example]:
+    """Training rows x weight (whole copies, then a seeded sample for the fraction), then at most `cap`,
+    sampled per label so that label shares are kept."""
+    rng = random.Random(seed)
+    target = round(len(rows) * src.weight)
+    out = rows * (target // len(rows)) if rows else []
+    out += rng.sample(rows, target - len(out)) if rows else []
+    if src.cap is not None and len(out) > src.cap:
+        by_label: dict[str, list[int]] = {}
+        for i, e in enumerate(out):  # by position: a weighted source holds the same row several times
+            by_label.setdefault(e.label, []).append(i)
+        # largest remainder: each label's share of the cap, rounded so that the total is exactly `cap`
+        quota = {lab: src.cap * len(ix) / len(out) for lab, ix in by_label.items()}
+        take = {lab: math.floor(q) for lab, q in quota.items()}
+        for lab in sorted(quota, key=lambda k: take[k] - quota[k])[: src.cap - sum(take.values())]:
+            take[lab] += 1
+        chosen = sorted(i for lab, ix in by_label.items() for i in rng.sample(ix, take[lab]))
+        out = [out[i] for i in chosen]
+    return out
+
+
+def _tagged(e: Example, source: str) -> Example:
+    return Example(e.source_row, e.text, e.label, source)
