@@ -255,7 +255,7 @@ def test_a_thin_notebook_eval_split_is_reported(all_data):
     assert len(thin) == 1, thin
     assert f"50 'negative' rows hold only {spare_negatives} distinct sentence(s)" in thin[0]
     assert len({e.text for e in splits["eval"] if e.label == "negative"}) == spare_negatives
-    dc.split = "stratified"  # the same Dataset split again: no stale line
+    dc.split = "stratified"  # the same LabelledData split again: no stale line
     assert not [f for f in make_splits(dc, ds)[0].flaws() if f.startswith("eval split:")]
 
 
@@ -268,13 +268,13 @@ def test_thin_eval_threshold(spare, eval_per_label, thin):
     sentence drawn 2 times is exactly half (not flagged), 3 times is; 6 draws from 40 are mostly
     distinct; eval_per_label 0 or nothing left makes no eval rows. Only 'negative' is short."""
     from finsent.core.config import resolve
-    from finsent.data.dataset import Dataset, Example
+    from finsent.data.dataset import Example, LabelledData
 
     counts = {"positive": 4 + 40, "neutral": 4 + 40, "negative": 4 + spare}
     exs = [Example(i, f"{lab} sentence {i}", lab) for lab, n in counts.items() for i in range(n)]
     overrides = {"data.split": "notebook", "data.train_per_label": "2", "data.test_per_label": "2"}
     dc = resolve(None, overrides | {"data.eval_per_label": str(eval_per_label)}, None).data
-    ds = make_splits(dc, Dataset("toy.csv", exs))[0]
+    ds = make_splits(dc, LabelledData("toy.csv", exs))[0]
     assert list(ds.thin_eval) == (["negative"] if thin else [])
 
 
@@ -282,7 +282,7 @@ def test_auto_split_is_the_notebooks_only_where_their_data_fills_it():
     """PhraseBank data gets the notebooks' split when every label has train + test rows for it; a
     smaller subset (Sentences_AllAgree.txt has 570 positives for 600) and any other file: stratified."""
     from finsent.core.options import DataConfig
-    from finsent.data.dataset import Dataset, Example
+    from finsent.data.dataset import Example, LabelledData
 
     def split_of(name: str, per_label: int) -> str:
         exs = [
@@ -293,7 +293,7 @@ def test_auto_split_is_the_notebooks_only_where_their_data_fills_it():
         dc = DataConfig(
             data=name, train_per_label=4, test_per_label=4, eval_per_label=1, test_size=0.2, eval_size=0.2
         )
-        return make_splits(dc, Dataset(name, exs))[0].split
+        return make_splits(dc, LabelledData(name, exs))[0].split
 
     assert split_of("Sentences_AllAgree.txt", 10) == "notebook"
     assert split_of("Sentences_AllAgree.txt", 7) == "stratified"  # 7 < 4 + 4

@@ -1,4 +1,4 @@
-"""A data set read from one file: its examples and what was wrong with the file."""
+"""Labelled data read from one file: its examples and what was wrong with the file."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ class Example:
 
 
 @dataclass
-class Dataset:
-    """Examples read from one file, with what was wrong with the file."""
+class LabelledData:
+    """Labelled examples read from one file (or combined from several sources), with what was wrong
+    with them. Not a Hugging Face `datasets.Dataset`: training builds one of those from the splits."""
 
     path: str
     examples: list[Example]
@@ -78,7 +79,7 @@ class Dataset:
         return out
 
 
-def _find_repeats(ds: Dataset, dedupe: bool) -> None:
+def _find_repeats(ds: LabelledData, dedupe: bool) -> None:
     by_text: dict[str, list[Example]] = defaultdict(list)
     for ex in ds.examples:
         by_text[ex.text].append(ex)

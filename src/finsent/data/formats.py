@@ -3,7 +3,7 @@ SemEval-2017 Task 5 (headlines and microblogs, JSON arrays), FiQA 2018 task 1 po
 by post id) and SEntFiN 1.0 (a CSV of headlines with a dict of entity labels).
 
 Each reader yields read_file's rows, (row, where, text, raw label, error), and appends to `notes` what it
-left out on purpose and how it built its rows, so that `Dataset.flaws()` says so. An error that is an
+left out on purpose and how it built its rows, so that `LabelledData.flaws()` says so. An error that is an
 `Invalid` is a bad row (an error unless --skip-invalid); a plain str is a malformed row (always counted).
 
 Scores in [-1, 1] become labels by thresholds (FinGPT's rule by default): score < -0.1 negative,

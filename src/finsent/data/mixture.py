@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
-from finsent.data.dataset import Dataset, Example
+from finsent.data.dataset import Example, LabelledData
 
 Splits = dict[str, list[Example]]
 
@@ -68,10 +68,12 @@ def normalised(text: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
 
 
-def make_mixture(dc, split_one: Callable[[object], tuple[Dataset, Splits]]) -> tuple[Dataset, Splits]:
+def make_mixture(
+    dc, split_one: Callable[[object], tuple[LabelledData, Splits]]
+) -> tuple[LabelledData, Splits]:
     """Read and split every source of `dc.sources` (split_one: data.splits.make_splits for one source),
     leave out the training and eval rows whose text is in a test split, apply caps and weights, and
-    combine them. The Dataset's notes hold each source's split line and flaws, and the leak counts."""
+    combine them. The LabelledData's notes hold each source's split line and flaws, and the leak counts."""
     if dc.data:
         raise FinsentError("data.data and data.sources both name data: use one (a source list, or one file)")
     sources = [parse_source(s) for s in dc.sources]
@@ -89,14 +91,14 @@ def make_mixture(dc, split_one: Callable[[object], tuple[Dataset, Splits]]) -> t
             notes.append(f"{src.name}: {len(splits['train'])} training rows -> {len(train)} (cap/weight)")
         for name, rows in (("train", train), ("eval", splits["eval"]), ("test", splits["test"])):
             combined[name] += [_tagged(e, src.name) for e in rows]
-    ds = Dataset(f"mixture of {len(sources)} sources ({', '.join(names)})", [])
+    ds = LabelledData(f"mixture of {len(sources)} sources ({', '.join(names)})", [])
     ds.examples = [e for rows in combined.values() for e in rows]
     ds.notes = notes
     ds.split, ds.sizes = "mixture", {k: len(v) for k, v in combined.items()}
     return ds, combined
 
 
-def _split_source(dc, src: Source, split_one) -> tuple[Dataset, Splits]:
+def _split_source(dc, src: Source, split_one) -> tuple[LabelledData, Splits]:
     from finsent.data import corpora
 
     one = copy.deepcopy(dc)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from finsent.core.errors import FinsentError
 from finsent.core.labels import LabelMapper
-from finsent.data.dataset import Dataset, Example, _find_repeats
+from finsent.data.dataset import Example, LabelledData, _find_repeats
 from finsent.data.formats import (
     Invalid,
     corpus_rows,
@@ -276,7 +276,7 @@ def _label_problem(raw_label: object, mapper: LabelMapper, scores: bool) -> str:
     return why + " (set --labels or --label-map, e.g. '0=negative,1=neutral,2=positive')"
 
 
-def _why_no_rows(path: Path, ds: Dataset) -> str:
+def _why_no_rows(path: Path, ds: LabelledData) -> str:
     """`no usable rows` and why: what the rows were refused for, or that there were none."""
     why = [f"{len(ds.invalid)} bad rows skipped (first: {ds.invalid[0]})"] if ds.invalid else []
     if ds.malformed:
@@ -294,7 +294,7 @@ def read_file(
     skip_invalid: bool = False,
     dedupe: bool = False,
     score_thresholds: str | tuple = "-0.1,0.1",
-) -> Dataset:
+) -> LabelledData:
     """Read labelled sentences from a PhraseBank file, all-data.csv, SemEval-2017 Task 5, FiQA 2018 or
     SEntFiN file, or CSV/TSV/JSONL/Parquet. `label_map='scores'`: the label column holds sentiment
     scores, labelled by `score_thresholds` (as the score-labelled corpora always are)."""
@@ -302,7 +302,7 @@ def read_file(
     scores = label_map.strip().lower() == "scores"
     cuts = parse_thresholds(score_thresholds)
     mapper = LabelMapper(labels, "" if scores else label_map)
-    ds = Dataset(str(path), [])
+    ds = LabelledData(str(path), [])
     rows, kind = _rows(path, file_kind(path), mapper, text_column, label_column, cuts, ds.notes)
     for i, at, text, raw_label, error in rows:
         if error and not isinstance(error, Invalid):

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from finsent.core.errors import FinsentError
 from finsent.core.labels import normalise_label
-from finsent.data.dataset import Dataset, Example
+from finsent.data.dataset import Example, LabelledData
 from finsent.data.phrasebank import is_phrasebank, resolve_data
 from finsent.data.readers import read_file
 
 
-def load_dataset_from_config(dc) -> Dataset:
+def load_dataset_from_config(dc) -> LabelledData:
     """Read `dc.data` (a DataConfig) with its column, label and cleaning options."""
     return read_file(
         resolve_data(dc.data),
@@ -126,7 +126,7 @@ def split_random(
     return {"train": rest[: len(rest) - n_eval], "eval": rest[len(rest) - n_eval :], "test": test}
 
 
-def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[Example]]]:
+def make_splits(dc, ds: LabelledData | None = None) -> tuple[LabelledData, dict[str, list[Example]]]:
     """Read the data named by a DataConfig and split it as it asks (several sources: data/mixture.py)."""
     if getattr(dc, "sources", None) and ds is None:
         from finsent.data.mixture import make_mixture
@@ -134,7 +134,7 @@ def make_splits(dc, ds: Dataset | None = None) -> tuple[Dataset, dict[str, list[
         return make_mixture(dc, make_splits)
     ds = ds or load_dataset_from_config(dc)
     labels = [normalise_label(x) for x in dc.labels]
-    ds.thin_eval = {}  # (a Dataset split again with other options keeps no stale report)
+    ds.thin_eval = {}  # (a LabelledData split again with other options keeps no stale report)
     split = dc.split
     if split == "auto":
         # the notebooks' split where their data can fill it; a PhraseBank subset too small for 300 + 300

@@ -50,7 +50,9 @@ def merge(
         else "adapter on a float32 base"
         + (" (the 4-bit base it was trained on needs CUDA + bitsandbytes)" if cfg.model.load_in_4bit else "")
     )
-    return certify_merge(cfg, adapter, out, before, after, "eval split", min_agreement, reference=reference)
+    return certify_merge(
+        cfg, adapter, out, before, after, "eval split", min_agreement=min_agreement, reference=reference
+    )
 
 
 def _as_trained(cfg: Config, adapter, texts, batch_size):
@@ -83,17 +85,20 @@ def _as_trained(cfg: Config, adapter, texts, batch_size):
 
 def certify_merge(
     cfg: Config,
-    adapter,
+    trained,
     out,
     before,
     after,
     where: str,
+    *,
     min_agreement: float = MIN_AGREEMENT,
     metrics: dict | None = None,
     reference: str = "adapter",
     extra: dict | None = None,
 ) -> dict:
-    """The merged model in `out` against its adapter (`reference` says how that was run):
+    """The merged model in `out` against what it was made from, `trained` (the adapter, or with
+    train.method=full the fully fine-tuned model it copies; `reference` says how that was run), on the
+    same sentences (`before` and `after`: predictions and probabilities):
     merge_parity.json, then (only if it passes) the model card, with the test metrics when the caller
     measured them."""
     from finsent.core.errors import FinsentError
@@ -122,7 +127,7 @@ def certify_merge(
         "full" if full else "merged",
         metrics=metrics,
         extra={
-            ("copied from the fully fine-tuned model" if full else "merged from adapter"): adapter,
+            ("copied from the fully fine-tuned model" if full else "merged from adapter"): trained,
             f"merge parity ({where})": f"{summary_line(parity)}, against the {reference}",
         },
     )

@@ -68,13 +68,15 @@ def guard(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def prepare(out: Path, cfg, splits: dict, resume: bool, overwrite: bool, main: bool = True) -> Path | None:
+def prepare(
+    out: Path, cfg, splits: dict, resume: bool, overwrite: bool, owns_folder: bool = True
+) -> Path | None:
     """Check `out` before training; returns the checkpoint to resume from (or None) and writes the stamp.
-    Under DDP only the main process checks, clears and stamps; the others only pick the same checkpoint."""
+    Under DDP only the process that owns the folder (rank 0) checks, clears and stamps; the others only pick the same checkpoint."""
     from finsent.core.console import note
     from finsent.core.fsio import write_json
 
-    if not main:
+    if not owns_folder:
         if not resume or overwrite:
             return None
         complete = [c for c in (_checkpoints(out) if out.is_dir() else []) if is_complete(c) is None]

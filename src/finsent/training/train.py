@@ -1,11 +1,11 @@
 """LoRA fine-tuning with TRL's SFTTrainer and PEFT: the notebooks' recipe as one function.
 
     finsent train --config configs/smollm2-cpu.yaml --out runs/train
-    finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run      # no weights needed (dryrun.py)
+    finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run      # no weights needed (training/dryrun.py)
 
 Reads top to bottom: setup (options, data, model, LoRA), train, save. The loss is on the answer only
 (label tokens + EOS), never on the prompt or padding. How finsent's options become PEFT's and TRL's
-arguments is in train_args.py; the trainer (fast loss, classifying evaluation) in trainer.py.
+arguments is in training/args.py; the trainer (fast loss, classifying evaluation) in training/trainer.py.
 
 Writes into train.output_dir: checkpoint-*/ (for --resume), adapter/ (the adapter, its tokenizer, config
 and model card), train_log.json and the TensorBoard logs. With train.method=full every weight trains and
@@ -35,8 +35,8 @@ def train(cfg: Config, splits=None) -> Path:
     if cfg.train.method == "full":
         full_precision(cfg)
     set_seed(cfg.train.seed)
-    main = int(os.environ.get("RANK", "0")) == 0  # under DDP, one process owns the folder
-    splits, last = _prepare_run(cfg, splits, main)
+    owns_folder = int(os.environ.get("RANK", "0")) == 0  # under DDP, rank 0 checks, stamps and saves
+    splits, last = _prepare_run(cfg, splits, owns_folder)
     trainer, codec, tokenizer = build_trainer(cfg, splits)
 
     # --- train (from the last complete checkpoint of the same run with --resume)
@@ -48,21 +48,23 @@ def train(cfg: Config, splits=None) -> Path:
     return _save(cfg, trainer, codec, tokenizer, splits, result, last)
 
 
-def _prepare_run(cfg: Config, splits, main: bool):
+def _prepare_run(cfg: Config, splits, owns_folder: bool):
     """The output folder checked (never over another run), the splits, the config saved: (splits, the
     checkpoint to resume from or None)."""
     from finsent.data.splits import make_splits
     from finsent.training.checkpoints import guard, prepare
 
     tc, out = cfg.train, Path(cfg.train.output_dir)
-    if main:
+    if owns_folder:
         guard(out, tc.resume, tc.overwrite)
     flaws = []
     if splits is None:  # (`finsent run` splits and reports the data itself)
         ds, splits = make_splits(cfg.data)
         flaws = [ds.split_line(), *ds.flaws()]
-    last = prepare(out, cfg, splits, tc.resume, tc.overwrite, main)  # refuses to train over another run
-    if main:  # flaws after prepare, whose refusals stay one line
+    last = prepare(
+        out, cfg, splits, tc.resume, tc.overwrite, owns_folder
+    )  # refuses to train over another run
+    if owns_folder:  # flaws after prepare, whose refusals stay one line
         for flaw in flaws:
             print(f"data: {flaw}", file=sys.stderr)
         save_config(cfg, out)
@@ -200,7 +202,7 @@ def full_precision(cfg: Config) -> None:
 
 
 def calibrate(probs, codec, splits):
-    """Temperature scaling fitted on the eval split's probabilities (calibration.py), with the training
+    """Temperature scaling fitted on the eval split's probabilities (modeling/calibration.py), with the training
     label shares for prior correction; None without an eval split."""
     from collections import Counter
 
