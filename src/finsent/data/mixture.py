@@ -8,6 +8,8 @@ any test split in any training or eval split.
         - all-data                    # split as alone: --split auto, the notebooks' split here
         - sentfin cap=1600            # at most 1,600 training rows (a seeded sample, label shares kept)
         - semeval-headlines weight=2  # its training rows twice
+        - fpb split=random test_size=0.25  # its own split (FinGPT's FPB split), whatever data.* says
+        - all-data test-only          # only tested on (the notebooks' 900 test sentences), never trained on
         - my_posts.csv                # any file finsent reads
 
 A source with an official test file (SemEval-2017) is tested on it, and its training file gives train and
@@ -39,10 +41,17 @@ class Source:
     name: str  # how reports name it: the corpus name or the file's stem
     cap: int | None = None  # at most this many training rows
     weight: float = 1.0  # training rows x weight (2 = each twice; 0.5 = a seeded half)
+    split: str | None = None  # its own data.split (else the run's)
+    test_size: float | None = None  # its own data.test_size (stratified/random splits; else the run's)
+    test_only: bool = False  # its test split is scored (and kept out of training); nothing else is used
+
+
+SPLITS = ("auto", "notebook", "stratified", "random")
 
 
 def parse_source(text: str, field: str = "data.sources") -> Source:
-    """'SPEC [cap=N] [weight=W]' as a Source, or a one-line error naming the entry."""
+    """'SPEC [cap=N] [weight=W] [split=S] [test_size=X] [test-only]' as a Source, or a one-line error
+    naming the entry."""
     from finsent.data import corpora
 
     parts = text.split()
@@ -51,16 +60,33 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
     spec, options = parts[0], {}
     for part in parts[1:]:
         key, eq, value = part.partition("=")
-        if not eq or key not in ("cap", "weight"):
-            raise FinsentError(f"{field}: {text!r}: {part!r} is not cap=N or weight=W")
+        if part == "test-only":
+            options["test_only"] = True
+            continue
+        if key == "split" and eq:
+            if value not in SPLITS:
+                raise FinsentError(f"{field}: {text!r}: split={value} is not one of {', '.join(SPLITS)}")
+            options["split"] = value
+            continue
+        if not eq or key not in ("cap", "weight", "test_size"):
+            raise FinsentError(
+                f"{field}: {text!r}: {part!r} is not cap=N, weight=W, split=S, test_size=X or test-only"
+            )
         try:
             options[key] = int(value) if key == "cap" else float(value)
         except ValueError:
             raise FinsentError(f"{field}: {text!r}: {key}={value!r} is not a number") from None
-        if options[key] <= 0 if key == "cap" else options[key] < 0 or not math.isfinite(options[key]):
-            raise FinsentError(f"{field}: {text!r}: {key} must be positive")
-    name = spec.split(":")[0].lower() if corpora.is_named(spec) else Path(spec).stem or spec
-    return Source(spec, name, options.get("cap"), options.get("weight", 1.0))
+        bad = options[key] <= 0 if key == "cap" else options[key] < 0 or not math.isfinite(options[key])
+        if bad or key == "test_size" and not 0 < options[key] < 1:
+            raise FinsentError(
+                f"{field}: {text!r}: {key} must be positive" + (" and below 1" if key == "test_size" else "")
+            )
+    named = corpora.is_named(spec) or spec.lower().split(":")[0] == "fpb"
+    name = spec.split(":")[0].lower() if named else Path(spec).stem or spec
+    return Source(
+        spec, name, options.get("cap"), options.get("weight", 1.0), options.get("split"),
+        options.get("test_size"), options.get("test_only", False),
+    )  # fmt: skip
 
 
 def normalised(text: str) -> str:
@@ -86,9 +112,15 @@ def make_mixture(
     notes += _drop_test_texts([splits for _, _, splits in parts])
     combined: Splits = {"train": [], "eval": [], "test": []}
     for i, (src, _, splits) in enumerate(parts):
+        if src.test_only:
+            splits["train"], splits["eval"] = [], []
         train = _cap_and_weigh(splits["train"], src, dc.seed + i)
         if len(train) != len(splits["train"]):
             notes.append(f"{src.name}: {len(splits['train'])} training rows -> {len(train)} (cap/weight)")
+        if src.cap is not None and len(train) < len(splits["train"]) and splits["eval"]:
+            # a capped source keeps the same share of its eval rows: the eval split is scored every epoch
+            keep = max(1, round(len(splits["eval"]) * len(train) / len(splits["train"])))
+            splits["eval"] = _cap_and_weigh(splits["eval"], Source(src.spec, src.name, cap=keep), dc.seed + i)
         for name, rows in (("train", train), ("eval", splits["eval"]), ("test", splits["test"])):
             combined[name] += [_tagged(e, src.name) for e in rows]
     ds = LabelledData(f"mixture of {len(sources)} sources ({', '.join(names)})", [])
@@ -103,8 +135,12 @@ def _split_source(dc, src: Source, split_one) -> tuple[LabelledData, Splits]:
 
     one = copy.deepcopy(dc)
     one.sources, one.data = [], src.spec
+    one.split = src.split or dc.split
+    one.test_size = src.test_size or dc.test_size
     test_file = corpora.test_file(src.name) if corpora.is_named(src.spec) and ":" not in src.spec else None
-    if test_file is not None:  # its official test file; train and eval from its training file
+    if (
+        test_file is not None and not src.split
+    ):  # its official test file; train and eval from its training file
         one.split, one.test_data = "file", str(test_file)
     return split_one(one)
 
