@@ -71,7 +71,9 @@ def test_cap_keeps_label_shares_and_weight_repeats():
     [
         ("sentfin cap=0", "cap must be positive"),
         ("sentfin cap=many", "cap='many' is not a number"),
-        ("sentfin size=3", "is not cap=N or weight=W"),
+        ("sentfin size=3", "is not cap=N, weight=W, split=S, test_size=X or test-only"),
+        ("fpb split=sideways", "split=sideways is not one of"),
+        ("fpb test_size=1.5", "test_size must be positive and below 1"),
     ],
 )
 def test_bad_source_entries_are_one_line_errors(entry, message):
@@ -105,3 +107,19 @@ def test_an_evaluation_of_a_mixture_reports_every_source_with_intervals(tiny_mod
     assert "source" in (tmp_path / "ev" / "report.txt").read_text()
     header = (tmp_path / "ev" / "predictions.csv").read_text().splitlines()[0]
     assert header.endswith(",source")
+
+
+def test_a_source_can_have_its_own_split_or_be_only_tested_on(all_data):
+    cfg = build_config(
+        overrides={
+            "data.sources": ["fpb split=random test_size=0.25", "all-data test-only", "fiqa-posts cap=100"]
+        }
+    )
+    ds, splits = make_splits(cfg.data)
+    test = Counter(e.source for e in splits["test"])
+    assert test["fpb"] == 1212 and test["all-data"] == 900  # FinGPT's FPB test split; the notebooks' 900
+    assert "all-data" not in {e.source for e in splits["train"] + splits["eval"]}
+    nb_test = {e.text for e in splits["test"] if e.source == "all-data"}
+    assert not nb_test & {e.text for e in splits["train"]}  # the notebooks' test sentences never trained on
+    fiqa_eval = [e for e in splits["eval"] if e.source == "fiqa-posts"]
+    assert 0 < len(fiqa_eval) < 30  # capped with its training rows (100 of about 400)
