@@ -3,29 +3,36 @@ with accelerate's own config class, and its documented `--dry-run` line runs; th
 of `finsent train --dry-run` for DDP, FSDP and ZeRO-3."""
 
 import math
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def finsent(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "finsent.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-        timeout=600,
-    )
+@pytest.fixture()
+def finsent(capsys, monkeypatch):
+    """`finsent ARGS` in this process, from the repository root (the documented relative paths):
+    returncode, stdout and stderr. A subprocess each re-imported torch and transformers for a dry run's
+    arithmetic; tests/test_train.py::test_dry_run_through_the_command_line runs one as a command."""
+    from finsent.cli import main
+
+    monkeypatch.chdir(ROOT)
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's usage errors, exit status 2 as on the command line
+            code = e.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
 def test_the_four_configs_are_shipped():
@@ -66,7 +73,7 @@ def test_config_parses_and_opens_with_its_command(path):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_documented_dry_run_runs(path):
+def test_documented_dry_run_runs(path, finsent):
     """The file's second line, as written, prints per-device memory for its processes and sharding."""
     second = path.read_text().splitlines()[1]
     args = shlex.split(second.lstrip("# "))
@@ -142,7 +149,7 @@ def test_flags_override_the_accelerate_config():
     assert (par.processes, par.strategy) == (8, "zero3")
 
 
-def test_bad_input_is_one_line(tmp_path):
+def test_bad_input_is_one_line(tmp_path, finsent):
     bad = tmp_path / "bad.yaml"
     bad.write_text("distributed_type: FSDP\nnum_processes: 2\nno_such_key: 1\n")
     for args, message in [

@@ -208,13 +208,34 @@ def test_truncation_guard(tiny_model_dir, tmp_path):
         train(cfg, toy_splits(2))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
-def test_every_shipped_config_parses_and_dry_runs(name):
+def dry_run_args(name: str) -> list[str]:
     text = (ROOT / "configs" / name).read_text()
     assert text.startswith("# finsent "), "each config opens with the command that runs it"
+    # configs for your own data name none
+    return ["train", "--config", f"configs/{name}", "--dry-run"] + (
+        [] if "\n  data: " in text else ["--data", "fpb"]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses_and_dry_runs(name, capsys, monkeypatch):
+    """In this process (a subprocess each re-imported torch and transformers for some arithmetic);
+    test_dry_run_through_the_command_line runs one as a command."""
+    from finsent.cli import main
+
+    monkeypatch.chdir(ROOT)  # the documented relative paths
+    assert main(dry_run_args(name)) == 0
+    out = capsys.readouterr().out
+    assert "trainable" in out and "optimizer steps" in out and "memory estimate" in out
+
+
+def test_dry_run_through_the_command_line(capsys, monkeypatch):
+    """`python -m finsent.cli train --config ... --dry-run` as a command prints what main() prints."""
+    from finsent.cli import main
+
+    args = dry_run_args("llama-3.2-1b-notebook.yaml")
     r = subprocess.run(
-        [sys.executable, "-m", "finsent.cli", "train", "--config", f"configs/{name}", "--dry-run"]
-        + ([] if "\n  data: " in text else ["--data", "fpb"]),  # configs for your own data name none
+        [sys.executable, "-m", "finsent.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -222,7 +243,9 @@ def test_every_shipped_config_parses_and_dry_runs(name):
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "trainable" in r.stdout and "optimizer steps" in r.stdout and "memory estimate" in r.stdout
+    monkeypatch.chdir(ROOT)
+    assert main(args) == 0
+    assert r.stdout == capsys.readouterr().out and "memory estimate" in r.stdout
 
 
 def test_notebook_names_map_onto_todays_api(tiny_model_dir, tmp_path):
@@ -564,8 +587,9 @@ def test_run_pipeline_with_full_fine_tuning(tiny_model_dir, tmp_path):
         not (out / "train" / "adapter").exists() and (out / "train" / "model" / "model.safetensors").is_file()
     )
     parity = summary["merged"]["merge_parity"]
+    # measured: the copy, reloaded from disk, re-scored the first test sentences as the tuned model did
+    # (merged accuracy == fine-tuned accuracy is not asserted: the run copies that number for a copy)
     assert parity["agreement"] == 1.0 and parity["reference"] == "fully fine-tuned model"
-    assert summary["merged"]["accuracy"] == summary["finetuned"]["accuracy"]
     merged = out / "merged_model"
     assert load_saved_config(merged).model.model == str(merged.resolve())
     assert (merged / "calibration.json").is_file() and "finsent full" in (merged / "README.md").read_text()
@@ -595,10 +619,13 @@ def test_dry_run_counts_full_fine_tuning():
 
 def test_run_full_fine_tuning_checks_its_copy_by_bytes_and_a_reload(tiny_model_dir, tmp_path):
     """train.method=full: merged_model/ is a copy; its files are compared byte for byte with the evaluated
-    model, its first test sentences re-scored from disk, and its test predictions are the tuned model's."""
+    model and its first test sentences re-scored from disk. The run writes the tuned model's predictions
+    and accuracy under merged/ for the copy (comparing those two would compare a value with itself): the
+    copy on disk is scored here, on the whole test split, and must predict what merged/ reports."""
     import csv
 
     from finsent.pipeline.run import COPY_SAMPLE, run
+    from finsent.serving.api import Classifier
 
     data = toy_csv(tmp_path / "toy.csv", 30)
     cfg = tiny_config(tiny_model_dir, tmp_path / "unused", num_train_epochs=1.0)
@@ -609,10 +636,13 @@ def test_run_full_fine_tuning_checks_its_copy_by_bytes_and_a_reload(tiny_model_d
     n_test = summary["finetuned"]["n"]
     assert parity["identical_files"] >= 3 and parity["agreement"] == 1.0
     assert parity["n"] == min(COPY_SAMPLE, n_test) and parity["max_probability_difference"] == 0.0
-    assert summary["merged"]["accuracy"] == summary["finetuned"]["accuracy"]
     out = tmp_path / "run"
-    rows = [list(csv.reader((out / d / "predictions.csv").open())) for d in ("finetuned", "merged")]
-    assert rows[0] == rows[1] and len(rows[0]) == n_test + 1
+    rows = list(csv.DictReader((out / "merged" / "predictions.csv").open()))
+    assert len(rows) == n_test
+    scored = Classifier.load(str(out / "merged_model"), dtype="float32")([r["text"] for r in rows])
+    assert [s["label"] for s in scored] == [r["predicted"] for r in rows]
+    accuracy = sum(s["label"] == r["label"] for s, r in zip(scored, rows)) / n_test
+    assert summary["merged"]["accuracy"] == pytest.approx(accuracy)
     assert "byte-identical copy" in (out / "report.md").read_text()
 
 

@@ -41,12 +41,39 @@ class FinsentTrainer(SFTTrainer):
         if is_wrapped(model) and not self._in_wrapper:  # DDP / FSDP / DeepSpeed: see parallel.py
             return self._wrapped_fast_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.loss == "label":
+            # a mean over this micro-batch's rows, rescaled to a share of the accumulated batch's rows
+            # (label_loss's own num_items_in_batch scaling weights a micro-batch by its answer tokens:
+            # 4 x 2 rows and 8 x 1 stepped differently whenever the label words' token counts differ)
+            rows = self._rows_in_batch if num_items_in_batch is not None else None
             loss = label_loss(
-                model, self.codec, inputs, num_items_in_batch, self.class_weights, self.label_smoothing
+                model,
+                self.codec,
+                inputs,
+                num_items_in_batch if rows is None else None,
+                self.class_weights,
+                self.label_smoothing,
             )
+            if rows is not None:
+                loss = loss * (len(inputs["input_ids"]) / rows)
         else:
             loss = answer_loss(model, self.codec, inputs, num_items_in_batch, self.class_weights)
         return (loss, None) if return_outputs else loss
+
+    _rows_in_batch = None  # rows in the current accumulated batch, every rank's (train.loss=label)
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's micro-batches of one optimizer step and their answer-token count; also counts
+        their rows, as it counts tokens (over every rank when it averages tokens across devices), so the
+        label loss is a mean over the step's rows however they are split into micro-batches."""
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.loss == "label" and num_items is not None:
+            import torch
+
+            rows = torch.tensor(sum(len(b["input_ids"]) for b in batch_samples), device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                rows = self.accelerator.gather(rows).sum()
+            self._rows_in_batch = rows
+        return batch_samples, num_items
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         """Classification accuracy on the eval split with the fast evaluator (not generation, and
