@@ -206,7 +206,7 @@ def answer_loss(model, codec, inputs, num_items_in_batch=None, weights=None):
     return -logp.sum() / denom
 
 
-def label_loss(model, codec, inputs, num_items_in_batch=None, weights=None, smoothing: float = 0.0):
+def label_loss(model, codec, inputs, rows_in_step=None, weights=None, smoothing: float = 0.0):
     """train.loss=label: cross-entropy over the labels' scores (the comparison the classifier makes),
     with label smoothing and class weights, plus -log sum_j p(label j), which keeps the labels the model's
     likeliest replies so greedy generation (llama.cpp, Ollama) still answers with one. Without smoothing
@@ -214,17 +214,16 @@ def label_loss(model, codec, inputs, num_items_in_batch=None, weights=None, smoo
     import torch
     import torch.nn.functional as F
 
-    answers, n_items = _answers(codec, inputs)
+    answers, _ = _answers(codec, inputs)
     scores = score_prompts(model, codec, [(k, seq[k:first]) for k, seq, first, _ in answers])
     gold = torch.tensor([g for *_, g in answers], device=scores.device)
     per_row = F.cross_entropy(scores, gold, label_smoothing=smoothing, reduction="none")
     per_row = per_row - torch.logsumexp(scores, dim=1)
     if weights:
         per_row = per_row * torch.tensor(weights, device=scores.device)[gold]
-    if num_items_in_batch is None:
-        return per_row.mean()
-    # the Trainer divides by the answer tokens of the whole accumulated batch: scale rows to match
-    return per_row.sum() * (n_items / len(answers)) / num_items_in_batch
+    # a mean over the optimizer step's rows (every micro-batch's, every rank's: `rows_in_step`), so 4 x 2
+    # rows step as 8 x 1 do; without it, over this batch's rows
+    return per_row.mean() if rows_in_step is None else per_row.sum() / rows_in_step
 
 
 def score_prompts(model, codec, prompts: Sequence[Prompt], share_prefix: bool = True, prefix_kv=None):

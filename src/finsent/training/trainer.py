@@ -41,20 +41,10 @@ class FinsentTrainer(SFTTrainer):
         if is_wrapped(model) and not self._in_wrapper:  # DDP / FSDP / DeepSpeed: see parallel.py
             return self._wrapped_fast_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.loss == "label":
-            # a mean over this micro-batch's rows, rescaled to a share of the accumulated batch's rows
-            # (label_loss's own num_items_in_batch scaling weights a micro-batch by its answer tokens:
-            # 4 x 2 rows and 8 x 1 stepped differently whenever the label words' token counts differ)
+            # a mean over the accumulated step's rows, counted by get_batch_samples (a mean per micro-batch
+            # would weigh 4 x 2 rows and 8 x 1 differently)
             rows = self._rows_in_batch if num_items_in_batch is not None else None
-            loss = label_loss(
-                model,
-                self.codec,
-                inputs,
-                num_items_in_batch if rows is None else None,
-                self.class_weights,
-                self.label_smoothing,
-            )
-            if rows is not None:
-                loss = loss * (len(inputs["input_ids"]) / rows)
+            loss = label_loss(model, self.codec, inputs, rows, self.class_weights, self.label_smoothing)
         else:
             loss = answer_loss(model, self.codec, inputs, num_items_in_batch, self.class_weights)
         return (loss, None) if return_outputs else loss
