@@ -103,14 +103,20 @@ def test_torchrun_two_processes_match_one(tiny_model_dir, all_data, tmp_path):
     assert not (tmp_path / "two.csv.shards").exists()
 
 
-def test_one_process_sharded_matches_plain(clf, all_data, tmp_path):
-    """--shard-rows alone (no torchrun): 3 shards, the same JSONL bytes as the streamed path."""
+def test_one_process_sharded_matches_plain(clf, all_data, tmp_path, monkeypatch):
+    """--shard-rows alone (no torchrun): 3 shards, the same JSONL bytes as the streamed path, made by
+    the same classify() calls (one loop: a shard's batches are the plain run's batches of its rows)."""
     from finsent.serving.predict import predict
 
+    real, batches = clf.predict, []
+    monkeypatch.setattr(clf, "predict", lambda texts: batches.append(list(texts)) or real(texts))
     inp = write_input(all_data, tmp_path / "in.csv", n=600)
     plain = predict(clf, [], str(inp), str(tmp_path / "plain.jsonl"))
+    plain_batches, batches[:] = list(batches), []
     sharded = predict(clf, [], str(inp), str(tmp_path / "sharded.jsonl"), shard_rows=256)
     assert sharded["shards"] == 3 and sharded["predicted"] == plain["predicted"] == 601
+    # 602 input rows, the bad one (row 58) in the first chunk: 255 + 256 + 90 texts
+    assert [len(b) for b in plain_batches] == [255, 256, 90] and batches == plain_batches
     assert (tmp_path / "sharded.jsonl").read_bytes() == (tmp_path / "plain.jsonl").read_bytes()
     assert not (tmp_path / "sharded.jsonl.shards").exists()
 

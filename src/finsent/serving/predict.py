@@ -25,12 +25,13 @@ written, and a changed input or option is refused instead of mixed in.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
 from finsent.core.errors import FinsentError
 from finsent.serving.errors import MAX_TOKENS
-from finsent.serving.rows import CHUNK, Writer, _chain, _limit, _text, iter_rows
+from finsent.serving.rows import Writer, _limit, classify_rows, default_id_column, iter_rows
 from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
 
 
@@ -72,37 +73,17 @@ def predict(
 
     from finsent.core.console import progress_bar
 
+    # one shard of the sharded loop, streamed: the whole input, into the output itself
     rows = iter_rows(input_path, text_column, texts)
     first = next(rows, None)
     if first is None:
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
-    if id_column is None and first[1] is not None:
-        id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
-    bad, done = 0, 0
+    id_column = default_id_column(id_column, first[1])
     limit = _limit(clf, max_tokens)
     start = time.perf_counter()
-    chunk: list[tuple[dict, str]] = []
-
-    def flush():
-        nonlocal done
-        results = clf.predict([t for _, t in chunk])
-        for (rec, text), r in zip(chunk, results):
-            writer.write(rec, text, r["label"], list(r["probabilities"].values()))
-        done += len(chunk)
-        bar.update(len(chunk))
-        chunk.clear()
-
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
-        for i, (where, rec, err) in enumerate(_chain(first, rows)):
-            text = _text(where, rec, err, text_column, strict, clf.codec, limit)
-            if text is None:
-                bad += 1
-            else:
-                chunk.append((rec, text))
-            if (i + 1) % CHUNK == 0 and chunk:
-                flush()
-        if chunk:
-            flush()
+        numbered = enumerate(itertools.chain([first], rows))
+        done, bad = classify_rows(clf, numbered, writer, text_column, strict, limit, bar)
     seconds = time.perf_counter() - start
     summary = {
         "rows": done + bad,

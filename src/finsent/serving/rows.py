@@ -10,7 +10,7 @@ import contextlib
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
@@ -21,8 +21,10 @@ from finsent.data.readers import FILE_KINDS
 # byte-identical outputs
 CHUNK = 256
 
+Row = tuple[str, dict | None, str]  # (where, record or None when bad, error), as iter_rows yields it
 
-def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[tuple[str, dict | None, str]]:
+
+def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[Row]:
     """(where, record or None when bad, error) for every input row: texts given on the command line,
     stdin (a text a line), or a file read by the data layer's own reader (finsent.data.iter_records)."""
     if texts:
@@ -40,8 +42,50 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
         yield where, rec, error or ""
 
 
+def default_id_column(id_column: str | None, first: dict | None) -> str | None:
+    """--id-column when given, else the first row's id, ID or source_row column when it has one."""
+    if id_column is None and first is not None:
+        return next((c for c in ("id", "ID", "source_row") if c in first), None)
+    return id_column
+
+
+def classify_rows(
+    clf, numbered: Iterable[tuple[int, Row]], writer: Writer, text_column: str, strict: bool, limit, bar
+) -> tuple[int, int]:
+    """The one row loop of prediction: plain predict runs it once over the whole input, sharded predict
+    once a shard. Each row's text (a bad row reported and skipped, or an error if `strict`: _text) is
+    classified in chunks that end after input row i when (i + 1) % CHUNK == 0, and written to `writer`.
+    The numbers are the input's own row numbers, not the shard's: a shard's batches, and so its bytes,
+    are those of the same rows in one plain run. Returns (predicted, bad rows)."""
+    done = bad = 0
+    chunk: list[tuple[dict, str]] = []
+    for i, (where, rec, err) in numbered:
+        text = _text(where, rec, err, text_column, strict, clf.codec, limit)
+        if text is None:
+            bad += 1
+        else:
+            chunk.append((rec, text))
+        if (i + 1) % CHUNK == 0 and chunk:
+            done += _write_chunk(clf, chunk, writer, bar)
+    if chunk:
+        done += _write_chunk(clf, chunk, writer, bar)
+    return done, bad
+
+
+def _write_chunk(clf, chunk: list[tuple[dict, str]], writer: Writer, bar) -> int:
+    """Classify the chunk's texts in one call, write their rows, empty the chunk: how many were written."""
+    results = clf.predict([t for _, t in chunk])
+    for (rec, text), r in zip(chunk, results):
+        writer.write(rec, text, r["label"], list(r["probabilities"].values()))
+    n = len(chunk)
+    bar.update(n)
+    chunk.clear()
+    return n
+
+
 class Writer:
-    """CSV or JSONL rows to a file (atomically: renamed into place only by close(ok=True)) or to stdout."""
+    """CSV or JSONL rows to a file (atomically: renamed into place only when its block ends without an
+    error) or to stdout."""
 
     def __init__(self, output: str | None, labels: list[str], id_column: str | None, header: bool = True):
         self.labels, self.id_column = labels, id_column
@@ -114,8 +158,3 @@ def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool
 def _plain(value):
     """Parquet ids arrive as numpy scalars or timestamps: JSON gets their plain value."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest

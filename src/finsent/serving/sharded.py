@@ -13,7 +13,7 @@ from finsent.core.artefacts import SHARD_MANIFEST
 from finsent.core.errors import FinsentError
 from finsent.data.readers import FILE_KINDS
 from finsent.serving.errors import MAX_TOKENS
-from finsent.serving.rows import CHUNK, Writer, _limit, _text, iter_rows
+from finsent.serving.rows import CHUNK, Writer, _limit, classify_rows, default_id_column, iter_rows
 
 SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
 
@@ -279,8 +279,7 @@ def _settle_plan(
         rows += 1
     if not rows:
         raise FinsentError(f"--input {input_path}: no rows")
-    if id_column is None and first[1] is not None:
-        id_column = next((c for c in ("id", "ID", "source_row") if c in first[1]), None)
+    id_column = default_id_column(id_column, first[1])
     jsonl = FILE_KINDS.get(Path(output).suffix.lower()) == "jsonl"
     shards = _Shards(output, jsonl)
     want = {
@@ -306,64 +305,29 @@ def _settle_plan(
 def _write_shards(
     clf, input_path, text_column, id_column, strict, max_tokens, shards, plan, rows, todo, rank
 ):
-    """Classify the rows of this rank's shards still to do, each shard written atomically, then its
-    marker: (predicted, bad rows)."""
+    """Classify the rows of this rank's shards still to do, each shard by the plain run's own loop
+    (classify_rows) into its file, written atomically, then its marker: (predicted, bad rows)."""
+    import itertools
     import time
 
     from finsent.core.console import progress_bar
+    from finsent.core.fsio import write_json
 
     size, n = plan["shard_rows"], plan["shards"]
     done = bad = 0
     limit = _limit(clf, max_tokens)
+    numbered = enumerate(iter_rows(input_path, text_column, []))
     with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
-        shard, writer, counts, chunk = None, None, {}, []
-
-        def flush():
-            nonlocal done
-            results = clf.predict([t for _, t in chunk])
-            for (rec, text), r in zip(chunk, results):
-                writer.write(rec, text, r["label"], list(r["probabilities"].values()))
-            done += len(chunk)
-            counts["predicted"] += len(chunk)
-            bar.update(len(chunk))
-            chunk.clear()
-
-        def finish():
-            nonlocal writer
-            if chunk:
-                flush()
-            writer.__exit__(None, None, None)  # renamed into place; the marker follows it
-            from finsent.core.fsio import write_json
-
-            counts["bytes"] = shards.data(shard, n).stat().st_size
-            counts["written_at"] = time.time()
-            write_json(shards.marker(shard, n), counts)
-            writer = None
-
-        try:
-            for i, (where, rec, err) in enumerate(iter_rows(input_path, text_column, [])):
-                j = i // size
-                if j not in todo:
-                    continue
-                if j != shard:
-                    if writer is not None:
-                        finish()
-                    shard, counts = j, {"shard": j, "first_row": i, "predicted": 0, "bad": 0}
-                    writer = Writer(str(shards.data(j, n)), clf.labels, id_column, header=False)
-                text = _text(where, rec, err, text_column, strict, clf.codec, limit)
-                if text is None:
-                    bad += 1
-                    counts["bad"] += 1
-                else:
-                    chunk.append((rec, text))
-                if (i + 1) % CHUNK == 0 and chunk:
-                    flush()
-            if writer is not None:
-                finish()
-        except BaseException as e:
-            if writer is not None:  # the unfinished shard's temporary file is removed, no marker
-                writer.__exit__(type(e), e, e.__traceback__)
-            raise
+        for j, its_rows in itertools.groupby(numbered, key=lambda row: row[0] // size):
+            if j not in todo:
+                continue  # another rank's, or written before a restart: groupby reads past its rows
+            # renamed into place only when the shard is whole (an error removes it); the marker follows it
+            with Writer(str(shards.data(j, n)), clf.labels, id_column, header=False) as writer:
+                predicted, bad_rows = classify_rows(clf, its_rows, writer, text_column, strict, limit, bar)
+            mark = {"shard": j, "first_row": j * size, "predicted": predicted, "bad": bad_rows}
+            mark |= {"bytes": shards.data(j, n).stat().st_size, "written_at": time.time()}
+            write_json(shards.marker(j, n), mark)
+            done, bad = done + predicted, bad + bad_rows
     return done, bad
 
 
