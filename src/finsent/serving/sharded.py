@@ -63,10 +63,14 @@ def _options(clf, text_column: str, id_column: str | None, strict: bool, jsonl: 
     (Batch size is left out: results do not depend on it; the device type too, for the same reason.)"""
     import dataclasses
 
-    cfg = clf.config.to_dict()
-    known = {"model", "codec", "config", "device", "batch_size"}
+    from finsent.core.options import outputs_only
+
+    cfg = outputs_only(
+        clf.config.to_dict()
+    )  # options marked affects_outputs=False (model.device ...) left out
+    known = {"model", "codec", "config", "device", "batch_size"}  # the Classifier's own, recorded above
     return {
-        "model": {k: v for k, v in cfg["model"].items() if k not in ("device", "cache_dir")},
+        "model": cfg["model"],
         "adapter": str(Path(adapter).resolve()) if adapter else None,
         "prompt": cfg["prompt"],
         "labels": list(clf.labels),
