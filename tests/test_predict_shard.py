@@ -107,13 +107,14 @@ def test_one_process_sharded_matches_plain(clf, all_data, tmp_path, monkeypatch)
     """--shard-rows alone (no torchrun): 3 shards, the same JSONL bytes as the streamed path, made by
     the same classify() calls (one loop: a shard's batches are the plain run's batches of its rows)."""
     from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
 
     real, batches = clf.predict, []
     monkeypatch.setattr(clf, "predict", lambda texts: batches.append(list(texts)) or real(texts))
     inp = write_input(all_data, tmp_path / "in.csv", n=600)
-    plain = predict(clf, [], str(inp), str(tmp_path / "plain.jsonl"))
+    plain = predict(clf, Input(path=str(inp)), str(tmp_path / "plain.jsonl"))
     plain_batches, batches[:] = list(batches), []
-    sharded = predict(clf, [], str(inp), str(tmp_path / "sharded.jsonl"), shard_rows=256)
+    sharded = predict(clf, Input(path=str(inp)), str(tmp_path / "sharded.jsonl"), shard_rows=256)
     assert sharded["shards"] == 3 and sharded["predicted"] == plain["predicted"] == 601
     # 602 input rows, the bad one (row 58) in the first chunk: 255 + 256 + 90 texts
     assert [len(b) for b in plain_batches] == [255, 256, 90] and batches == plain_batches
@@ -124,6 +125,7 @@ def test_one_process_sharded_matches_plain(clf, all_data, tmp_path, monkeypatch)
 def interrupted_run(clf, inp: Path, out: Path, monkeypatch) -> Path:
     """A run killed while classifying its second shard: shard 0 written, shard 1 not."""
     from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
 
     real, calls = clf.predict, []
 
@@ -135,7 +137,7 @@ def interrupted_run(clf, inp: Path, out: Path, monkeypatch) -> Path:
 
     monkeypatch.setattr(clf, "predict", dies)
     with pytest.raises(KeyboardInterrupt):
-        predict(clf, [], str(inp), str(out), shard_rows=256)
+        predict(clf, Input(path=str(inp)), str(out), shard_rows=256)
     monkeypatch.setattr(clf, "predict", real)
     folder = out.with_name(out.name + ".shards")
     names = sorted(p.name for p in folder.iterdir())
@@ -148,9 +150,10 @@ def interrupted_run(clf, inp: Path, out: Path, monkeypatch) -> Path:
 @needs_torchrun
 def test_restart_skips_written_shard(clf, tiny_model_dir, all_data, tmp_path, monkeypatch):
     from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
 
     inp = write_input(all_data, tmp_path / "in.csv")
-    predict(clf, [], str(inp), str(tmp_path / "plain.csv"))
+    predict(clf, Input(path=str(inp)), str(tmp_path / "plain.csv"))
     folder = interrupted_run(clf, inp, tmp_path / "out.csv", monkeypatch)
     # mark shard 0 (same byte length, so its marker still vouches for it): a rerun must take it as written
     part = folder / "part-00000-of-00002.csv"
@@ -175,11 +178,12 @@ def test_restart_skips_written_shard(clf, tiny_model_dir, all_data, tmp_path, mo
 def test_changed_input_or_options_refused(clf, tiny_model_dir, all_data, tmp_path, monkeypatch, capsys):
     from finsent.cli import main
     from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
 
     inp = write_input(all_data, tmp_path / "in.csv")
     interrupted_run(clf, inp, tmp_path / "out.csv", monkeypatch)
     with pytest.raises(FinsentError, match=r"another strict: rerun with the same input and options"):
-        predict(clf, [], str(inp), str(tmp_path / "out.csv"), strict=True, shard_rows=256)
+        predict(clf, Input(path=str(inp), strict=True), str(tmp_path / "out.csv"), shard_rows=256)
     with open(inp, "a", encoding="utf-8") as fh:
         fh.write("999,One more sentence .\n")
     # the command line: one line, exit status 2, and the partial run is left alone
@@ -192,8 +196,9 @@ def test_changed_input_or_options_refused(clf, tiny_model_dir, all_data, tmp_pat
 
 def test_sharding_needs_a_file_input_and_output(clf, tmp_path):
     from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
 
     with pytest.raises(FinsentError, match="needs --input FILE and --out FILE"):
-        predict(clf, ["Profit rose ."], None, str(tmp_path / "o.csv"), shard_rows=10)
+        predict(clf, Input(["Profit rose ."]), str(tmp_path / "o.csv"), shard_rows=10)
     with pytest.raises(FinsentError, match="needs --input FILE and --out FILE"):
-        predict(clf, [], str(tmp_path / "missing.csv"), None, shard_rows=10)
+        predict(clf, Input(path=str(tmp_path / "missing.csv")), None, shard_rows=10)

@@ -30,60 +30,40 @@ import os
 import sys
 
 from finsent.core.errors import FinsentError
-from finsent.serving.errors import MAX_TOKENS
-from finsent.serving.rows import Writer, _limit, classify_rows, default_id_column, iter_rows
+from finsent.serving.rows import Input, Writer, _limit, classify_rows, default_id_column
 from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
 
 
 def predict(
-    clf,
-    texts: list[str],
-    input_path: str | None,
-    output: str | None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    strict: bool = False,
-    shard_rows: int | None = None,
-    adapter: str | None = None,
-    max_tokens: int | None = MAX_TOKENS,
+    clf, source: Input, output: str | None, shard_rows: int | None = None, adapter: str | None = None
 ) -> dict:
     """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
 
     Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
     sharded and resumable (predict_sharded); `adapter` is then recorded in the shard manifest.
-    A text whose prompt is over `max_tokens` (default: the server's limit, MAX_TOKENS) or the model's context
-    is a bad row: reported with its line and reason, skipped and counted, or the end of the run if `strict`."""
+    A text whose prompt is over `source.max_tokens` (default: the server's limit, MAX_TOKENS) or the
+    model's context is a bad row: reported with its line and reason, skipped and counted, or the end of
+    the run if `source.strict`."""
     import time
 
     # torchrun with one process still shards when it can (resumable); with several it must
-    under_torchrun = "WORLD_SIZE" in os.environ and input_path not in (None, "-") and bool(output)
+    under_torchrun = "WORLD_SIZE" in os.environ and source.path not in (None, "-") and bool(output)
     if shard_rows or under_torchrun or _rank_env()[1] > 1:
-        return predict_sharded(
-            clf,
-            texts,
-            input_path,
-            output,
-            text_column,
-            id_column,
-            strict,
-            shard_rows or SHARD_ROWS,
-            adapter,
-            max_tokens,
-        )
+        return predict_sharded(clf, source, output, shard_rows or SHARD_ROWS, adapter)
 
     from finsent.core.console import progress_bar
 
     # one shard of the sharded loop, streamed: the whole input, into the output itself
-    rows = iter_rows(input_path, text_column, texts)
+    rows = source.rows()
     first = next(rows, None)
     if first is None:
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
-    id_column = default_id_column(id_column, first[1])
-    limit = _limit(clf, max_tokens)
+    id_column = default_id_column(source.id_column, first[1])
+    limit = _limit(clf, source.max_tokens)
     start = time.perf_counter()
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
         numbered = enumerate(itertools.chain([first], rows))
-        done, bad = classify_rows(clf, numbered, writer, text_column, strict, limit, bar)
+        done, bad = classify_rows(clf, numbered, writer, source.text_column, source.strict, limit, bar)
     seconds = time.perf_counter() - start
     summary = {
         "rows": done + bad,

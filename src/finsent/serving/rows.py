@@ -11,10 +11,12 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
 from finsent.data.readers import FILE_KINDS
+from finsent.serving.errors import MAX_TOKENS
 
 # rows per classify() call, counted in input rows (bad ones too): chunks then start at the same rows in
 # one process and in a sharded run (shards are whole chunks), so both make the same batches and write
@@ -22,6 +24,22 @@ from finsent.data.readers import FILE_KINDS
 CHUNK = 256
 
 Row = tuple[str, dict | None, str]  # (where, record or None when bad, error), as iter_rows yields it
+
+
+@dataclass(frozen=True)
+class Input:
+    """What prediction reads and how each row becomes a text: texts given on the command line, else a
+    file (`path`; None or '-' for stdin), its text and id columns, --strict, and the token limit."""
+
+    texts: list[str] = field(default_factory=list)
+    path: str | None = None
+    text_column: str = "text"
+    id_column: str | None = None
+    strict: bool = False
+    max_tokens: int | None = MAX_TOKENS
+
+    def rows(self) -> Iterator[Row]:
+        return iter_rows(self.path, self.text_column, self.texts)
 
 
 def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[Row]:

@@ -4,6 +4,7 @@ resumes at the first missing shard, and rank 0 concatenates them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -12,8 +13,7 @@ from pathlib import Path
 from finsent.core.artefacts import SHARD_MANIFEST
 from finsent.core.errors import FinsentError
 from finsent.data.readers import FILE_KINDS
-from finsent.serving.errors import MAX_TOKENS
-from finsent.serving.rows import CHUNK, Writer, _limit, classify_rows, default_id_column, iter_rows
+from finsent.serving.rows import CHUNK, Input, Writer, _limit, classify_rows, default_id_column
 
 SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
 
@@ -58,11 +58,9 @@ def _fingerprint(path: str) -> dict:
     return {"path": str(Path(path).resolve()), "bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
-def _options(clf, text_column: str, id_column: str | None, strict: bool, jsonl: bool, adapter) -> dict:
+def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
     """Every choice that changes an output row: shards made under other options must not be mixed in.
     (Batch size is left out: results do not depend on it; the device type too, for the same reason.)"""
-    import dataclasses
-
     from finsent.core.options import outputs_only
 
     cfg = outputs_only(
@@ -79,10 +77,11 @@ def _options(clf, text_column: str, id_column: str | None, strict: bool, jsonl: 
         "classifier": {
             f.name: _comparable(getattr(clf, f.name)) for f in dataclasses.fields(clf) if f.name not in known
         },
-        "text_column": text_column,
-        "id_column": id_column,
-        "strict": strict,
+        "text_column": source.text_column,
+        "id_column": source.id_column,
+        "strict": source.strict,
         "format": "jsonl" if jsonl else "csv",
+        "max_tokens": source.max_tokens,
     }
 
 
@@ -193,36 +192,14 @@ def _barrier() -> None:
 
 
 def predict_sharded(
-    clf,
-    texts: list[str],
-    input_path: str | None,
-    output: str | None,
-    text_column: str = "text",
-    id_column: str | None = None,
-    strict: bool = False,
-    shard_rows: int = SHARD_ROWS,
-    adapter: str | None = None,
-    max_tokens: int | None = MAX_TOKENS,
+    clf, source: Input, output: str | None, shard_rows: int = SHARD_ROWS, adapter: str | None = None
 ) -> dict:
     """This rank's shards of the input, then (rank 0) the whole output in input order; see the module's
     docstring. Returns this rank's counts, or on rank 0 the whole run's."""
     import time
 
     rank, world, _ = _rank_env()
-    rows, id_column, shards, plan = _settle_plan(
-        clf,
-        texts,
-        input_path,
-        output,
-        text_column,
-        id_column,
-        strict,
-        shard_rows,
-        adapter,
-        max_tokens,
-        rank,
-        world,
-    )
+    rows, source, shards, plan = _settle_plan(clf, source, output, shard_rows, adapter, rank, world)
     n = plan["shards"]
     mine = [j for j in range(n) if j % world == rank]
     todo = {j for j in mine if shards.done(j, n) is None}
@@ -234,9 +211,7 @@ def predict_sharded(
             file=sys.stderr,
         )
     start, started_at = time.perf_counter(), time.time()
-    done, bad = _write_shards(
-        clf, input_path, text_column, id_column, strict, max_tokens, shards, plan, rows, todo, rank
-    )
+    done, bad = _write_shards(clf, source, shards, plan, rows, todo, rank)
     seconds = time.perf_counter() - start
     mine_summary = {
         "rows": rows,
@@ -250,26 +225,14 @@ def predict_sharded(
     if rank != 0:
         print(f"rank {rank}: {done} predicted in {len(todo)} shards, {bad} bad rows skipped", file=sys.stderr)
         return mine_summary | {"sentences_per_second": done / seconds if seconds else 0.0}
-    return _concatenate(shards, n, clf.labels, id_column, rows, start, started_at)
+    return _concatenate(shards, n, clf.labels, source.id_column, rows, start, started_at)
 
 
-def _settle_plan(
-    clf,
-    texts,
-    input_path,
-    output,
-    text_column,
-    id_column,
-    strict,
-    shard_rows,
-    adapter,
-    max_tokens,
-    rank: int,
-    world: int,
-):
+def _settle_plan(clf, source: Input, output, shard_rows: int, adapter, rank: int, world: int):
     """Check the input, count its rows and settle the shard plan (rank 0 writes the manifest, every rank
-    reads it): (rows, id column, shards, plan)."""
-    if texts or input_path in (None, "-") or not output:
+    reads it): (rows, the input with its id column settled, shards, plan)."""
+    input_path = source.path
+    if source.texts or input_path in (None, "-") or not output:
         raise FinsentError(
             "sharded prediction (torchrun, --shard-rows) needs --input FILE and --out FILE "
             "(stdin and command-line texts cannot be split between processes)"
@@ -278,18 +241,18 @@ def _settle_plan(
         raise FinsentError(f"--input {input_path}: no such file")
     # every rank reads the whole input once to count its rows: the shard plan needs the total
     rows, first = 0, None
-    for row in iter_rows(input_path, text_column, []):
+    for row in source.rows():
         first = first or row
         rows += 1
     if not rows:
         raise FinsentError(f"--input {input_path}: no rows")
-    id_column = default_id_column(id_column, first[1])
+    source = dataclasses.replace(source, id_column=default_id_column(source.id_column, first[1]))
     jsonl = FILE_KINDS.get(Path(output).suffix.lower()) == "jsonl"
     shards = _Shards(output, jsonl)
     want = {
         "version": 1,
         "input": _fingerprint(input_path),
-        "options": _options(clf, text_column, id_column, strict, jsonl, adapter) | {"max_tokens": max_tokens},
+        "options": _options(clf, source, jsonl, adapter),
     }
     resumed = shards.settle(want, rows, shard_rows, world) if rank == 0 else False
     if world > 1:
@@ -303,12 +266,10 @@ def _settle_plan(
             "--shard-rows applies to a fresh run",
             file=sys.stderr,
         )
-    return rows, id_column, shards, plan
+    return rows, source, shards, plan
 
 
-def _write_shards(
-    clf, input_path, text_column, id_column, strict, max_tokens, shards, plan, rows, todo, rank
-):
+def _write_shards(clf, source: Input, shards: _Shards, plan: dict, rows: int, todo: set[int], rank: int):
     """Classify the rows of this rank's shards still to do, each shard by the plain run's own loop
     (classify_rows) into its file, written atomically, then its marker: (predicted, bad rows)."""
     import itertools
@@ -319,15 +280,17 @@ def _write_shards(
 
     size, n = plan["shard_rows"], plan["shards"]
     done = bad = 0
-    limit = _limit(clf, max_tokens)
-    numbered = enumerate(iter_rows(input_path, text_column, []))
+    limit = _limit(clf, source.max_tokens)
+    numbered = enumerate(source.rows())
     with progress_bar(sum(min(size, rows - j * size) for j in todo), f"rank {rank} predicting") as bar:
         for j, its_rows in itertools.groupby(numbered, key=lambda row: row[0] // size):
             if j not in todo:
                 continue  # another rank's, or written before a restart: groupby reads past its rows
             # renamed into place only when the shard is whole (an error removes it); the marker follows it
-            with Writer(str(shards.data(j, n)), clf.labels, id_column, header=False) as writer:
-                predicted, bad_rows = classify_rows(clf, its_rows, writer, text_column, strict, limit, bar)
+            with Writer(str(shards.data(j, n)), clf.labels, source.id_column, header=False) as writer:
+                predicted, bad_rows = classify_rows(
+                    clf, its_rows, writer, source.text_column, source.strict, limit, bar
+                )
             mark = {"shard": j, "first_row": j * size, "predicted": predicted, "bad": bad_rows}
             mark |= {"bytes": shards.data(j, n).stat().st_size, "written_at": time.time()}
             write_json(shards.marker(j, n), mark)
