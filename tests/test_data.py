@@ -75,6 +75,7 @@ def test_fpb_spec_uses_data_dir(monkeypatch, fpb_dir):
 
 def test_fpb_spec_offline_error_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("FINSENT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FINSENT_CACHE", str(tmp_path / "cache"))  # offline, an earlier download is used
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FinsentError, match="set FINSENT_DATA_DIR"):
         resolve_data("fpb:66agree")
@@ -157,6 +158,8 @@ def test_fpb_from_a_local_mirror_of_the_hub_layout(fpb_dir, tmp_path, monkeypatc
 def test_fpb_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("FINSENT_DATA_DIR", raising=False)
     monkeypatch.delenv("FINSENT_FPB_MIRROR", raising=False)
+    monkeypatch.delenv("FINSENT_HUB_MIRROR", raising=False)
+    monkeypatch.setenv("FINSENT_CACHE", str(tmp_path / "cache"))  # offline, an earlier download is used
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FinsentError) as e:
         resolve_data("fpb")

@@ -5,9 +5,10 @@ and the benchmark suite's test sets.
     corpora.test_file("semeval-headlines")       # for a mixture or benchmark step
     bench.load_bench_set("fpb")                  # (train, test): FinGPT's FPB split of Sentences_50Agree.txt
 
-Local files only: nothing here downloads. The hub-hosted sets of FinGPT's benchmark (HUB_SETS) are
-declared with their hub ids and recipes, for a step that downloads them when asked to. The rows of a
-benchmark set: data/bench.py's load_bench_set (it reads and splits, which import this module).
+Local files only: nothing here downloads. The hub-hosted sets of FinGPT's benchmark (HUB_SETS: `tfns`,
+`fiqa-sa`, `nwgi`) are declared here with their hub ids and recipes; data/hub.py finds, downloads (when
+named with --data) and converts them. The rows of a benchmark set: data/bench.py's load_bench_set (it
+reads and splits, which import this module).
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ def test_file(name: str, data_dir: str | os.PathLike | None = None) -> Path | No
 @dataclass(frozen=True)
 class BenchSet:
     name: str
-    corpus: str  # a named corpus, or fpb:SUBSET
-    split: str  # official (its test file), random (datasets' train_test_split), notebook, stratified
+    corpus: str  # a named corpus, a hub-hosted one (HUB_SETS), or fpb:SUBSET
+    split: str  # official (its test file), random (datasets' train_test_split), notebook, stratified, hub
     about: str
     test_size: float = 0.25
     seed: int = 42
@@ -165,34 +166,104 @@ BENCH_SETS: list[BenchSet] = [
         "FiQA 2018 posts: no official split, stratified 25% (seed 42)",
     ),
     BenchSet("sentfin", "sentfin", "stratified", "SEntFiN 1.0: no official split, stratified 25% (seed 42)"),
+    # hub-hosted: the local files, a mirror or an earlier `--data NAME` download (never fetched here)
+    BenchSet(
+        "tfns",
+        "tfns",
+        "hub",
+        "FinGPT's TFNS: the hub's validation split (2,388 tweets) as test, its train split to train",
+    ),
+    BenchSet(
+        "fiqa-sa",
+        "fiqa-sa",
+        "hub",
+        "FinGPT's FiQA-SA: the hub's three splits concatenated, train_test_split(0.226, seed=42)",
+    ),
+    BenchSet("nwgi", "nwgi", "hub", "FinGPT's NWGI: the hub's test split; seven grades folded into three"),
 ]
 
 
 @dataclass(frozen=True)
 class HubSet:
-    """A test set of FinGPT's benchmark hosted on the Hugging Face hub: never fetched implicitly."""
+    """A corpus of FinGPT's benchmark hosted on the Hugging Face hub, with FinGPT's recipe (its module of
+    the set in FinGPT's FinGPT_Benchmark/benchmarks folder): which hub splits are its training and test
+    parts, the text and label columns, and how labels map. Fetched only when named (`--data tfns`):
+    data/hub.py."""
 
     name: str
     hub_id: str
     recipe: str
+    text: str  # the text column
+    label: str  # the label column (a score column where `labels` is None)
+    train: tuple[str, ...]  # the hub splits (concatenated, in this order) of the training part
+    test: tuple[str, ...]  # ... and of the test part
+    labels: dict[str, str] | None  # raw label (as lower-cased text) -> label; None: scores, by -0.1/0.1
+    cut: float | None = None  # FinGPT re-splits train+test: datasets' train_test_split(cut, seed=42)
+    config: str = "default"  # the configuration (the folder of the hub's parquet conversion)
+    about: str = ""
 
 
+# Verified (hub dataset cards, read through the search tool): TFNS has splits train and validation (9.54k
+# and 2.39k rows in the hub viewer) and labels LABEL_0 Bearish, LABEL_1 Bullish, LABEL_2 Neutral; NWGI has
+# columns news and label (a string) and splits train (16,184) and test (4,047); pauri32/fiqa-2018 is
+# train.csv, validation.csv and test.csv, converted to default/<split>/0000.parquet. Assumed from
+# FinGPT's benchmark code, not verified against the hub: TFNS's text column `text`, FiQA's columns
+# `sentence` and `sentiment_score`, and NWGI's seven label strings below. FiQA's repository was re-split by
+# its author ("Update partitions", May 2023): FinGPT's copy was saved from the hub (load_from_disk) at a
+# time not stated, so its test rows are reproduced only if the hub's rows are the same.
 HUB_SETS: list[HubSet] = [
     HubSet(
         "fiqa-sa",
         "pauri32/fiqa-2018",
         "train+validation+test concatenated, train_test_split(0.226, seed=42)['test']; `sentiment_score` by "
         "the thresholds",
+        "sentence",
+        "sentiment_score",
+        ("train", "validation", "test"),
+        ("train", "validation", "test"),
+        None,
+        cut=0.226,
+        about="FiQA 2018 task 1 (headlines and posts) as FinGPT's FiQA-SA",
     ),
     HubSet(
         "tfns",
         "zeroshot/twitter-financial-news-sentiment",
         "the `validation` split; label 0 negative, 1 positive, 2 neutral",
+        "text",
+        "label",
+        ("train",),
+        ("validation",),
+        {"0": "negative", "1": "positive", "2": "neutral"},  # Bearish, Bullish, Neutral
+        about="Twitter Financial News Sentiment (TFNS) tweets",
     ),
     HubSet(
         "nwgi",
         "oliverwang15/news_with_gpt_instructions",
         "the `test` split, text `news`; strong/moderately negative -> negative, mildly negative/neutral/mildly "
         "positive -> neutral, moderately/strong positive -> positive",
+        "news",
+        "label",
+        ("train",),
+        ("test",),
+        {
+            "strong negative": "negative",
+            "moderately negative": "negative",
+            "mildly negative": "neutral",
+            "neutral": "neutral",
+            "mildly positive": "neutral",
+            "moderately positive": "positive",
+            "strong positive": "positive",
+        },
+        about="News With GPT Instructions (NWGI), labelled by GPT in seven grades",
     ),
 ]
+
+
+def hub_set(name: str) -> HubSet | None:
+    """The hub-hosted corpus of a short name (`tfns`, `tfns:test`), else None."""
+    name = name.split(":", 1)[0].strip().lower()
+    return next((h for h in HUB_SETS if h.name == name), None)
+
+
+def is_hub(spec: str) -> bool:
+    return hub_set(spec) is not None

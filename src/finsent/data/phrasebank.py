@@ -23,18 +23,22 @@ HUB_DATASET = "takala/financial_phrasebank"
 
 def resolve_data(spec: str) -> Path:
     """A path; a named corpus (`semeval-headlines[:test]`, `sentfin`, ... see data/corpora.py) found under
-    $FINSENT_DATA_DIR; or `fpb[:subset]`: found there, else fetched from the hub (online) or a local
-    mirror of the hub's layout ($FINSENT_FPB_MIRROR)."""
-    from finsent.data import corpora
+    $FINSENT_DATA_DIR; a hub-hosted one (`tfns[:test]`, `fiqa-sa[:test]`, `nwgi[:test]`) or `fpb[:subset]`:
+    found there, else in a local mirror of the hub's layout ($FINSENT_HUB_MIRROR, $FINSENT_FPB_MIRROR),
+    else fetched from the hub (online; data/hub.py)."""
+    from finsent.data import corpora, hub
 
     if not spec:
         raise FinsentError(
             "no data: pass --data FILE (a CSV/TSV/JSONL/Parquet file with a header row, see --text-column and "
             f"--label-column), --data NAME for a corpus under ${DATA_DIR_ENV} ({', '.join(corpora.CORPORA)}), "
+            f"--data NAME[:test] for a hub corpus ({', '.join(h.name for h in corpora.HUB_SETS)}), "
             "or --data fpb to download the Financial PhraseBank"
         )
     if corpora.is_named(spec):
         return corpora.resolve(spec)
+    if corpora.is_hub(spec):
+        return hub.resolve_hub(spec)
     if not spec.lower().startswith("fpb"):
         return Path(spec).expanduser()
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
@@ -47,13 +51,17 @@ def resolve_data(spec: str) -> Path:
         return found
     try:
         return fetch_fpb(subset)
-    except Exception as e:  # offline, hub refused, layout changed: say how to fix it
+    except Exception as e:  # offline, hub refused, layout changed: an earlier download, else how to fix it
+        cached = hub.cached_download(fpb_cache_file(subset))
+        if cached:
+            return cached
         raise FinsentError(
             f"--data {spec}: {name} not found"
             + (f" under ${DATA_DIR_ENV}={root}" if root else f" (${DATA_DIR_ENV} is not set)")
             + f" and fetching {HUB_DATASET} failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
             f"set {DATA_DIR_ENV} to the folder holding the Financial PhraseBank files (FinancialPhraseBank-v1.0"
-            ".zip from the authors), or go online once (unset HF_HUB_OFFLINE), or pass --data PATH"
+            ".zip from the authors), or FINSENT_HUB_MIRROR to a folder of the hub's parquet layout, or go online "
+            "once (unset HF_HUB_OFFLINE), or pass --data PATH"
         ) from None
 
 
@@ -66,51 +74,32 @@ def is_phrasebank(spec: str, path: str | os.PathLike) -> bool:
 
 
 # The hub's copy is a loading script, which datasets 4+ refuses to run; the hub's own parquet conversion
-# of it (branch refs/convert/parquet, one folder per configuration) needs no script. Set
-# FINSENT_FPB_REVISION to a commit of that branch to pin it; the commit used is recorded beside the data.
-HUB_REVISION = "refs/convert/parquet"
-
-
+# of it (data/hub.py) needs no script. Set FINSENT_FPB_REVISION to a commit of that branch to pin it; the
+# commit used is recorded beside the data.
 HUB_LABELS = ("negative", "neutral", "positive")  # the dataset's ClassLabel order
+
+
+def fpb_cache_file(subset: str) -> Path:
+    from finsent.core.fsio import cache_root
+
+    return cache_root() / "data" / FPB_FILES[subset]
 
 
 def fetch_fpb(subset: str) -> Path:
     """The PhraseBank subset as a local `sentence@label` file (the format of the authors' own files) in
-    finsent's cache, from the hub's parquet conversion or from $FINSENT_FPB_MIRROR, a local folder of
-    the same layout (<config>/<split>/*.parquet)."""
+    finsent's cache, from $FINSENT_FPB_MIRROR (a local folder of the hub's layout, <config>/<split>/
+    *.parquet), $FINSENT_HUB_MIRROR/takala/financial_phrasebank, or the hub's parquet conversion."""
     import pandas as pd
 
-    from finsent.core.fsio import cache_root, write_json
+    from finsent.data import hub
 
     config = f"sentences_{subset}"
-    mirror = os.environ.get("FINSENT_FPB_MIRROR")
-    revision = os.environ.get("FINSENT_FPB_REVISION", HUB_REVISION)
-    if mirror:
-        files = sorted((Path(mirror) / config).rglob("*.parquet"))
-        source = {"mirror": str(Path(mirror).resolve())}
-    else:
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-            raise ConnectionError("offline mode (HF_HUB_OFFLINE=1)")
-        from huggingface_hub import HfApi, hf_hub_download
-
-        info = HfApi().dataset_info(HUB_DATASET, revision=revision, files_metadata=False)
-        names = [f.rfilename for f in info.siblings or [] if f.rfilename.startswith(config + "/")]
-        files = [
-            Path(hf_hub_download(HUB_DATASET, f, repo_type="dataset", revision=info.sha))
-            for f in sorted(names)
-            if f.endswith(".parquet")
-        ]
-        source = {"dataset": HUB_DATASET, "revision": revision, "commit": info.sha}
-    if not files:
-        raise FileNotFoundError(f"no {config}/*.parquet")
+    mirror = os.environ.get(hub.FPB_MIRROR_ENV)
+    roots = hub.mirror_roots(HUB_DATASET, [Path(mirror).expanduser()] if mirror else [])
+    revision = os.environ.get("FINSENT_FPB_REVISION", hub.REVISION)
+    found = hub.parquet_files(HUB_DATASET, config, ("train",), roots, revision)
+    files = found.files["train"]
     frame = pd.concat([pd.read_parquet(f, columns=["sentence", "label"]) for f in files], ignore_index=True)
     lines = [f"{text}@{HUB_LABELS[int(label)]}\n" for text, label in zip(frame.sentence, frame.label)]
-    out = cache_root() / "data" / FPB_FILES[subset]
-    from finsent.core.fsio import atomic_path
-
-    with atomic_path(out) as tmp:
-        tmp.write_bytes("".join(lines).encode("latin-1", "replace"))  # the authors' encoding
-    write_json(
-        out.with_suffix(".source.json"), source | {"files": [str(f) for f in files], "rows": len(lines)}
-    )
-    return out
+    data = "".join(lines).encode("latin-1", "replace")  # the authors' encoding
+    return hub.write_converted(fpb_cache_file(subset), data, found, len(lines))
