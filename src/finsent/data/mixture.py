@@ -81,7 +81,7 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
             raise FinsentError(
                 f"{field}: {text!r}: {key} must be positive" + (" and below 1" if key == "test_size" else "")
             )
-    named = corpora.is_named(spec) or spec.lower().split(":")[0] == "fpb"
+    named = corpora.is_named(spec) or corpora.is_hub(spec) or spec.lower().split(":")[0] == "fpb"
     name = spec.split(":")[0].lower() if named else Path(spec).stem or spec
     return Source(
         spec, name, options.get("cap"), options.get("weight", 1.0), options.get("split"),
@@ -137,10 +137,11 @@ def _split_source(dc, src: Source, split_one) -> tuple[LabelledData, Splits]:
     one.sources, one.data = [], src.spec
     one.split = src.split or dc.split
     one.test_size = src.test_size or dc.test_size
-    test_file = corpora.test_file(src.name) if corpora.is_named(src.spec) and ":" not in src.spec else None
-    if (
-        test_file is not None and not src.split
-    ):  # its official test file; train and eval from its training file
+    whole = ":" not in src.spec  # NAME, not NAME:test
+    if whole and not src.split and corpora.is_hub(src.spec):  # the hub set's test part (FinGPT's)
+        one.split, one.test_data = "file", f"{src.name}:test"
+    test_file = corpora.test_file(src.name) if corpora.is_named(src.spec) and whole else None
+    if test_file is not None and not src.split:  # its official test file; train and eval: its training file
         one.split, one.test_data = "file", str(test_file)
     return split_one(one)
 
