@@ -20,6 +20,7 @@ import sys
 COMMANDS = {
     "data": "finsent.cli.data",
     "evaluate": "finsent.cli.evaluate",
+    "bench": "finsent.cli.bench",
     "train": "finsent.cli.train",
     "merge": "finsent.cli.merge",
     "run": "finsent.cli.run",
@@ -54,3 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         # interpreter's final flush of stdout would raise again, so stdout now points at /dev/null)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as e:
+        # a write the machine refused outside finsent's own writers (a library's save, a log file): a full
+        # disk or a read-only --out is one line naming the file, as inside them (fsio.write_failure)
+        from finsent.core.fsio import write_failure
+
+        err = write_failure(e, None)
+        if err is None:
+            raise
+        print(f"finsent {command}: error: {err}", file=sys.stderr)
+        return 2

@@ -52,6 +52,14 @@ PARITY_SUFFIX = ".parity.json"
 # finsent predict --out FILE under torchrun: FILE.shards/ with its manifest
 SHARD_MANIFEST = "manifest.json"
 
+# held while a command writes (core/lock.py): inside its folder, or as .NAME.finsent.lock beside an output
+# replaced whole; it names the holding PID, and is gone when the holder ends
+LOCK_FILE = ".finsent.lock"
+
 # a model that failed its parity check is moved aside as NAME.rejected, with this note inside
 REJECTED_SUFFIX = ".rejected"
 REJECTED_NOTE = "REJECTED.txt"
+
+# finsent bench --out DIR: STEM.json / STEM.md / STEM.png (the table), one predictions file a test set
+BENCHMARK_STEM = "benchmark"
+BENCH_PREDICTIONS = "predictions-{test_set}.csv"  # the benchmarked model's, .format(test_set=NAME)
