@@ -1,11 +1,14 @@
-"""Files: atomic output (a temporary file beside the target, then a rename) and finsent's cache folder.
+"""Files: atomic output (a temporary file beside the target, then a rename), what a failed write means
+(a full disk, a read-only folder: one line naming the file), and finsent's cache folder.
 
-A killed run never leaves a half-written metrics.json or predictions.csv behind.
+A killed run never leaves a half-written metrics.json or predictions.csv behind, and neither does a
+write that fails: the temporary file or folder is removed and the error names the output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -14,6 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from finsent.core.artefacts import REJECTED_NOTE, REJECTED_SUFFIX
+from finsent.core.errors import FinsentError
+
+# the failures of a write that are the machine's state, not a bug: (what happened, what to do)
+_ROOM = "free some space (or choose another --out) and rerun"
+_READ_ONLY = "choose an --out you can write to"
+_RIGHTS = "check its permissions, or choose another --out"
+WRITE_ERRNOS = {
+    errno.ENOSPC: ("no space left on device", _ROOM),
+    errno.EDQUOT: ("disk quota exceeded", _ROOM),
+    errno.EROFS: ("read-only file system", _READ_ONLY),
+    errno.EACCES: ("permission denied", _RIGHTS),
+    errno.EPERM: ("operation not permitted", _RIGHTS),
+}
+# below this many free bytes, an unexplained failure of a writer is taken for a full disk: torch.save
+# reports ENOSPC as "RuntimeError: ... unexpected pos 576 vs 534", with no errno anywhere
+NEARLY_FULL = 1 << 20
 
 
 def cache_root() -> Path:
@@ -21,18 +40,87 @@ def cache_root() -> Path:
     return Path(os.environ.get("FINSENT_CACHE") or Path.home() / ".cache" / "finsent")
 
 
+def write_failure(
+    exc: BaseException, target: str | os.PathLike | None, advice: str | None = None
+) -> FinsentError | None:
+    """`exc` as one line naming `target` when it is a write the machine refused (a full disk, a quota, a
+    read-only or forbidden folder), else None (a bug keeps its traceback). An errno anywhere in the
+    exception's chain counts, and so does its text where a library words it without one (safetensors:
+    "No space left on device (os error 28)"); an unexplained RuntimeError or OSError while the target's
+    filesystem is nearly full counts as a full disk. `advice` replaces the usual what-to-do."""
+    if isinstance(exc, FinsentError) or not isinstance(exc, Exception):
+        return None
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    code = next((e.errno for e in chain if isinstance(e, OSError) and e.errno in WRITE_ERRNOS), None)
+    text = " ".join(str(e) for e in chain)
+    for n in WRITE_ERRNOS:
+        if code is None and (os.strerror(n) in text or f"os error {n})" in text):
+            code = n
+    if code is None and isinstance(chain[0], (RuntimeError, OSError)) and _free_bytes(target) < NEARLY_FULL:
+        code = errno.ENOSPC
+    if code is None:
+        return None
+    reason, usual = WRITE_ERRNOS[code]
+    first = chain[0]
+    name = str(first.filename) if isinstance(first, OSError) and first.filename else ""
+    if target is None and name:  # the file is all that is known (the CLI's last resort): maybe a read
+        where, detail = f"{name}: {reason}", ""
+    else:
+        where = f"cannot write {target}: {reason}" if target else reason
+        detail = name if isinstance(first, OSError) else f"{type(first).__name__}: {first}"
+        # the target's own temporary file (`.NAME.*`) says nothing more than the target
+        own = Path(detail).parent == Path(target).parent and Path(detail).name.startswith(
+            f".{Path(target).name}."
+        )
+        detail = "" if own or detail == str(target) else " ".join(detail.split())[:200]  # one line, always
+    return FinsentError(f"{where}{f' ({detail})' if detail else ''}; {advice or usual}")
+
+
+def _free_bytes(target) -> int:
+    """Bytes an unprivileged writer may still use on `target`'s filesystem (its nearest existing folder)."""
+    if not target:
+        return NEARLY_FULL
+    path = Path(target).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return NEARLY_FULL
+    return st.f_bavail * st.f_frsize
+
+
+@contextlib.contextmanager
+def write_errors(target: str | os.PathLike) -> Iterator[None]:
+    """Inside: a write the machine refuses becomes one line naming `target` (write_failure)."""
+    try:
+        yield
+    except Exception as e:
+        err = write_failure(e, target)
+        if err is None:
+            raise
+        raise err from e
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success it replaces `path`."""
+    """Yield a temporary path in the target's folder; on success it replaces `path`. A failure (a full
+    disk included) removes the temporary file: nothing partial under any name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); an output gets the user's normal mode, as open() would give
-    os.chmod(tmp, 0o666 & ~_umask())
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        with write_errors(path):  # judged before the cleanup frees the space
+            # mkstemp makes the file private (0600); an output gets the user's normal mode, as open() would
+            os.chmod(tmp, 0o666 & ~_umask())
+            yield Path(tmp)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -46,18 +134,26 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    with write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        with write_errors(path):  # judged before the cleanup frees the space
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+                os.replace(path, old / path.name)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if old:  # the earlier folder goes back under its name
+                    os.replace(old / path.name, path)
+                    old.rmdir()
+                raise
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -31,6 +31,14 @@ def merge(
     batch_size: int = 32,
 ) -> dict:
     """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
+    from finsent.core.lock import hold
+
+    # one merge at a time writes `out` (replaced whole: its lock lies beside it, core/lock.py)
+    with hold(out, "merge", beside=True):
+        return _merge(cfg, adapter, out, min_agreement, eval_examples, batch_size)
+
+
+def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch_size: int) -> dict:
     from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
     from finsent.modeling.scoring import classify

@@ -89,12 +89,19 @@ class _Evaluations:
 
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
+    from finsent.core.lock import hold
+
+    # one run at a time writes the folder: a second is refused at once, in one line (core/lock.py)
+    with hold(out, "run"):
+        return _run(cfg, Path(out), batch_size)
+
+
+def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     from finsent.core.fsio import write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
     from finsent.training.train import train
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)
     cfg.train.output_dir = str(out / RUN_TRAIN_DIR)

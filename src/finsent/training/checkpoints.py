@@ -8,9 +8,11 @@ training data) beside the trainer's checkpoint-N folders. `--resume` continues o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from finsent.core.artefacts import ADAPTER_DIR, MODEL_DIR, RUN_STAMP, TRAIN_LOG
@@ -45,7 +47,10 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def is_complete(checkpoint: Path) -> str | None:
-    """None when `checkpoint` can be resumed from, else why not."""
+    """None when `checkpoint` can be resumed from, else why not. Every file is checked whole, not only
+    present: a full disk cuts a file off without killing the run that wrote it."""
+    import zipfile
+
     missing = [f for f in CHECKPOINT_FILES if not (checkpoint / f).is_file()]
     if not any(checkpoint.glob("adapter_model.*")) and not any(checkpoint.glob("model*.safetensors")):
         missing.append("adapter_model.safetensors")
@@ -55,7 +60,67 @@ def is_complete(checkpoint: Path) -> str | None:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError):
         return "trainer_state.json is cut off"
+    # torch.save writes a zip (its directory comes last); safetensors' header gives the file's length
+    cut = [f.name for f in checkpoint.glob("*.pt") if not zipfile.is_zipfile(f)]
+    cut += [f.name for f in checkpoint.glob("*.safetensors") if not _whole_safetensors(f)]
+    return f"{', '.join(sorted(cut))} cut off" if cut else None
+
+
+def _whole_safetensors(path: Path) -> bool:
+    """The file is as long as its header says (8-byte header length, JSON header, then the tensors)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def _writing(out: Path, before: set[str]) -> Path | None:
+    """The checkpoint a failure cut off mid-save: the newest, new since `before`, with no whole
+    trainer_state.json (the trainer writes it last, whatever else it saves)."""
+    new = [c for c in _checkpoints(out) if c.name not in before] if out.is_dir() else []
+    if not new:
+        return None
+    try:
+        json.loads((new[-1] / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return new[-1]
     return None
+
+
+@contextlib.contextmanager
+def saving(out: Path, owns_folder: bool = True) -> Iterator[None]:
+    """Around trainer.train(), which writes its checkpoints itself. A write the machine refuses (a full
+    disk, a read-only folder) ends in one line naming the checkpoint; the checkpoint it cut off is removed
+    (it could never be resumed, and it holds the space) and the last complete one is named for --resume."""
+    from finsent.core.console import note
+    from finsent.core.fsio import write_failure
+
+    before = {c.name for c in _checkpoints(out)} if out.is_dir() else set()
+    try:
+        yield
+    except Exception as e:
+        partial = _writing(out, before) if owns_folder else None
+        complete = (
+            [c for c in _checkpoints(out) if c != partial and is_complete(c) is None] if owns_folder else []
+        )
+        removed = f"removed the partial {partial.name}; " if partial else ""
+        then = (
+            f"it continues from {complete[-1].name}"
+            if complete
+            else "no complete checkpoint yet, it starts over"
+        )
+        err = write_failure(e, partial or out, f"{removed}fix that, then rerun with --resume ({then})")
+        if partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        if err is None:  # not the disk: the trainer's own error, with its traceback
+            if partial:
+                note(f"training stopped while saving: {removed}--resume: {then}")
+            raise
+        raise err from e
 
 
 def guard(out: Path, resume: bool, overwrite: bool) -> None:

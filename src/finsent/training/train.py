@@ -28,24 +28,35 @@ from finsent.core.options import Config
 def train(cfg: Config, splits=None) -> Path:
     """Fine-tune, save the adapter to <output_dir>/adapter (train.method=full: the whole model to
     <output_dir>/model) with its config; return that folder."""
-    from transformers import set_seed
+    import contextlib
+
+    from finsent.core.lock import hold
+    from finsent.training.checkpoints import saving
 
     # --- setup: the resolved options, data, model, LoRA
     cfg = cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    if cfg.train.method == "full":
-        full_precision(cfg)
-    set_seed(cfg.train.seed)
     owns_folder = int(os.environ.get("RANK", "0")) == 0  # under DDP, rank 0 checks, stamps and saves
-    splits, last = _prepare_run(cfg, splits, owns_folder)
-    trainer, codec, tokenizer = build_trainer(cfg, splits)
+    out = Path(cfg.train.output_dir)
+    # one run at a time writes the folder: a second is refused at once (before torch is imported), in
+    # one line (core/lock.py)
+    with hold(out, "train") if owns_folder else contextlib.nullcontext():
+        from transformers import set_seed
 
-    # --- train (from the last complete checkpoint of the same run with --resume)
-    if last:
-        print(f"resuming from {last}", file=sys.stderr)
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+        if cfg.train.method == "full":
+            full_precision(cfg)
+        set_seed(cfg.train.seed)
+        splits, last = _prepare_run(cfg, splits, owns_folder)
+        trainer, codec, tokenizer = build_trainer(cfg, splits)
 
-    # --- save
-    return _save(cfg, trainer, codec, tokenizer, splits, result, last)
+        # --- train (from the last complete checkpoint of the same run with --resume); a full disk while
+        # the trainer saves a checkpoint is one line, with the cut-off checkpoint removed (saving)
+        if last:
+            print(f"resuming from {last}", file=sys.stderr)
+        with saving(out, owns_folder):
+            result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+
+        # --- save
+        return _save(cfg, trainer, codec, tokenizer, splits, result, last)
 
 
 def _prepare_run(cfg: Config, splits, owns_folder: bool):
