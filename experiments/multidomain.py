@@ -1,0 +1,155 @@
+"""The multi-domain recipe's settings, chosen on a fold held out of the mixture's training split.
+
+    python -m experiments.multidomain                    # every variant not yet recorded (resumes a killed one)
+    python -m experiments.multidomain --only base,no-spans
+    python -m experiments.multidomain --table            # the table from the record
+
+The mixture is the shipped multi-domain config's (configs/smollm2-cpu-multi.yaml). Its training split is
+cut into FOLDS parts, stratified by source and label; a variant trains on all but part `--fold` (default
+0) and is scored on that part, source by source (weighted F1 with its bootstrap interval). The test
+splits are never read for a choice: they are what `finsent bench` reports afterwards. One JSON line per
+finished run goes to experiments/results/multidomain.jsonl, with the CPU and its load, the losing runs too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import time
+from collections import defaultdict
+
+from bench.common import ROOT
+from experiments import RESULTS
+from finsent.modeling.device import cpu_name
+
+RECORD = RESULTS / "multidomain.jsonl"
+CONFIG = ROOT / "configs" / "smollm2-cpu-multi.yaml"
+FOLDS = 4
+
+# name -> (what changes, config overrides, a function of the source list)
+VARIANTS: dict[str, tuple[str, dict, object]] = {
+    "base": ("the config as shipped, 1 epoch", {"train.num_train_epochs": 1}, None),
+    "no-spans": (
+        "SemEval microblogs tested only: its training text is annotated fragments, not posts",
+        {"train.num_train_epochs": 1},
+        lambda s: [x + " test-only" if x.startswith("semeval-microblogs") else x for x in s],
+    ),
+    "sentfin-800": (
+        "SEntFiN capped at 800 training rows instead of 1,600",
+        {"train.num_train_epochs": 1},
+        lambda s: [x.replace("cap=1600", "cap=800") if x.startswith("sentfin") else x for x in s],
+    ),
+    "ep2": ("2 epochs", {"train.num_train_epochs": 2}, None),
+}
+
+
+def folds(train: list, k: int, seed: int = 0) -> list[list]:
+    """The training rows cut into k parts, each (source, label) group dealt round-robin after a shuffle."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for e in train:
+        groups[(e.source, e.label)].append(e)
+    parts: list[list] = [[] for _ in range(k)]
+    rng = random.Random(seed)
+    for key in sorted(groups):
+        rows = groups[key]
+        rng.shuffle(rows)
+        for i, e in enumerate(rows):
+            parts[i % k].append(e)
+    return parts
+
+
+def run_variant(name: str, fold: int) -> dict:
+    from finsent.core.config import build_config
+    from finsent.data.splits import make_splits
+    from finsent.evaluation.evaluate import evaluate
+    from finsent.training.train import train
+
+    what, overrides, sources_fn = VARIANTS[name]
+    cfg = build_config(str(CONFIG), overrides)
+    if sources_fn:
+        cfg.data.sources = sources_fn(list(cfg.data.sources))
+    ds, splits = make_splits(cfg.data)
+    parts = folds(splits["train"], FOLDS)
+    held = parts[fold]
+    rest = [e for i, p in enumerate(parts) if i != fold for e in p]
+    out = ROOT / "runs" / "multidomain" / f"{name}-fold{fold}"
+    cfg.train.output_dir = str(out / "train")
+    cfg.train.resume = (out / "train").exists()
+    cfg.train.overwrite = False
+    t0 = time.perf_counter()
+    folder = train(cfg, {"train": rest, "eval": splits["eval"], "test": held})
+    seconds = time.perf_counter() - t0
+    model = copy.deepcopy(cfg.model)
+    if cfg.train.method == "full":
+        model.model = str(folder)
+    model.dtype = "float32"
+    adapter = None if cfg.train.method == "full" else str(folder)
+    ev = evaluate(cfg, held, out / "heldout", model, adapter, title=f"{name} fold {fold}")
+    by = ev.metrics.get("by_source", {})
+    return {
+        "variant": name,
+        "what": what,
+        "fold": fold,
+        "train_rows": len(rest),
+        "heldout_rows": len(held),
+        "train_seconds": round(seconds, 1),
+        "weighted_f1": ev.metrics["intervals"]["weighted_f1"],
+        "by_source": {s: {"n": r["n"], "weighted_f1": r["weighted_f1"]} for s, r in by.items()},
+        "mean_source_weighted_f1": sum(r["weighted_f1"]["value"] for r in by.values()) / max(1, len(by)),
+        "sources": list(cfg.data.sources),
+        "cpu": cpu_name(),
+        "load": os.getloadavg(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def recorded() -> list[dict]:
+    if not RECORD.is_file():
+        return []
+    return [json.loads(line) for line in RECORD.read_text().splitlines() if line.strip()]
+
+
+def table() -> str:
+    rows = recorded()
+    sources = sorted({s for r in rows for s in r["by_source"]})
+    head = "| variant | fold | train s | all | mean of sources | " + " | ".join(sources) + " |"
+    lines = [head, "|" + "---|" * (5 + len(sources))]
+    for r in rows:
+        cells = [
+            f"{r['by_source'][s]['weighted_f1']['value']:.3f}" if s in r["by_source"] else "-"
+            for s in sources
+        ]
+        lines.append(
+            f"| {r['variant']} | {r['fold']} | {r['train_seconds']:.0f} | {r['weighted_f1']['value']:.3f} "
+            f"| {r['mean_source_weighted_f1']:.3f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--fold", type=int, default=0)
+    ap.add_argument("--table", action="store_true")
+    args = ap.parse_args()
+    if args.table:
+        print(table())
+        return
+    os.environ.setdefault("FINSENT_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    done = {(r["variant"], r["fold"]) for r in recorded()}
+    for name in [n for n in args.only.split(",") if n] or list(VARIANTS):
+        if (name, args.fold) in done:
+            print(f"{name} fold {args.fold}: recorded, skipped")
+            continue
+        result = run_variant(name, args.fold)
+        RECORD.parent.mkdir(parents=True, exist_ok=True)
+        with open(RECORD, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
