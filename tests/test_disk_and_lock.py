@@ -92,6 +92,15 @@ def test_merge_is_refused_while_another_process_writes_its_output(tmp_path):
     assert not out.exists()
 
 
+def test_predict_into_a_file_another_predict_writes_is_refused_before_loading(tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    with holder(out, beside=True) as proc:
+        line = one_line(
+            capsys, "predict", "--model", str(tmp_path / "no-model"), "Profit rose .", "--out", str(out)
+        )
+    assert f"PID {proc.pid}" in line and not out.exists()  # refused before the (missing) model was looked at
+
+
 def test_the_lock_is_reentrant_in_one_process_and_leaves_nothing(tmp_path):
     from finsent.core.lock import hold, lock_path
 

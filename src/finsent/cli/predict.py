@@ -46,14 +46,15 @@ class Args:
 
 def main(args: Args, cfg: Config) -> int:
     from finsent.serving.api import Classifier
-    from finsent.serving.predict import predict
+    from finsent.serving.predict import output_lock, predict
     from finsent.serving.rows import Input
     from finsent.serving.sharded import use_local_gpu
 
     if not args.texts and args.input is None and sys.stdin.isatty():
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
     use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
-    clf = Classifier.from_config(cfg, args.adapter, args.batch_size, args.priors)
-    source = Input(args.texts, args.input, args.text_column, args.id_column, args.strict, args.max_tokens)
-    summary = predict(clf, source, args.out, shard_rows=args.shard_rows, adapter=args.adapter)
+    with output_lock(args.out):  # a second predict into the same file is refused before the model loads
+        clf = Classifier.from_config(cfg, args.adapter, args.batch_size, args.priors)
+        source = Input(args.texts, args.input, args.text_column, args.id_column, args.strict, args.max_tokens)
+        summary = predict(clf, source, args.out, shard_rows=args.shard_rows, adapter=args.adapter)
     return 0 if summary["predicted"] or not summary["bad"] else 1

@@ -37,6 +37,24 @@ from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
 def predict(
     clf, source: Input, output: str | None, shard_rows: int | None = None, adapter: str | None = None
 ) -> dict:
+    """Classify every row of `source` into `output` (stdout when None), holding the output's lock: two
+    predictions never write one file (under torchrun rank 0 holds it for every rank). See _predict."""
+    with output_lock(output):
+        return _predict(clf, source, output, shard_rows, adapter)
+
+
+def output_lock(output: str | None):
+    """The lock beside a predict output (core/lock.py), taken by rank 0; nothing for stdout."""
+    import contextlib
+
+    from finsent.core.lock import hold
+
+    if not output or output == "-" or _rank_env()[0] != 0:
+        return contextlib.nullcontext()
+    return hold(output, "predict", beside=True)
+
+
+def _predict(clf, source: Input, output: str | None, shard_rows: int | None, adapter: str | None) -> dict:
     """Classify every row; returns counts {rows, predicted, bad, sentences_per_second}.
 
     Under torchrun (WORLD_SIZE set) with a file input and output, or with `shard_rows`, the work is
