@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def clf(tiny_model_dir):
     return Classifier.load(str(tiny_model_dir), dtype="float32")
 
 
-@pytest.fixture(scope="session")
-def server(clf):
+@contextlib.contextmanager
+def serving(clf, limits=None):
+    """A real uvicorn server for `clf` on a free loopback port, in a thread: yields its base URL."""
     import socket
     import threading
     import time
@@ -122,10 +124,7 @@ def server(clf):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = uvicorn.Config(
-        create_app(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
+        create_app(clf, limits or Limits()), host="127.0.0.1", port=port, log_level="warning"
     )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -134,6 +133,16 @@ def server(clf):
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def server(clf):
+    from finsent.serving.errors import Limits
+
+    with serving(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)) as url:
+        yield url

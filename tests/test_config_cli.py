@@ -67,7 +67,7 @@ def test_version_and_env():
     r = subprocess.run([sys.executable, "-m", "finsent", "env", "--json"], capture_output=True, text=True)
     info = json.loads(r.stdout)
     assert info["finsent"] == __version__ and info["device (auto)"] in ("cpu", "cuda")
-    assert info["dtype (auto)"] in ("float32", "bfloat16", "float16")
+    assert info["dtype (auto)"].split(" for scoring")[0] in ("float32", "bfloat16", "float16")
 
 
 def test_extra_trainer_keys_pass_through(tmp_path):

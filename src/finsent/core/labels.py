@@ -11,6 +11,14 @@ from finsent.core.errors import FinsentError
 UNPARSED = "unparsed"
 
 
+def best_label(probabilities, labels):
+    """The label of the highest probability; a tie goes to the label listed first. Every path that turns
+    probabilities into a label (scoring, calibration and priors, hence evaluate, predict, serve and the
+    API) calls this, so ties break the same way everywhere."""
+    row = list(probabilities)
+    return labels[max(range(len(row)), key=row.__getitem__)]
+
+
 def normalise_label(raw: object) -> str:
     return " ".join(str(raw).split()).lower()
 

@@ -33,7 +33,8 @@ class ModelConfig:
     )
     dtype: str = opt(
         "auto",
-        "weights dtype; auto = bf16/fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32",
+        "weights dtype; auto = bf16/fp16 on CUDA; on a CPU float32 for scoring (one label on every path) "
+        "and bf16 for training where the CPU has AMX/AVX512-BF16",
         alias="--dtype",
         choices=("auto", "bfloat16", "float16", "float32"),
     )

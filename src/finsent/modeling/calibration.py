@@ -25,6 +25,7 @@ from pathlib import Path
 
 from finsent.core.artefacts import CALIBRATION_FILE
 from finsent.core.errors import FinsentError
+from finsent.core.labels import best_label
 
 BINS = 15
 
@@ -207,7 +208,8 @@ def adjust(
         train = train or [1 / len(labels)] * len(labels)
         used = em_priors(p, train) if priors == "auto" else list(priors)
         p = reweight(p, train, used)
-    return p.tolist(), [labels[i] for i in p.argmax(axis=1)], used
+    rows = p.tolist()
+    return rows, [best_label(r, labels) for r in rows], used
 
 
 def fit(

@@ -90,7 +90,7 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
 
     path = resolve_model(mc.model, mc.cache_dir)
     device = pick_device(mc.device)
-    dtype = dtype or pick_dtype(mc.dtype, device)
+    dtype = dtype or pick_dtype(mc.dtype, device, training=trainable)
     kwargs = {"dtype": dtype}
     if mc.load_in_4bit:
         if not device.startswith("cuda"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from finsent.core.labels import UNPARSED
+from finsent.core.labels import UNPARSED, best_label
 
 
 @dataclass
@@ -334,7 +334,7 @@ def classify(
                 p = torch.softmax(scores, dim=-1).cpu()
                 for i, row in zip(batch, p.tolist()):
                     probs[i] = row
-                    preds[i] = codec.labels[max(range(len(row)), key=row.__getitem__)]
+                    preds[i] = best_label(row, codec.labels)
             else:
                 for i, word in zip(batch, _next_words(model, codec, [prompts[i] for i in batch])):
                     preds[i] = parse_answer(word, codec)

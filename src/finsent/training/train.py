@@ -204,7 +204,7 @@ def full_precision(cfg: Config) -> None:
 
     if cfg.model.dtype != "auto":
         return  # the user's choice stands
-    picked = pick_dtype("auto", pick_device(cfg.model.device))
+    picked = pick_dtype("auto", pick_device(cfg.model.device), training=True)
     cfg.model.dtype = "float32"
     if picked == torch.bfloat16:
         cfg.train.bf16 = True

@@ -1,0 +1,78 @@
+"""One label per sentence on every path: `evaluate` (as `finsent run` scores), `finsent predict`, the
+HTTP server, the Python API and an independent reference (one plain float32 forward pass per sentence
+and label, the whole prompt: no shared prefix, no batching) agree on every sentence, with the dtype
+`auto` picks on this CPU; and a tie goes to the label listed first on every path."""
+
+import csv
+
+import httpx
+import pytest
+import torch
+from conftest import serving
+
+from finsent.core.labels import best_label
+
+N = 48  # the notebooks' test sentences scored on every path
+
+
+@pytest.fixture(scope="module")
+def sentences(all_data):
+    from finsent.core.config import build_config
+    from finsent.data.splits import make_splits
+
+    cfg = build_config(overrides={"data.data": str(all_data), "data.split": "notebook"})
+    test = make_splits(cfg.data)[1]["test"]
+    return test[:: len(test) // N][:N]
+
+
+def test_every_path_gives_the_same_label(tiny_model_dir, sentences, tmp_path):
+    from finsent.cli import main
+    from finsent.core.options import Config
+    from finsent.core.prompts import PromptCodec
+    from finsent.evaluation.evaluate import evaluate
+    from finsent.modeling.load import load_model
+    from finsent.modeling.scoring import score_plain
+    from finsent.serving.api import Classifier
+
+    texts = [e.text for e in sentences]
+    cfg = Config()
+    cfg.model.model = str(tiny_model_dir)  # dtype auto, as every command is run by default
+    ev = evaluate(cfg, sentences, tmp_path / "evaluate")
+    paths = {"evaluate": ev.predictions}
+
+    (tmp_path / "in.csv").write_text(
+        "text\n" + "".join('"' + t.replace('"', '""') + '"\n' for t in texts), encoding="utf-8"
+    )
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "in.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+    with open(tmp_path / "p.csv", encoding="utf-8") as fh:
+        paths["predict"] = [row["predicted"] for row in csv.DictReader(fh)]
+
+    clf = Classifier.load(str(tiny_model_dir))
+    paths["api"] = [r["label"] for r in clf(texts)]
+    with serving(clf) as url:
+        served = []
+        for i in range(0, len(texts), 8):
+            r = httpx.post(f"{url}/v1/classify", json={"texts": texts[i : i + 8]}, timeout=60)
+            served += [x["label"] for x in r.json()["predictions"]]
+        paths["serve"] = served
+
+    model, tok, _ = load_model(cfg.model, dtype=torch.float32)
+    codec = PromptCodec.from_config(cfg, tok)
+    reference = score_plain(model, codec, texts)  # float32, whole prompt + answer, one at a time
+    paths["plain float32"] = [best_label(row.tolist(), codec.labels) for row in reference]
+
+    assert ev.metrics["dtype"] == "float32" and str(clf.model.dtype) == "torch.float32"
+    first = paths["plain float32"]
+    diverging = {name: sum(a != b for a, b in zip(labels, first)) for name, labels in paths.items()}
+    assert all(len(labels) == N for labels in paths.values())
+    assert diverging == dict.fromkeys(paths, 0), diverging
+
+
+def test_ties_go_to_the_first_label_on_every_path():
+    from finsent.modeling.calibration import Calibration, adjust
+
+    labels = ["positive", "neutral", "negative"]
+    assert best_label([0.25, 0.375, 0.375], labels) == "neutral"
+    probs, preds, _ = adjust([[0.4, 0.4, 0.2]], labels, Calibration(temperature=2.0), None)
+    assert preds == ["positive"] and probs[0][0] == probs[0][1]
