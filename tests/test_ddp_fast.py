@@ -82,27 +82,22 @@ def test_fast_ddp_two_processes_train_the_one_process_adapter(tiny_model_dir, tm
     assert evals[0] == evals[1] and len(evals[0]) == 2  # one evaluation per epoch, the same accuracy
 
 
+def launch_worker(model_dir, out: Path, kinds: list[str] | None = None) -> dict:
+    """tests/fast_parallel_worker.py under torchrun (2 CPU processes, gloo): its results by kind (the
+    default kinds when `kinds` is None)."""
+    run = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "fast_parallel_worker.py"),
+         str(model_dir), str(out), *([",".join(kinds)] if kinds else [])],
+        capture_output=True, text=True, env=ENV, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 @pytest.fixture(scope="module")
 def wrappers(tiny_model_dir, tmp_path_factory) -> dict:
     """tests/fast_parallel_worker.py under torchrun: every wrapper against one process, in one launch."""
-    out = tmp_path_factory.mktemp("wrappers") / "out.json"
-    run = subprocess.run(
-        [
-            str(TORCHRUN),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(ROOT / "tests" / "fast_parallel_worker.py"),
-            str(tiny_model_dir),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(out.read_text())
+    return launch_worker(tiny_model_dir, tmp_path_factory.mktemp("wrappers") / "out.json")
 
 
 @pytest.mark.parametrize("kind", ["ddp", "fsdp1", "fsdp1-flat"])

@@ -3,11 +3,8 @@ PyTorch's FSDP (no LoRA), every rank gathers the state (parallel.gathered_state_
 model folder as train.py does (parallel.save_model); the folder, read back, is the model that trained.
 The adapter-only gather once wrote a model folder without a single weight (issue 25)."""
 
-import json
-import subprocess
-
 import pytest
-from test_ddp_fast import ENV, ROOT, TORCHRUN
+from test_ddp_fast import TORCHRUN, launch_worker
 
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
 KINDS = ["full-fsdp1", "full-fsdp1-flat", "full-fsdp2"]
@@ -16,25 +13,7 @@ KINDS = ["full-fsdp1", "full-fsdp1-flat", "full-fsdp2"]
 @pytest.fixture(scope="module")
 def saved(tiny_model_dir, tmp_path_factory) -> dict:
     """tests/fast_parallel_worker.py under torchrun, the full fine-tuning kinds only, in one launch."""
-    out = tmp_path_factory.mktemp("full") / "out.json"
-    run = subprocess.run(
-        [
-            str(TORCHRUN),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(ROOT / "tests" / "fast_parallel_worker.py"),
-            str(tiny_model_dir),
-            str(out),
-            ",".join(KINDS),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(out.read_text())
+    return launch_worker(tiny_model_dir, tmp_path_factory.mktemp("full") / "out.json", KINDS)
 
 
 @pytest.mark.parametrize("kind", KINDS)
