@@ -260,7 +260,7 @@ def full_save(model_dir: str, kind: str) -> dict:
     probe = collate(codec, TEXTS[:4])
     with torch.no_grad():  # the sharded model's logits, through its forward (a collective)
         logits = wrapper(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
-    state = gathered_state_dict(wrapper, adapter=False)  # every rank, as train.py
+    state = gathered_state_dict(wrapper)  # every rank, as train.py
     if rank != 0:
         return {}
     reference = fresh()

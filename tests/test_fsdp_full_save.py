@@ -42,3 +42,32 @@ def test_an_empty_gathered_state_is_refused_not_saved(tiny, tmp_path):
     assert not (tmp_path / "model").exists()
     save_model(tiny[0], tmp_path / "whole", None)  # a model one process holds whole: its own state_dict
     assert (tmp_path / "whole" / "model.safetensors").is_file()
+
+
+def test_the_adapter_part_keeps_what_lora_trains():
+    """A gathered full state: the LoRA and DoRA tensors, and the biases lora.bias says train."""
+    from types import SimpleNamespace
+
+    from finsent.training.parallel import adapter_part
+
+    state = dict.fromkeys(
+        [
+            "m.layers.0.q_proj.base_layer.weight",
+            "m.layers.0.q_proj.base_layer.bias",
+            "m.layers.0.q_proj.lora_A.default.weight",
+            "m.layers.0.q_proj.lora_magnitude_vector.default.weight",
+            "m.layers.0.norm.bias",
+        ]
+    )
+
+    def kept(bias: str) -> set[str]:
+        model = SimpleNamespace(active_adapter="default", peft_config={"default": SimpleNamespace(bias=bias)})
+        return set(adapter_part(model, state))
+
+    lora = {
+        "m.layers.0.q_proj.lora_A.default.weight",
+        "m.layers.0.q_proj.lora_magnitude_vector.default.weight",
+    }
+    assert kept("none") == lora
+    assert kept("lora_only") == lora | {"m.layers.0.q_proj.base_layer.bias"}
+    assert kept("all") == lora | {"m.layers.0.q_proj.base_layer.bias", "m.layers.0.norm.bias"}

@@ -88,11 +88,10 @@ def is_sharded(model) -> bool:
     )
 
 
-def gathered_state_dict(model, adapter: bool = True) -> dict | None:
-    """The weights of a sharded model, whole: the adapter's (PEFT's "lora_" names) with `adapter`, else
-    every weight (train.method=full, where there is no adapter and a "lora_" filter kept nothing). FSDP: on
-    rank 0, or every rank on CPU; ZeRO-3: the whole 16-bit state on rank 0. None for a model that one
-    process holds whole. A collective: every rank calls it, then rank 0 saves from it (a rank-0-only save
+def gathered_state_dict(model) -> dict | None:
+    """Every weight of a sharded model, whole (save_adapter then keeps the adapter's, as PEFT selects
+    them; save_model all of them). FSDP: on rank 0, or every rank on CPU; ZeRO-3: the whole 16-bit state
+    on rank 0. None for a model that one process holds whole. A collective: every rank calls it, then rank 0 saves from it (a rank-0-only save
     would hang in FSDP's gather, or write ZeRO-3's empty partitions)."""
     if not is_sharded(model):
         return None
@@ -107,7 +106,7 @@ def gathered_state_dict(model, adapter: bool = True) -> dict | None:
         on_cpu = next(model.parameters()).device.type == "cpu"
         options = StateDictOptions(full_state_dict=True, cpu_offload=not on_cpu)
         full = get_model_state_dict(model, options=options)
-    return {k: v for k, v in full.items() if "lora_" in k} if adapter else full
+    return full
 
 
 def save_model(model, folder, state: dict | None) -> None:
@@ -122,6 +121,23 @@ def save_model(model, folder, state: dict | None) -> None:
     model.save_pretrained(folder, state_dict=state)
 
 
+def adapter_part(model, state: dict) -> dict:
+    """The adapter's weights in a gathered full state: the LoRA (and DoRA) tensors, and the biases its
+    config trains (lora.bias all, or lora_only: those of adapted modules). By name, not by PEFT's
+    get_peft_model_state_dict, which selects by the model's module names and FSDP's wrappers change them."""
+    bias = model.peft_config[model.active_adapter].bias
+    adapted = {k.split(".lora_")[0] for k in state if ".lora_" in k}
+
+    def trained(key: str) -> bool:
+        if "lora_" in key:
+            return True
+        if not key.endswith(".bias") or bias == "none":
+            return False
+        return bias == "all" or key[: -len(".bias")].removesuffix(".base_layer") in adapted
+
+    return {k: v for k, v in state.items() if trained(k)}
+
+
 def save_adapter(model, folder, state: dict | None) -> None:
     """`model.save_pretrained(folder)`, or from a gathered state (gathered_state_dict). PEFT's own save
     finds the adapter's keys by the model's module names, which FSDP's wrappers change, and then writes an
@@ -134,8 +150,14 @@ def save_adapter(model, folder, state: dict | None) -> None:
         return
     from safetensors.torch import save_file
 
+    from finsent.core.errors import FinsentError
+
     name = model.active_adapter
-    weights = {k.replace(f".{name}.", "."): v.detach().contiguous() for k, v in state.items()}
+    weights = {
+        k.replace(f".{name}.", "."): v.detach().contiguous() for k, v in adapter_part(model, state).items()
+    }
+    if not weights:
+        raise FinsentError("the gathered adapter state is empty: no weight to save")
     save_file(weights, str(Path(folder) / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = copy.deepcopy(model.peft_config[name])
     config.inference_mode = True  # as PeftModel.save_pretrained writes it

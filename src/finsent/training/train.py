@@ -149,8 +149,8 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
     out, full = Path(cfg.train.output_dir), cfg.train.method == "full"
     # --- save: adapter + tokenizer + config + model card + training log (by the first process only)
     adapter = out / (MODEL_DIR if full else ADAPTER_DIR)
-    # FSDP / ZeRO-3: every rank gathers (the adapter, or with method=full every weight), rank 0 saves
-    state = gathered_state_dict(trainer.model_wrapped, adapter=not full)
+    # FSDP / ZeRO-3: every rank gathers every weight, rank 0 saves the adapter's (or with method=full all)
+    state = gathered_state_dict(trainer.model_wrapped)
     # the eval split's probabilities for the temperature, by every process (FSDP gathers weights in its forward)
     eval_probs = trainer.eval_probabilities()
     if trainer.is_world_process_zero():
