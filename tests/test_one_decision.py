@@ -25,7 +25,9 @@ def test_a_config_file_cannot_replace_the_adapters_base(tmp_path):
     adapter = _adapter(tmp_path, "meta-llama/Llama-3.2-1B")
     yaml_file = tmp_path / "cfg.yaml"
     yaml_file.write_text(yaml.safe_dump({"model": {"model": "smollm2-135m"}}))
-    with pytest.raises(FinsentError, match=r"cfg.yaml: model.model smollm2-135m: the adapter .* was trained on"):
+    with pytest.raises(
+        FinsentError, match=r"cfg.yaml: model.model smollm2-135m: the adapter .* was trained on"
+    ):
         resolve(str(yaml_file), {}, str(adapter))
     # the same base in the file, or none, passes; a shipped config naming another model is refused too
     yaml_file.write_text(yaml.safe_dump({"model": {"model": "meta-llama/Llama-3.2-1B"}}))
@@ -36,7 +38,9 @@ def test_a_config_file_cannot_replace_the_adapters_base(tmp_path):
 
 def test_the_refusal_is_one_line_exit_2_from_the_cli(tmp_path, capsys):
     adapter = _adapter(tmp_path, "meta-llama/Llama-3.2-1B")
-    code = main(["evaluate", "--config", "smollm2-cpu", "--adapter", str(adapter), "--out", str(tmp_path / "o")])
+    code = main(
+        ["evaluate", "--config", "smollm2-cpu", "--adapter", str(adapter), "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "was trained on meta-llama/Llama-3.2-1B" in err
 
@@ -74,7 +78,10 @@ def test_one_range_check_for_files_and_flags(key, value, why, tmp_path, capsys):
 def test_at_most_is_checked_for_command_flags(capsys):
     with pytest.raises(SystemExit) as e:
         parse(COMMANDS, ["serve", "--port", "70000"])
-    assert e.value.code == 2 and "70000 is out of range (must be at least 0 and at most 65535)" in capsys.readouterr().err
+    assert (
+        e.value.code == 2
+        and "70000 is out of range (must be at least 0 and at most 65535)" in capsys.readouterr().err
+    )
 
 
 def test_options_that_do_not_change_outputs_leave_the_resume_hash_alone():
@@ -100,3 +107,22 @@ def test_outputs_only_drops_exactly_the_marked_options():
         for name in cls.__dataclass_fields__:
             assert (name in d[sec]) == affects_outputs(sec, name)
     assert not affects_outputs("model", "device") and affects_outputs("model", "dtype")
+
+
+def test_every_loader_checks_the_adapters_base(tiny_model_dir, tmp_path):
+    """Not only the CLI: the Python API, evaluate and merge load through load_model, which refuses an
+    adapter on another base; a registry name and its hub id, or the folder a name resolved to, agree."""
+    from finsent.core.config import same_model
+    from finsent.modeling.load import load_model
+    from finsent.serving.api import Classifier
+
+    adapter = _adapter(tmp_path, "meta-llama/Llama-3.2-1B")
+    cfg = Config()
+    cfg.model.model = str(tiny_model_dir)
+    with pytest.raises(FinsentError, match="it was trained on meta-llama/Llama-3.2-1B"):
+        load_model(cfg.model, str(adapter))
+    with pytest.raises(FinsentError, match="it was trained on meta-llama/Llama-3.2-1B"):
+        Classifier.from_config(cfg, str(adapter))
+    assert same_model("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert same_model("smollm2-135m", str(tiny_model_dir), resolved=tiny_model_dir)
+    assert not same_model("smollm2-135m", "meta-llama/Llama-3.2-1B")

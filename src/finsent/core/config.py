@@ -123,7 +123,7 @@ def resolve(
     """
     overrides = dict(overrides or {})
     model_flag = overrides.get("model.model")
-    adapter_base = None
+    trained_on = None
     if adapter:
         folder = Path(adapter)
         if not (folder / "adapter_config.json").is_file():
@@ -131,8 +131,8 @@ def resolve(
                 f"--adapter {adapter}: no adapter_config.json there (not a LoRA adapter folder)"
             )
         saved = load_saved_config(folder)
-        adapter_base = saved.model.model if saved else _peft_base(folder)
-        if adapter_base is None and not model_flag:
+        trained_on = saved.model.model if saved else _peft_base(folder)
+        if trained_on is None and not model_flag:
             raise FinsentError(
                 f"--adapter {adapter}: neither {CONFIG_FILE} nor adapter_config.json names the base model; "
                 "pass --model"
@@ -144,12 +144,12 @@ def resolve(
             model = section.get("model") if isinstance(section, dict) else None
         saved = load_saved_config(model) if model and Path(str(model)).is_dir() else None
     cfg = saved or Config()
-    if adapter_base and not saved:
-        cfg.model.model = adapter_base
+    if trained_on and not saved:
+        cfg.model.model = trained_on
     if config_file:
         apply_mapping(cfg, load_yaml(config_file), str(config_file))
-    if adapter_base:
-        _check_base(adapter, adapter_base, model_flag, config_file)
+    if trained_on:
+        _check_base(adapter, trained_on, model_flag, config_file)
     for key, value in overrides.items():
         cfg.set(key, value, "option")
     return cfg
@@ -169,7 +169,7 @@ def _check_base(adapter: str, base: str, model_flag: str | None, config_file: st
                 (f"{config_path(config_file)}: model.model {named}", named, "remove it from the file")
             )
     for where, model, fix in claims:
-        if not _same_model(str(model), base):
+        if not same_model(str(model), base):
             raise FinsentError(
                 f"{where}: the adapter {adapter} was trained on {base}; {fix}, or pass --model {base}"
             )
@@ -181,11 +181,24 @@ def _peft_base(adapter: Path) -> str | None:
     return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or None
 
 
-def _same_model(a: str, b: str) -> bool:
+def same_model(a: str, b: str, resolved: str | Path | None = None) -> bool:
+    """Whether two model names mean one model: the same folder, the same name, a registry name and its
+    hub id (smollm2-135m, HuggingFaceTB/SmolLM2-135M-Instruct), or `b` being the folder `a` resolved to
+    (`resolved`: PEFT records the local path an adapter was trained on)."""
+    from finsent.core.registry import HUB_IDS
+
     pa, pb = Path(a).expanduser(), Path(b).expanduser()
     if pa.exists() and pb.exists():
         return pa.resolve() == pb.resolve()
-    return a == b
+    if resolved is not None and pb.exists() and Path(resolved).resolve() == pb.resolve():
+        return True
+    return a == b or HUB_IDS.get(a) == b or HUB_IDS.get(b) == a
+
+
+def adapter_base(adapter: str | Path) -> str | None:
+    """The base model an adapter folder was trained on: finsent's saved config, else PEFT's record."""
+    saved = load_saved_config(adapter)
+    return saved.model.model if saved else _peft_base(Path(adapter))
 
 
 def iter_fields():

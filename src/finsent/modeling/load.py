@@ -112,8 +112,15 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     if adapter:
         from peft import PeftModel
 
+        from finsent.core.config import adapter_base, same_model
+
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
+        base = adapter_base(adapter)  # every caller (CLI, Classifier, evaluate, merge) is checked here
+        if base and not same_model(mc.model, base, resolved=path):
+            raise FinsentError(
+                f"--adapter {adapter}: it was trained on {base}, not on {mc.model}; pass --model {base}"
+            )
         model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
     if not trainable:
         model.eval()
