@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
+from finsent.core.fields import current_name, not_a_choice, out_of_range
 from finsent.data.dataset import Example, LabelledData
 
 Splits = dict[str, list[Example]]
@@ -46,7 +47,14 @@ class Source:
     test_only: bool = False  # its test split is scored (and kept out of training); nothing else is used
 
 
-SPLITS = ("auto", "notebook", "stratified", "random")
+# a source's own options, checked by the options' one range check (core/fields.out_of_range)
+SOURCE_RANGES = {"cap": {"at_least": 1}, "weight": {"at_least": 1e-9}}
+
+
+def _data_field(name: str) -> dict:
+    from finsent.core.options import DataConfig
+
+    return DataConfig.__dataclass_fields__[name].metadata
 
 
 def parse_source(text: str, field: str = "data.sources") -> Source:
@@ -63,10 +71,12 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
         if part == "test-only":
             options["test_only"] = True
             continue
-        if key == "split" and eq:
-            if value not in SPLITS:
-                raise FinsentError(f"{field}: {text!r}: split={value} is not one of {', '.join(SPLITS)}")
-            options["split"] = value
+        if key == "split" and eq:  # data.split's values and earlier names, less file (a source's own)
+            meta = _data_field("split")
+            if value == "file" or not_a_choice(meta, value):
+                choices = ", ".join(c for c in meta["choices"] if c != "file")
+                raise FinsentError(f"{field}: {text!r}: split={value} is not one of {choices}")
+            options["split"] = current_name(meta, value)
             continue
         if not eq or key not in ("cap", "weight", "test_size"):
             raise FinsentError(
@@ -76,11 +86,9 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
             options[key] = int(value) if key == "cap" else float(value)
         except ValueError:
             raise FinsentError(f"{field}: {text!r}: {key}={value!r} is not a number") from None
-        bad = options[key] <= 0 if key == "cap" else options[key] < 0 or not math.isfinite(options[key])
-        if bad or key == "test_size" and not 0 < options[key] < 1:
-            raise FinsentError(
-                f"{field}: {text!r}: {key} must be positive" + (" and below 1" if key == "test_size" else "")
-            )
+        problem = out_of_range(SOURCE_RANGES.get(key) or _data_field(key), options[key])
+        if problem or not math.isfinite(options[key]):
+            raise FinsentError(f"{field}: {text!r}: {key}={problem or value}")
     named = corpora.is_named(spec) or corpora.is_hub(spec) or spec.lower().split(":")[0] == "fpb"
     name = spec.split(":")[0].lower() if named else Path(spec).stem or spec
     return Source(
