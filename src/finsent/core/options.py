@@ -116,7 +116,7 @@ class DataConfig:
     )
     seed: int = opt(
         42,
-        "split seed: which rows go to train, eval and test (--seed is the training seed)",
+        "split seed: which rows go to train, eval and test (train.seed, --seed of train and run, seeds training)",
         alias="--split-seed",
     )
     test_data: str = opt("", "explicit test file (split=file)", alias="--test-data")
