@@ -249,6 +249,37 @@ def test_a_checkpoint_is_complete_only_when_every_file_is_whole(tmp_path):
     assert is_complete(c) == "adapter_model.safetensors cut off"
 
 
+def test_sharded_checkpoints_are_resumable_and_checked_whole(tmp_path):
+    """FSDP's sharded state dict (torch.distributed.checkpoint folders), FSDP's full state dict and
+    DeepSpeed's global_stepN/: each layout resumes when whole, and is refused when cut off."""
+    import torch
+
+    from finsent.training.checkpoints import is_complete
+
+    def checkpoint(name: str, files: dict) -> Path:
+        c = tmp_path / name
+        for rel, kind in files.items():
+            (c / rel).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"x": torch.zeros(4)}, c / rel) if kind == "pt" else (c / rel).write_text(kind)
+        return c
+
+    common = {"trainer_state.json": "{}", "scheduler.pt": "pt"}
+    sharded = checkpoint("checkpoint-1", {**common, "optimizer_0/.metadata": "m", "optimizer_0/__0_0.distcp": "d",
+                                          "pytorch_model_fsdp_0/.metadata": "m", "pytorch_model_fsdp_0/__0_0.distcp": "d"})  # fmt: skip
+    full = checkpoint("checkpoint-2", {**common, "optimizer.bin": "pt", "pytorch_model_fsdp.bin": "pt"})
+    ds = checkpoint("checkpoint-3", {**common, "latest": "global_step3",
+                                     "global_step3/mp_rank_00_model_states.pt": "pt",
+                                     "global_step3/zero_pp_rank_0_mp_rank_00_optim_states.pt": "pt"})  # fmt: skip
+    assert [is_complete(c) for c in (sharded, full, ds)] == [None, None, None]
+    (sharded / "pytorch_model_fsdp_0" / ".metadata").unlink()  # the sharded save was killed before its end
+    assert is_complete(sharded) == "missing pytorch_model_fsdp_0/.metadata"
+    state = ds / "global_step3" / "mp_rank_00_model_states.pt"
+    state.write_bytes(state.read_bytes()[:20])
+    assert is_complete(ds) == "global_step3/mp_rank_00_model_states.pt cut off"
+    (full / "optimizer.bin").unlink()
+    assert "missing its optimizer state" in is_complete(full)
+
+
 # --- real filesystems: a tiny tmpfs that fills, a read-only one (root ignores permission bits)
 
 

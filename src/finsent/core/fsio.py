@@ -159,6 +159,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_leftovers(*folders: str | os.PathLike) -> list[str]:
+    """Remove what killed writers left in `folders` (not below): atomic_path's `.NAME.*.tmp` files and
+    atomic_dir's `.NAME.partial-*` and `.NAME.old-*` folders (a cut-off model copy can be as large as the
+    model). Only for a caller holding the folders' lock (core/lock.py): another writer's temporaries
+    would go too. Returns the names removed."""
+    import re
+    import shutil
+
+    removed = []
+    for folder in map(Path, folders):
+        for p in folder.iterdir() if folder.is_dir() else ():
+            if p.is_dir() and not p.is_symlink() and re.fullmatch(r"\..+\.(partial|old)-\w+", p.name):
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() and re.fullmatch(r"\..+\.\w+\.tmp", p.name):
+                p.unlink(missing_ok=True)
+            else:
+                continue
+            removed.append(p.name)
+    return removed
+
+
 def reject(path: str | os.PathLike, reason: str) -> Path:
     """Move a model that failed its check out of the way (`NAME.rejected`, with REJECTED.txt inside a
     folder or beside a file), so that nothing under the accepted name looks certified."""

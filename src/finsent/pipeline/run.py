@@ -97,12 +97,15 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
 
 
 def _run(cfg: Config, out: Path, batch_size: int) -> dict:
-    from finsent.core.fsio import write_json
+    from finsent.core.fsio import remove_leftovers, write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
     from finsent.training.train import train
 
     out.mkdir(parents=True, exist_ok=True)
+    # what a killed run left half-written under hidden names goes (the lock is ours): a cut-off model
+    # copy is as large as the model (training/checkpoints.py clears OUT/train's)
+    remove_leftovers(out, *(out / name for name in RUN_EVALUATIONS))
     cfg = copy.deepcopy(cfg)
     cfg.train.output_dir = str(out / RUN_TRAIN_DIR)
     save_config(cfg, out)

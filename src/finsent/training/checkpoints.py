@@ -19,7 +19,13 @@ from finsent.core.artefacts import ADAPTER_DIR, MODEL_DIR, RUN_STAMP, TRAIN_LOG
 from finsent.core.errors import FinsentError
 
 # what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+CHECKPOINT_FILES = ("trainer_state.json", "scheduler.pt")
+# the optimizer's state and the weights, in each layout the Trainer writes: one process (optimizer.pt,
+# adapter_model.* / model*.safetensors); FSDP's full state dict (optimizer.bin, pytorch_model_fsdp.bin);
+# FSDP's sharded state dict (torch.distributed.checkpoint folders optimizer_0/, pytorch_model_fsdp_0/,
+# whose .metadata is written last); DeepSpeed (global_stepN/ with *_optim_states.pt, *model_states.pt)
+OPTIMIZER_STATES = ("optimizer.pt", "optimizer.bin", "optimizer_0", "global_step*")
+WEIGHTS = ("adapter_model.*", "model*.safetensors", "pytorch_model_fsdp*", "global_step*")
 # the training folder's own outputs (named in train.py) and TensorBoard's logs
 TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, "runs", RUN_STAMP)
 
@@ -52,8 +58,16 @@ def is_complete(checkpoint: Path) -> str | None:
     import zipfile
 
     missing = [f for f in CHECKPOINT_FILES if not (checkpoint / f).is_file()]
-    if not any(checkpoint.glob("adapter_model.*")) and not any(checkpoint.glob("model*.safetensors")):
-        missing.append("adapter_model.safetensors")
+    for what, patterns in (("optimizer state", OPTIMIZER_STATES), ("weights", WEIGHTS)):
+        if not any(any(checkpoint.glob(p)) for p in patterns):
+            missing.append(f"its {what} ({' or '.join(patterns)})")
+    missing += [f"{d.name}/.metadata" for d in checkpoint.glob("*_fsdp_0") if not (d / ".metadata").is_file()]
+    missing += [
+        f"{d.name}/.metadata" for d in checkpoint.glob("optimizer_0") if not (d / ".metadata").is_file()
+    ]
+    missing += [
+        f"{d.name}'s states" for d in checkpoint.glob("global_step*") if not any(d.glob("*states.pt"))
+    ]
     if missing:
         return f"missing {', '.join(missing)}"
     try:
@@ -62,6 +76,9 @@ def is_complete(checkpoint: Path) -> str | None:
         return "trainer_state.json is cut off"
     # torch.save writes a zip (its directory comes last); safetensors' header gives the file's length
     cut = [f.name for f in checkpoint.glob("*.pt") if not zipfile.is_zipfile(f)]
+    cut += [
+        f"{f.parent.name}/{f.name}" for f in checkpoint.glob("global_step*/*.pt") if not zipfile.is_zipfile(f)
+    ]
     cut += [f.name for f in checkpoint.glob("*.safetensors") if not _whole_safetensors(f)]
     return f"{', '.join(sorted(cut))} cut off" if cut else None
 
@@ -139,7 +156,7 @@ def prepare(
     """Check `out` before training; returns the checkpoint to resume from (or None) and writes the stamp.
     Under DDP only the process that owns the folder (rank 0) checks, clears and stamps; the others only pick the same checkpoint."""
     from finsent.core.console import note
-    from finsent.core.fsio import write_json
+    from finsent.core.fsio import remove_leftovers, write_json
 
     if not owns_folder:
         if not resume or overwrite:
@@ -148,6 +165,7 @@ def prepare(
         return complete[-1] if complete else None
 
     stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
+    remove_leftovers(out)  # a killed run's hidden temporaries (a cut-off model/ save): the lock is ours
     checkpoints = _checkpoints(out) if out.is_dir() else []
     used = bool(checkpoints) or any((out / name).exists() for name in TRAINING_OUTPUTS)
     last = None
