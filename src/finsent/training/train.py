@@ -166,17 +166,21 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
             save_config(self_contained(cfg, adapter) if full else cfg, tmp)
             if calibration:
                 calibration.save(tmp)
-        write_model_card(
-            adapter,
-            cfg,
-            "full" if full else "adapter",
-            extra={
-                "final eval-split accuracy": f"{evals[-1]['eval_accuracy']:.3f}"
-                if evals
-                else "not evaluated",
-                "optimizer steps": trainer.state.global_step,
-            },
-        )
+            # the card too, so the folder takes its name complete; its code samples name the final folder
+            card = write_model_card(
+                tmp,
+                cfg,
+                "full" if full else "adapter",
+                extra={
+                    "final eval-split accuracy": f"{evals[-1]['eval_accuracy']:.3f}"
+                    if evals
+                    else "not evaluated",
+                    "optimizer steps": trainer.state.global_step,
+                },
+            )
+            card.write_text(
+                card.read_text(encoding="utf-8").replace(str(tmp), str(adapter)), encoding="utf-8"
+            )
         write_json(
             out / TRAIN_LOG,
             {
