@@ -43,9 +43,9 @@ def _permute(w, n_head: int):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _tensor_plan(files, n_blocks: int, qtype_of):
-    """(source, hf name, gguf name, gguf tensor kind, shape, ggml type) per exported tensor, from headers
-    only; `source` is the safetensors file.
+def _tensor_plan(files, n_blocks: int):
+    """(source, hf name, gguf name, gguf tensor kind, shape) per exported tensor, from headers only;
+    `source` is the safetensors file.
 
     Names come from gguf-py's llama table; tensors it does not know are skipped, and so are rotary
     frequencies (llama.cpp recomputes them; Llama 3.x scaling comes from `_rope`). A tied lm_head absent
@@ -64,7 +64,7 @@ def _tensor_plan(files, n_blocks: int, qtype_of):
                 if hit is None or hit[0] in skip:
                     continue
                 shape = tuple(st.get_slice(hf_name).get_shape())
-                plan.append((f, hf_name, hit[1], hit[0], shape, qtype_of(shape, hit[0])))
+                plan.append((f, hf_name, hit[1], hit[0], shape))
     return plan
 
 
@@ -299,6 +299,52 @@ def _write_tokenizer(w, model_dir: Path, tokenizer, n_vocab: int) -> None:
     special.add_to_gguf(w, quiet=True)
 
 
+def _tensor_types(dtype: str, plan, n_layer: int):
+    """qtype_of(shape, kind, gguf name): the ggml type of each tensor for the --quant `dtype`."""
+    import gguf
+
+    from finsent.deploy.kquants import DEFAULT_TYPE, llama_quant_type
+
+    types = gguf.GGMLQuantizationType
+    embd, head = gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT
+    if dtype in DEFAULT_TYPE:  # 4- and 5-bit: llama-quantize's own choice, tensor by tensor
+        tied = not any(kind == head for *_, kind, _ in plan)
+        roles = {embd: "token_embd", head: "output"}
+        roles.update({gguf.MODEL_TENSOR.ATTN_V: "attn_v", gguf.MODEL_TENSOR.FFN_DOWN: "ffn_down"})
+
+        def mixed(shape, kind, name):
+            if len(shape) == 1:
+                return types.F32
+            layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+            return types[llama_quant_type(dtype, roles.get(kind, ""), layer, n_layer, shape[-1], tied)]
+
+        return mixed
+
+    matrix_type = {"f16": types.F16, "bf16": types.BF16, "q8_0": types.Q8_0}[dtype]
+    # the output head decides between the label words: llama-quantize keeps it above 8 bits, and with tied
+    # embeddings (SmolLM2) token_embd is that head. q8_0 keeps both in f16: an all-q8_0 file fell under
+    # the 98% agreement target on the demo model (docs/deployment.md, the GGUF table)
+    keep_f16 = (embd, head) if dtype == "q8_0" else ()
+
+    def plain(shape, kind, name):  # norms (and any 1-D tensor) stay float32, as llama.cpp writes them
+        if len(shape) == 1:
+            return types.F32
+        return types.F16 if kind in keep_f16 else matrix_type
+
+    return plain
+
+
+def _quantize(data, qtype):
+    """gguf-py's quantisers (f16, bf16, Q4_0, Q5_0, Q5_1, Q8_0), and llama.cpp's K-quants ported."""
+    import gguf
+
+    if qtype.name in ("Q4_K", "Q5_K", "Q6_K"):
+        from finsent.deploy.kquants import quantize_k
+
+        return quantize_k(data.reshape(-1, data.shape[-1]), qtype.name).reshape(*data.shape[:-1], -1)
+    return gguf.quants.quantize(data, qtype)
+
+
 def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Path:
     import contextlib
 
@@ -327,23 +373,9 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
     if max(tokenizer.get_vocab().values()) >= n_vocab:
         raise FinsentError(f"{model_dir}: the tokenizer has ids beyond config.json's vocab_size {n_vocab}")
 
-    ftype, matrix_type = {
-        "f16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
-        "bf16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
-        "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
-    }[dtype]
-
-    # the output head decides between the label words: llama-quantize keeps it above 8 bits, and with tied
-    # embeddings (SmolLM2) token_embd is that head. q8_0 keeps both in f16: an all-q8_0 file fell under
-    # the 98% agreement target on the demo model (docs/deployment.md, the GGUF table)
-    keep_f16 = (gguf.MODEL_TENSOR.TOKEN_EMBD, gguf.MODEL_TENSOR.OUTPUT) if dtype == "q8_0" else ()
-
-    def qtype_of(shape, kind):  # norms (and any 1-D tensor) stay float32, as llama.cpp writes them
-        if len(shape) == 1:
-            return gguf.GGMLQuantizationType.F32
-        return gguf.GGMLQuantizationType.F16 if kind in keep_f16 else matrix_type
-
-    plan = _tensor_plan(files, cfg.num_hidden_layers, qtype_of)
+    plan = _tensor_plan(files, cfg.num_hidden_layers)
+    qtype_of = _tensor_types(dtype, plan, cfg.num_hidden_layers)
+    plan = [(*p, qtype_of(p[4], p[3], p[2])) for p in plan]
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     out = Path(out)
     with atomic_path(out) as tmp:
@@ -362,7 +394,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
             f32 = gguf.GGMLQuantizationType.F32
             plan.append((rope_freqs, None, name, gguf.MODEL_TENSOR.ROPE_FREQS, rope_freqs.shape, f32))
         w.add_vocab_size(n_vocab)
-        w.add_file_type(ftype)
+        w.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{dtype.upper()}"))
         _write_tokenizer(w, model_dir, tokenizer, n_vocab)
 
         # tensor infos first, then the data one tensor at a time: only one tensor is ever in memory
@@ -384,7 +416,7 @@ def write_gguf(model_dir: str | Path, out: str | Path, dtype: str = "f16") -> Pa
                     data = _permute(data, cfg.num_attention_heads)
                 elif kind == gguf.MODEL_TENSOR.ATTN_K:
                     data = _permute(data, cfg.num_key_value_heads)
-                w.write_tensor_data(gguf.quants.quantize(data, qtype))
+                w.write_tensor_data(_quantize(data, qtype))
     return out
 
 
@@ -398,4 +430,5 @@ def load_tokenizer_gguf(path: Path):
     return tok
 
 
-DTYPES = ("f16", "bf16", "q8_0")
+# f16, bf16 and q8_0 written whole; q4_0, q4_k_m, q5_k_m mixed tensor by tensor as llama-quantize does
+DTYPES = ("f16", "bf16", "q8_0", "q4_0", "q4_k_m", "q5_k_m")
