@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.reuse and gguf_path.is_file()):
             t = time.time()
             # the export's own gate (transformers' GGUF loader) is recorded, not enforced: this run measures
-            argv = ["export", "--model", args.model, "--dtype", dtype, "--out", str(gguf_path)]
+            argv = ["export", "--model", args.model, "--quant", dtype, "--out", str(gguf_path)]
             if finsent_main([*argv, "--min-agreement", "0"]) != 0:
                 return 2
             print(f"exported {gguf_path.name} in {time.time() - t:.0f} s", flush=True)

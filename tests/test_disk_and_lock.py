@@ -350,3 +350,13 @@ def test_a_read_only_folder_is_one_line_without_mounting(tmp_path, capsys, monke
     err = one_line(capsys, "run", "--data", str(tmp_path / "no.csv"), "--out", str(tmp_path / "ro" / "run"))
     assert f"finsent run: error: cannot write {tmp_path / 'ro' / 'run'}: read-only file system" in err
     assert "choose an --out you can write to" in err
+
+
+def test_export_is_refused_while_another_process_writes_its_folder(tmp_path):
+    from finsent.core.options import Config
+    from finsent.deploy.export import export
+
+    out = tmp_path / "gguf" / "model.gguf"
+    with holder(out.parent) as proc, pytest.raises(FinsentError, match=f"PID {proc.pid}"):
+        export(Config(), tmp_path / "no-model", out)
+    assert not out.exists()

@@ -60,7 +60,15 @@ def export(
     eval_examples=None,
     min_agreement: float | None = None,
 ) -> dict:
-    """Write the GGUF and Modelfile, then compare GGUF and source predictions on the eval split."""
+    """Write the GGUF and Modelfile, then compare GGUF and source predictions on the eval split, holding
+    the output folder's lock: two exports never write one folder (its Modelfile and parity record)."""
+    from finsent.core.lock import hold
+
+    with hold(Path(out).parent, "export"):
+        return _export(cfg, model_dir, out, dtype, eval_examples, min_agreement)
+
+
+def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float | None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
