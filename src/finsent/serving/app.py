@@ -104,8 +104,16 @@ def create_app(clf, limits: Limits | None = None):
     from finsent.modeling.scoring import model_context
 
     limits = limits or Limits()
-    # the model pass batches texts across requests; prior correction ('auto': EM) runs per request
-    batcher = MicroBatcher(clf.probabilities, limits.max_batch, limits.max_request_tokens, limits.max_queue)
+    # the model pass batches texts across requests; prior correction ('auto': EM) runs per request.
+    # The heap is trimmed after passes (at most once a second): without it glibc's arenas keep the freed
+    # activations of every shape and RSS creeps (batcher.release_memory); FINSENT_MALLOC_TRIM_EVERY=0 is off.
+    batcher = MicroBatcher(
+        clf.probabilities,
+        limits.max_batch,
+        limits.max_request_tokens,
+        limits.max_queue,
+        trim_every=_trim_every(),
+    )
     # A copy of the tokenizer for the checks, so they never share the Rust tokenizer with the model thread.
     codec = copy.copy(clf.codec)
     codec.tokenizer = copy.deepcopy(clf.codec.tokenizer)
@@ -215,6 +223,19 @@ def _error_handlers(app) -> None:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
         return error(500, f"internal error ({type(exc).__name__})")
+
+
+def _trim_every() -> float:
+    """Seconds between heap trims after model passes: FINSENT_MALLOC_TRIM_EVERY, 1 by default, 0 never."""
+    import os
+
+    from finsent.core.errors import FinsentError
+
+    value = os.environ.get("FINSENT_MALLOC_TRIM_EVERY", "1")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise FinsentError(f"FINSENT_MALLOC_TRIM_EVERY: {value!r} is not a number of seconds") from None
 
 
 def _version() -> str:
