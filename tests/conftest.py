@@ -46,15 +46,23 @@ def _build_tokenizer():
     )
 
 
-def build_tiny_llama(tokenizer, seed: int = 0):
+def build_tiny_llama(
+    tokenizer,
+    seed: int = 0,
+    hidden_size: int = 32,
+    intermediate_size: int = 64,
+    initializer_range: float = 0.2,
+):
+    """A random Llama of 2 layers; the default init range is larger than transformers' 0.02 so that the
+    frozen random output head can express what LoRA learns."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -63,8 +71,7 @@ def build_tiny_llama(tokenizer, seed: int = 0):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
-        # larger than the default 0.02 so that the frozen random output head can express what LoRA learns
-        initializer_range=0.2,
+        initializer_range=initializer_range,
     )
     return LlamaForCausalLM(cfg).eval()
 

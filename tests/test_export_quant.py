@@ -13,28 +13,12 @@ from finsent.core.options import Config
 def wide_model_dir(tmp_path_factory):
     """A tiny Llama whose rows are 256 wide, so that K-quants apply (the conftest one, 32 wide, falls back
     to 32-weight types as llama.cpp does)."""
-    import torch
-    from conftest import _build_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import _build_tokenizer, build_tiny_llama
 
     folder = tmp_path_factory.mktemp("wide-llama")
     tok = _build_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-        initializer_range=0.02,
-    )
-    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+    model = build_tiny_llama(tok, hidden_size=256, intermediate_size=512, initializer_range=0.02)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

@@ -213,7 +213,7 @@ def dry_run_args(name: str) -> list[str]:
     assert text.startswith("# finsent "), "each config opens with the command that runs it"
     # configs for your own data name none
     return ["train", "--config", f"configs/{name}", "--dry-run"] + (
-        [] if "\n  data: " in text else ["--data", "fpb"]
+        [] if "\n  data: " in text or "\n  sources:" in text else ["--data", "fpb"]
     )
 
 

@@ -109,7 +109,10 @@ def make_mixture(
     leave out the training and eval rows whose text is in a test split, apply caps and weights, and
     combine them. The LabelledData's notes hold each source's split line and flaws, and the leak counts."""
     if dc.data:
-        raise FinsentError("data.data and data.sources both name data: use one (a source list, or one file)")
+        raise FinsentError(
+            "data.data and data.sources both name data: use one (a source list, or one file; "
+            "--sources '' drops a config's list)"
+        )
     sources = [parse_source(s) for s in dc.sources]
     names = [s.name for s in sources]
     if len(set(names)) < len(names):
