@@ -101,8 +101,8 @@ def build_trainer(cfg: Config, splits):
         # the defaults are the notebooks' GPU recipe; a newcomer on a laptop should know the CPU one
         note(
             "training with the notebooks' recipe on a CPU (no fast loss, micro-batch 1 x 8, gradient "
-            "checkpointing); --config smollm2-cpu is the CPU recipe make demo runs (5.8x the samples/s in "
-            "bench/train.py)"
+            "checkpointing); --config smollm2-cpu is the CPU recipe make demo runs, several times the "
+            "samples/s (bench/train.py; docs/results.md)"
         )
     codec = PromptCodec.from_config(cfg, tokenizer)
     if cfg.model.load_in_4bit and not launched_with_fsdp():
