@@ -38,15 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import DATA, RESULTS, ROOT
-from finsent.core.artefacts import MERGE_PARITY_FILE, METRICS_FILE, MODEL_CARD, RUN_EVALUATIONS
+from finsent.core.artefacts import RUN_EVALUATIONS
 
 RESULT_FILE = RESULTS / "kill_anywhere.jsonl"
 # the same criterion as tests/test_train.py::test_resume_matches_uninterrupted_run (torch.testing)
 ATOL, RTOL = 1e-5, 1e-4
 EVALUATIONS = RUN_EVALUATIONS
-# written into a model folder after it takes its name (its card; a merged model's parity record and test
-# metrics): a kill in between leaves a model that loads, not yet certified (docs/reliability.md)
-WRITTEN_AFTER = {MODEL_CARD, MERGE_PARITY_FILE, METRICS_FILE}
 # the launched process kills itself at the `count`-th file operation `event` ("open" for writing, or
 # "rename") on a path matching `pattern`: Python's audit hooks see every open() and os.replace()
 _HOOK = r"""
@@ -79,12 +76,15 @@ sys.exit(main())
 @dataclass
 class KillPoint:
     """When to kill: `at` seconds after the start; or `delay` seconds after `watch` (a glob relative to
-    the output folder, e.g. "train/checkpoint-2" or "finetuned/.predictions.csv.*") first matches; or,
-    with `hook` = (event, glob, count), inside the process at an exact file operation."""
+    the output folder, e.g. "train/checkpoint-2" or "finetuned/.predictions.csv.*") first matches, or
+    after the log shows `stage` begin (its `=== STAGE ===` line: a moment inside a stage whatever the
+    machine's speed); or, with `hook` = (event, glob, count), inside the process at an exact file
+    operation."""
 
     label: str
     at: float | None = None
     watch: str | None = None
+    stage: str | None = None
     delay: float = 0.0
     hook: tuple[str, str, int] | None = None
 
@@ -118,10 +118,17 @@ def attempt(argv: list[str], out: Path, point: KillPoint | None, log: Path, poll
     proc = launch(argv, log, point.hook if point else None)
     seen_at = None
     killed = False
+    size, looked = log.stat().st_size, 0.0
     while proc.poll() is None:
         now = time.monotonic() - start
         if point and point.watch and seen_at is None and _watched(out, point.watch):
             seen_at = now
+        if point and point.stage and seen_at is None and now - looked > 0.02:
+            looked = now
+            with open(log, "rb") as fh:  # only what this attempt wrote
+                fh.seek(size)
+                if f"=== {point.stage} ===".encode() in fh.read():
+                    seen_at = now
         due = point and (
             (point.at is not None and now >= point.at)
             or (seen_at is not None and now >= seen_at + point.delay)
@@ -195,10 +202,9 @@ def _is_model(folder: Path) -> bool:
 
 
 def inspect(out: Path, reference: Path | None = None) -> dict:
-    """What a kill left in `out`: `artefacts` (relative path -> "complete" or "partial: why"; a model
-    folder is partial when it lacks a file the reference's has that loading it reads), `unfinished` (a
-    model folder in place without the files written into it after it is placed: WRITTEN_AFTER),
-    `checkpoints` (name -> complete or why not, by training/checkpoints.py's own check) and `leftovers`
+    """What a kill left in `out`: `artefacts` (relative path -> "complete" or "partial: why"; a model or
+    evaluation folder is partial when it lacks a file the reference's has: its card, parity record and
+    metrics included, since every folder takes its name whole), `checkpoints` (name -> complete or why not, by training/checkpoints.py's own check) and `leftovers`
     (hidden temporaries of the atomic writers: not artefacts)."""
     from finsent.training.checkpoints import is_complete
 
@@ -206,7 +212,7 @@ def inspect(out: Path, reference: Path | None = None) -> dict:
     if reference and (reference / "baseline" / "predictions.csv").is_file():
         with open(reference / "baseline" / "predictions.csv", newline="", encoding="utf-8") as fh:
             rows["predictions.csv"] = sum(1 for _ in csv.reader(fh)) - 1
-    state: dict = {"artefacts": {}, "checkpoints": {}, "leftovers": [], "unfinished": {}}
+    state: dict = {"artefacts": {}, "checkpoints": {}, "leftovers": []}
 
     def walk(folder: Path) -> None:
         for p in sorted(folder.iterdir()):
@@ -220,14 +226,12 @@ def inspect(out: Path, reference: Path | None = None) -> dict:
             elif p.is_dir() and p.name == "runs":  # TensorBoard's event files: append-only logs
                 continue
             elif p.is_dir():
-                if _is_model(p) and reference and (reference / rel).is_dir():
-                    missing = {f.name for f in (reference / rel).iterdir()} - set(os.listdir(p))
-                    cut = sorted(missing - WRITTEN_AFTER)
+                whole_folder = _is_model(p) or rel in EVALUATIONS
+                if whole_folder and reference and (reference / rel).is_dir():
+                    missing = sorted({f.name for f in (reference / rel).iterdir()} - set(os.listdir(p)))
                     state["artefacts"][rel + "/"] = (
-                        f"partial: missing {', '.join(cut)}" if cut else "complete"
+                        f"partial: missing {', '.join(missing)}" if missing else "complete"
                     )
-                    if missing & WRITTEN_AFTER:
-                        state["unfinished"][rel + "/"] = sorted(missing & WRITTEN_AFTER)
                 walk(p)
             else:
                 state["artefacts"][rel] = _file_state(p, rows, reference / rel if reference else None)
@@ -301,9 +305,7 @@ def kill_and_resume(
     rerun = attempt([*argv, "--resume"], out, None, log)
     start = resumed_from(rerun["log"])
     trusted = [c for c in partial if Path(c).name == start]
-    final = (
-        inspect(out, reference) if rerun["rc"] == 0 else {"artefacts": {}, "leftovers": [], "unfinished": {}}
-    )
+    final = inspect(out, reference) if rerun["rc"] == 0 else {"artefacts": {}, "leftovers": []}
     return {
         "point": point.label,
         "kill_at_s": killed["seconds"],
@@ -312,14 +314,12 @@ def kill_and_resume(
         "writing": after["leftovers"] + sorted(partial),
         "on_disk": {"artefacts": len(after["artefacts"]), "checkpoints": after["checkpoints"]},
         "half_written": defects(after),
-        "unfinished": after["unfinished"],
         "rerun_ok": rerun["rc"] == 0,
         "rerun_seconds": rerun["seconds"],
         "resumed_from": start,
         "trusted_partial": trusted,
         "final_half_written": defects(final),
         "final_leftovers": final["leftovers"],
-        "final_unfinished": final["unfinished"],
         **(compare(out, reference, models) if rerun["rc"] == 0 else {}),
     }
 

@@ -103,7 +103,7 @@ def test_bench_writes_the_table_with_zero_shot_and_baselines(
         for role in ("model", "zero_shot", "majority", "tfidf"):
             assert (roles[role], test_set) in rows, (role, test_set)
         # every model of a set on the same rows, tested against the model by pairs
-        assert len({rows[roles[r], test_set]["n"] for r in roles}) == 1
+        assert len({rows[roles[r], test_set]["n"] for r in roles if roles[r]}) == 1
         assert {p["model"] for p in table["paired"] if p["test_set"] == test_set} == {
             roles["zero_shot"], roles["majority"], roles["tfidf"]}  # fmt: skip
     # the TF-IDF baseline learns these word-coded labels; the majority class cannot
@@ -147,6 +147,40 @@ def test_a_test_set_that_overlaps_the_training_data_is_reported_or_refused(
         and "1 exact, 1 once normalised" in err
     )
     assert not (tmp_path / "s").exists()
+
+
+def test_against_joins_an_earlier_bench_on_the_rows_both_scored(
+    capsys, monkeypatch, data_dir, adapter, tiny_model_dir, tmp_path
+):
+    """The adapter's bench left out 2 SemEval test headlines it was trained on; the plain model's bench,
+    run --against it, scores the other 6 only, with the adapter's row and a paired test on those rows."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--sets", "semeval-headlines,fpb", "--limit", "8", "--no-zero-shot", "--no-baselines"]
+    assert bench(capsys, "--adapter", str(adapter), *common, "--out", str(first))[0] == 0
+    # its fpb predictions are gone: that set gets no row of it, with a note
+    (first / BENCH_PREDICTIONS.format(test_set="fpb")).unlink()
+    code, stdout, _ = bench(capsys, "--model", str(tiny_model_dir), *common, "--against", str(first),
+                            "--out", str(second))  # fmt: skip
+    assert code == 0, stdout
+    table = json.loads((second / f"{BENCHMARK_STEM}.json").read_text())
+    earlier = json.loads((first / f"{BENCHMARK_STEM}.json").read_text())["roles"]["model"]
+    assert table["roles"]["against"] == earlier
+    rows = {(r["model"], r["test_set"]): r for r in table["rows"]}
+    assert (
+        rows[earlier, "semeval-headlines"]["n"]
+        == rows[table["roles"]["model"], "semeval-headlines"]["n"]
+        == 6
+    )
+    assert (earlier, "fpb") not in rows and rows[table["roles"]["model"], "fpb"]["n"] == 8
+    assert [p["model"] for p in table["paired"]] == [earlier]
+    with open(second / BENCH_PREDICTIONS.format(test_set="semeval-headlines"), newline="") as fh:
+        assert not {r["text"] for r in csv.DictReader(fh)} & set(PLANTED)
+    assert "--against: semeval-headlines: 2 test rows" in stdout and "fpb was not scored in" in stdout
+    # not a bench folder: one line, exit 2
+    code, _, err = bench(capsys, "--model", str(tiny_model_dir), *common, "--against", str(tmp_path),
+                         "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 2 and "not a finsent bench output" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_model_without_training_data_is_scored_with_a_note(

@@ -146,6 +146,7 @@ def test_a_full_disk_in_an_atomic_write_keeps_the_old_file_and_is_one_line(tmp_p
 def test_a_full_disk_copying_a_model_leaves_no_folder(tmp_path, monkeypatch):
     import shutil
 
+    from finsent.core.fsio import atomic_dir
     from finsent.core.options import Config
     from finsent.deploy.merge import copy_full
 
@@ -162,8 +163,11 @@ def test_a_full_disk_copying_a_model_leaves_no_folder(tmp_path, monkeypatch):
         return real(src, dst, **kw)
 
     monkeypatch.setattr(shutil, "copyfile", full_on_second)
-    with pytest.raises(FinsentError, match=rf"cannot write {tmp_path / 'merged'}: no space left on device"):
-        copy_full(Config(), trained, tmp_path / "merged")
+    merged = tmp_path / "merged"
+    # as pipeline/run.py copies: into the staging folder that takes the name once certified
+    full = rf"cannot write {merged}: no space left on device"
+    with pytest.raises(FinsentError, match=full), atomic_dir(merged) as staging:
+        copy_full(Config(), trained, staging, merged)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no partial copy, no merged/
 
 

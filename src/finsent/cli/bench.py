@@ -10,6 +10,7 @@ from finsent.data.corpora import BENCH_SETS
 HELP = "score a model, its zero-shot base and baselines on the benchmark's test sets"
 EXAMPLE = (
     "finsent bench --model runs/demo/merged_model --out runs/bench\n"
+    "  finsent bench --model runs/multi/model --against runs/bench --out runs/bench-multi\n"
     "  finsent bench --adapter runs/train/adapter --sets fpb,semeval-headlines --out runs/bench-lora\n"
     "  finsent bench --model smollm2-135m --sets fpb-notebook --limit 60 --out runs/quick"
 )
@@ -39,6 +40,12 @@ class Args:
         "for a quick check (0 = all)",
         at_least=0,
     )
+    against: str = opt(
+        "",
+        "an earlier `finsent bench --out` folder: its model's row joins the table with a paired test, every "
+        "row on the test rows both benches scored",
+        metavar="DIR",
+    )
     n_resamples: int = opt(1000, "bootstrap resamples of each score's interval", at_least=1)
     batch_size: int = common.batch_size()
     out: str = common.out("output folder: benchmark.json, .md, .png and the model's predictions per set")
@@ -51,6 +58,6 @@ def main(args: Args, cfg: Config) -> int:
     bench(
         cfg, cfg.model, args.adapter, args.out, names, zero_shot=not args.no_zero_shot,
         baselines=not args.no_baselines, batch_size=args.batch_size, limit=args.limit,
-        strict_overlap=args.strict_overlap, n_resamples=args.n_resamples,
+        strict_overlap=args.strict_overlap, n_resamples=args.n_resamples, against=args.against or None,
     )  # fmt: skip
     return 0

@@ -180,13 +180,15 @@ def remove_leftovers(*folders: str | os.PathLike) -> list[str]:
     return removed
 
 
-def reject(path: str | os.PathLike, reason: str) -> Path:
+def reject(path: str | os.PathLike, reason: str, name: str | os.PathLike | None = None) -> Path:
     """Move a model that failed its check out of the way (`NAME.rejected`, with REJECTED.txt inside a
-    folder or beside a file), so that nothing under the accepted name looks certified."""
+    folder or beside a file), so that nothing under the accepted name looks certified. `name` is the
+    accepted name when `path` is a staging folder (atomic_dir's) that was to take it."""
     import shutil
 
     path = Path(path)
-    target = path.with_name(path.name + REJECTED_SUFFIX)
+    accepted = Path(name) if name is not None else path
+    target = accepted.with_name(accepted.name + REJECTED_SUFFIX)
     if target.is_dir():
         shutil.rmtree(target)
     elif target.exists():

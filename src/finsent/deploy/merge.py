@@ -39,6 +39,7 @@ def merge(
 
 
 def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch_size: int) -> dict:
+    from finsent.core.fsio import atomic_dir
     from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
     from finsent.modeling.scoring import classify
@@ -50,17 +51,21 @@ def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch
     peft_model, tokenizer = _load_unquantised(cfg, adapter)
     codec = PromptCodec.from_config(cfg, tokenizer)
     before = trained or classify(peft_model, codec, texts, batch_size)
-    merged = merge_and_save(cfg, adapter, out, peft_model, tokenizer)
-    after = classify(merged, codec, texts, batch_size)
     reference = (
         "adapter on its 4-bit base (as trained)"
         if trained
         else "adapter on a float32 base"
         + (" (the 4-bit base it was trained on needs CUDA + bitsandbytes)" if cfg.model.load_in_4bit else "")
     )
-    return certify_merge(
-        cfg, adapter, out, before, after, "eval split", min_agreement=min_agreement, reference=reference
-    )
+    # saved and certified in a hidden folder that takes the name `out` only then (fsio.atomic_dir): a
+    # kill leaves `out` certified or as it was
+    with atomic_dir(out) as staging:
+        merged = merge_and_save(cfg, adapter, staging, out, peft_model, tokenizer)
+        after = classify(merged, codec, texts, batch_size)
+        return certify_merge(
+            cfg, adapter, staging, before, after, "eval split",
+            min_agreement=min_agreement, reference=reference, name=out,
+        )  # fmt: skip
 
 
 def _as_trained(cfg: Config, adapter, texts, batch_size):
@@ -103,12 +108,14 @@ def certify_merge(
     metrics: dict | None = None,
     reference: str = "adapter",
     extra: dict | None = None,
+    name: str | Path | None = None,
 ) -> dict:
     """The merged model in `out` against what it was made from, `trained` (the adapter, or with
     train.method=full the fully fine-tuned model it copies; `reference` says how that was run), on the
     same sentences (`before` and `after`: predictions and probabilities):
     merge_parity.json, then (only if it passes) the model card, with the test metrics when the caller
-    measured them."""
+    measured them. `name`: the folder's accepted name when `out` is a staging folder (a model that fails
+    goes to NAME.rejected)."""
     from finsent.core.errors import FinsentError
     from finsent.core.fsio import reject
     from finsent.core.parity import certify, summary_line
@@ -126,7 +133,7 @@ def certify_merge(
             extra={"reference": reference, **(extra or {})},
         )
     except FinsentError as e:
-        moved = reject(out, str(e))
+        moved = reject(out, str(e), name)
         raise FinsentError(f"{e}; the merged model was moved to {moved}") from None
     full = cfg.train.method == "full"
     write_model_card(
@@ -142,17 +149,15 @@ def certify_merge(
     return parity
 
 
-def copy_full(cfg: Config, trained, out) -> None:
-    """train.method=full: nothing to merge; the trained model folder is copied to `out` (atomically) with
-    a config naming `out`, so a run's deployable model is always merged_model/. The caller then checks
-    the copy's parity and writes its card, as for a merge."""
+def copy_full(cfg: Config, trained, folder, name) -> None:
+    """train.method=full: nothing to merge; the trained model folder is copied into `folder` (the caller's
+    staging folder, which takes the name `name` once certified) with a config naming `name`, so a run's
+    deployable model is always merged_model/. The caller then checks the copy's parity and writes its
+    card, as for a merge."""
     import shutil
 
-    from finsent.core.fsio import atomic_dir
-
-    with atomic_dir(out) as tmp:
-        shutil.copytree(trained, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
-        save_config(self_contained(cfg, out), tmp)
+    shutil.copytree(trained, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
+    save_config(self_contained(cfg, name), folder)
 
 
 def identical_files(a: str | Path, b: str | Path) -> int:
@@ -190,24 +195,20 @@ def _load_unquantised(cfg: Config, adapter):
     return model, tokenizer
 
 
-def merge_and_save(cfg: Config, adapter, out, peft_model=None, tokenizer=None):
-    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config) to `out`.
-    The caller writes the model card once it has checked parity."""
+def merge_and_save(cfg: Config, adapter, folder, name, peft_model=None, tokenizer=None):
+    """Add the LoRA delta to the float32 base, save the result (model, tokenizer, config naming `name`)
+    into `folder`: the caller's staging folder, which takes the name `name` once the caller has checked
+    parity and written the model card."""
     import torch
 
     if peft_model is None:
         peft_model, tokenizer = _load_unquantised(cfg, adapter)
-    from finsent.core.fsio import atomic_dir
-
     merged = peft_model.merge_and_unload()
-    out = Path(out)
     target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
-    merged_cfg = self_contained(cfg, out)
-    with atomic_dir(out) as tmp:
-        merged.to(target_dtype).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        save_config(merged_cfg, tmp)
-        calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
-        if calibration:
-            calibration.save(tmp)
+    merged.to(target_dtype).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_config(self_contained(cfg, name), folder)
+    calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
+    if calibration:
+        calibration.save(folder)
     return merged

@@ -65,17 +65,19 @@ def evaluate(
     title: str = "",
     desc: str = "evaluating",
     info: dict | None = None,
+    model_name: str | None = None,
 ) -> Evaluation:
     """Load the model `model_cfg` (default cfg.model), with `adapter`, and its calibration; classify
-    `examples`; write the evaluation into `out` (write_evaluation). The metrics also name the model,
-    adapter, device and dtype, and `info`."""
+    `examples`; write the evaluation into `out` (write_evaluation). The metrics also name the model
+    (`model_name` where it is loaded from a staging folder that takes that name later), adapter, device
+    and dtype, and `info`."""
     model_cfg = model_cfg or cfg.model
     model, codec, device, calibration = load_for_evaluation(cfg, model_cfg, adapter)
     metrics, preds, probs = run_evaluation(
         model, codec, examples, batch_size, method, desc, calibration=calibration, priors=priors
     )
     metrics.update(
-        model=model_cfg.model,
+        model=model_name or model_cfg.model,
         adapter=adapter,
         device=device,
         dtype=str(model.dtype).replace("torch.", ""),

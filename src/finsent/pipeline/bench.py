@@ -124,6 +124,37 @@ def guard_overlap(s: _Set, seen: tuple[set, set] | None, strict: bool, notes: li
     s.test = kept
 
 
+def against_rows(folder: str | Path, sets: list[_Set], notes: list[str]) -> tuple[str, dict[str, list[str]]]:
+    """An earlier `finsent bench` output in `folder` (another model on the same suite) joins the table:
+    each set's test rows become those both benches scored (its model was kept off its own training texts,
+    this one off this model's), so every row and paired test compares the same sentences. Returns its
+    model's row name and {set: its predictions, in the order of `s.test`}."""
+    folder = Path(folder)
+    try:
+        table = json.loads((folder / f"{BENCHMARK_STEM}.json").read_text(encoding="utf-8"))
+        name = table["roles"]["model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FinsentError(
+            f"--against {folder}: not a finsent bench output ({type(e).__name__}: {e})"
+        ) from None
+    name = f"{name} (--against)" if name in (MAJORITY, TFIDF) else name
+    preds: dict[str, list[str]] = {}
+    for s in sets:
+        path = folder / BENCH_PREDICTIONS.format(test_set=s.name)
+        if not path.is_file():
+            _note(notes, f"--against: {s.name} was not scored in {folder}: no {name} row there")
+            continue
+        with open(path, newline="", encoding="utf-8") as fh:
+            theirs = {(r["source_row"], r["text"]): r["predicted"] for r in csv.DictReader(fh)}
+        before = len(s.test)
+        s.test = [e for e in s.test if (str(e.source_row), e.text) in theirs]
+        preds[s.name] = [theirs[str(e.source_row), e.text] for e in s.test]
+        if len(s.test) < before:
+            _note(notes, f"--against: {s.name}: {before - len(s.test)} test rows that {name} did not score "
+                         f"(its training data) left out, scored on the other {len(s.test)}")  # fmt: skip
+    return name, preds
+
+
 def zero_shot_base(model_cfg: ModelConfig, adapter: str | None) -> tuple[ModelConfig | None, str]:
     """The model without its fine-tuning: the adapter's base; for a whole fine-tuned model, the base its
     saved config, metrics or run folder records. Or None and why not."""
@@ -224,9 +255,10 @@ def _write_predictions(path: Path, s: _Set, preds: list[str], probs: list, label
 def bench(
     cfg: Config, model_cfg: ModelConfig, adapter: str | None, out: str | Path, sets: list[str] | None = None,
     zero_shot: bool = True, baselines: bool = True, batch_size: int = 32, data_dir=None, *,
-    limit: int = 0, strict_overlap: bool = False, n_resamples: int = 1000,
+    limit: int = 0, strict_overlap: bool = False, n_resamples: int = 1000, against: str | None = None,
 ) -> dict:  # fmt: skip
-    """Score the model (with `adapter`), its zero-shot base and the baselines on every local benchmark set;
+    """Score the model (with `adapter`), its zero-shot base and the baselines on every local benchmark set
+    (with `against`, an earlier bench output: its model's row too, on the rows both scored: against_rows);
     write the table (json, md, png) and the model's predictions per set into `out`; return the table."""
     from finsent.core.labels import normalise_label
     from finsent.evaluation.benchtable import build_table
@@ -238,6 +270,8 @@ def bench(
     seen, note = training_texts(adapter or model_cfg.model)
     _note(notes, note)
     chosen = load_sets(sets, data_dir, limit, seen, strict_overlap, notes)
+    other, other_preds = against_rows(against, chosen, notes) if against else (None, {})
+    chosen = [s for s in chosen if s.test]
     if not chosen:
         raise FinsentError("no test rows left to score: " + "; ".join(notes))
     base, note = zero_shot_base(model_cfg, adapter) if zero_shot else (None, "")
@@ -253,12 +287,14 @@ def bench(
         _write_predictions(out / BENCH_PREDICTIONS.format(test_set=s.name), s, *scored[s.name])
         if zs:
             results[zs_name, s.name] = (truth, zs[s.name][0])
+        if s.name in other_preds:
+            results[other, s.name] = (truth, other_preds[s.name])
         for b, preds in (_baselines(s) if baselines else {}).items():
             results[b, s.name] = (truth, preds)
     table = build_table(results, LABELS, reference=name, n_resamples=n_resamples)
     table.update(
         model=model_cfg.model, adapter=adapter, zero_shot_base=base.model if zs else None,
-        roles={"model": name, "zero_shot": zs_name if zs else None,
+        roles={"model": name, "zero_shot": zs_name if zs else None, "against": other,
                **{k: v if baselines else None for k, v in (("majority", MAJORITY), ("tfidf", TFIDF))}},
         overlap={s.name: {"considered": s.considered, "exact": s.exact, "normalised": s.normalised,
                           "removed": s.exact + s.normalised, "scored": len(s.test)} for s in chosen},

@@ -50,22 +50,27 @@ class _Evaluations:
     results: dict[str, dict] = field(default_factory=dict)
     mistakes: dict[str, str] = field(default_factory=dict)
 
-    def measure(self, name: str, model_cfg, adapter: str | None = None) -> tuple[list, list]:
-        """Evaluate one model into out/<name>/; returns (predictions, probabilities).
+    def measure(
+        self, name: str, model_cfg, adapter: str | None = None, model_name: str | None = None
+    ) -> tuple[list, list]:
+        """Evaluate one model into out/<name>/ (written whole: a kill leaves the folder complete or
+        absent); returns (predictions, probabilities). `model_name`: see evaluate().
         In float32 (a 4-bit base stays 4-bit: that is what was trained): the merged model is saved in
         float32 and its parity with the adapter is a float32 claim, as in `finsent merge`. Evaluated
         in bf16, the merged weights' rounding flips a few test predictions against the adapter's
         (docs/results.md, "Figures the code's comments cite")."""
+        from finsent.core.fsio import atomic_dir
         from finsent.evaluation.evaluate import evaluate, format_mistakes
 
         model_cfg = copy.deepcopy(model_cfg)
         if not model_cfg.load_in_4bit:
             model_cfg.dtype = "float32"
         test = self.test
-        ev = evaluate(
-            self.cfg, test, self.out / name, model_cfg, adapter, self.batch_size,
-            title=f"{name} (test split)", desc=name,
-        )  # fmt: skip
+        with atomic_dir(self.out / name) as folder:
+            ev = evaluate(
+                self.cfg, test, folder, model_cfg, adapter, self.batch_size,
+                title=f"{name} (test split)", desc=name, model_name=model_name,
+            )  # fmt: skip
         print(ev.report)
         print(f"{ev.metrics['examples_per_second']:.1f} sentences/s")
         self.results[name] = ev.metrics
@@ -78,14 +83,14 @@ class _Evaluations:
     def same_as(self, name: str, source: str, model: str, scored: tuple[list, list]) -> None:
         """`name` is `source`'s evaluation by identity (a byte-identical copy of the model in `model`):
         its results are `source`'s, written again under out/<name>/."""
+        from finsent.core.fsio import atomic_dir
         from finsent.evaluation.evaluate import write_evaluation
 
         self.results[name] = dict(self.results[source], model=model)
         self.mistakes[name] = self.mistakes[source]
         labels = list(self.results[source]["confusion_matrix"]["labels"])  # the codec's order, as evaluated
-        write_evaluation(
-            self.out / name, self.results[name], self.test, *scored, labels, f"{name} (test split)"
-        )
+        with atomic_dir(self.out / name) as folder:
+            write_evaluation(folder, self.results[name], self.test, *scored, labels, f"{name} (test split)")
 
 
 def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
@@ -97,7 +102,7 @@ def run(cfg: Config, out: str | Path, batch_size: int = 32) -> dict:
 
 
 def _run(cfg: Config, out: Path, batch_size: int) -> dict:
-    from finsent.core.fsio import remove_leftovers, write_json
+    from finsent.core.fsio import atomic_dir, remove_leftovers, write_json
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
     from finsent.training.train import train
@@ -141,53 +146,62 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
         tuned = evals.measure(FINETUNED_EVAL, cfg.model, str(trained_dir))
     timings["finetuned"] = time.perf_counter() - t
 
-    t = stage("copy (full fine-tuning: nothing to merge)" if full else "merge")
+    # merged_model/ is written, scored from disk and certified (parity, card, test metrics) in a hidden
+    # folder beside it, and takes its name only then: a kill at any moment leaves it certified or absent
     merged_dir = out / MERGED_MODEL_DIR
-    (copy_full if full else merge_and_save)(cfg, trained_dir, merged_dir)
-    timings["merge"] = time.perf_counter() - t
+    with atomic_dir(merged_dir) as staging:
+        t = stage("copy (full fine-tuning: nothing to merge)" if full else "merge")
+        (copy_full if full else merge_and_save)(cfg, trained_dir, staging, merged_dir)
+        timings["merge"] = time.perf_counter() - t
 
-    t = stage("check the copy" if full else "evaluate the merged model")
-    merged_model = copy.deepcopy(cfg.model)
-    merged_model.model, merged_model.load_in_4bit = str(merged_dir), False
-    merged_model.dtype = "float32"  # as measure() evaluates: parity is a float32 claim
-    as_trained = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
-    reference = "fully fine-tuned model" if full else as_trained
-    same = identical_files(trained_dir, merged_dir) if full else None
-    if same:
-        parity = _check_copy(evals, trained_dir, merged_model, tuned, same, reference)
-    else:
-        # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
-        merged = evals.measure(MERGED_EVAL, merged_model)
-        parity = certify_merge(
-            cfg, trained_dir, merged_dir, tuned, merged, "test split",
-            metrics=evals.results[MERGED_EVAL], reference=reference,
-        )  # fmt: skip
-    evals.results[MERGED_EVAL]["merge_parity"] = parity
-    # the merged model carries its own test metrics: its card, `finsent export` and the server read them
-    write_json(merged_dir / METRICS_FILE, evals.results[MERGED_EVAL])
+        t = stage("check the copy" if full else "evaluate the merged model")
+        merged_model = copy.deepcopy(cfg.model)
+        merged_model.model, merged_model.load_in_4bit = str(staging), False
+        merged_model.dtype = "float32"  # as measure() evaluates: parity is a float32 claim
+        as_trained = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
+        reference = "fully fine-tuned model" if full else as_trained
+        same = identical_files(trained_dir, staging) if full else None
+        if same:
+            parity = _check_copy(evals, trained_dir, merged_model, merged_dir, tuned, same, reference)
+        else:
+            # the saved merged model, reloaded from disk, against the adapter: both full test-split evaluations
+            merged = evals.measure(MERGED_EVAL, merged_model, model_name=str(merged_dir))
+            parity = certify_merge(
+                cfg, trained_dir, staging, tuned, merged, "test split",
+                metrics=evals.results[MERGED_EVAL], reference=reference, name=merged_dir,
+            )  # fmt: skip
+        evals.results[MERGED_EVAL]["merge_parity"] = parity
+        # the merged model carries its own test metrics: its card, `finsent export` and the server read them
+        write_json(staging / METRICS_FILE, evals.results[MERGED_EVAL])
     timings["merged"] = time.perf_counter() - t
 
     return _write_summary(cfg, out, ds.flaws(), evals.results, timings, evals.mistakes)
 
 
 def _check_copy(
-    evals: _Evaluations, trained_dir: Path, copy_model, tuned: tuple[list, list], same: dict, reference: str
+    evals: _Evaluations,
+    trained_dir: Path,
+    copy_model,
+    merged_dir: Path,
+    tuned: tuple[list, list],
+    same: dict,
+    reference: str,
 ) -> dict:
-    """train.method=full, the copy byte-identical (`same` files): its test predictions are the fine-tuned
-    model's by identity; what a copy can still get wrong, loading from its new folder, is measured by
-    re-scoring the first test sentences from disk. Returns the parity record."""
+    """train.method=full, the copy (in the staging folder `copy_model.model`, to be named `merged_dir`)
+    byte-identical (`same` files): its test predictions are the fine-tuned model's by identity; what a
+    copy can still get wrong, loading from its new folder, is measured by re-scoring the first test
+    sentences from disk. Returns the parity record."""
     from finsent.deploy.merge import certify_merge
     from finsent.evaluation.evaluate import rescore
 
-    merged_dir = Path(copy_model.model)
     evals.same_as(MERGED_EVAL, FINETUNED_EVAL, str(merged_dir), tuned)
     test = evals.test
     k = min(COPY_SAMPLE, len(test))
     sample = rescore(evals.cfg, copy_model, test[:k], evals.batch_size)
     return certify_merge(
-        evals.cfg, trained_dir, merged_dir, (tuned[0][:k], tuned[1][:k]), sample,
+        evals.cfg, trained_dir, Path(copy_model.model), (tuned[0][:k], tuned[1][:k]), sample,
         f"first {k} sentences of the test split",
-        metrics=evals.results[MERGED_EVAL], reference=reference,
+        metrics=evals.results[MERGED_EVAL], reference=reference, name=merged_dir,
         extra={"identical_files": same, "test_split": f"{len(test)} predictions by identity of the files"},
     )  # fmt: skip
 
