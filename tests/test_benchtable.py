@@ -244,3 +244,30 @@ def test_table_refuses_what_cannot_be_paired():
     results["zero-shot", "fpb"] = (list(reversed(y)), p)
     with pytest.raises(ValueError, match="zero-shot and finsent on fpb have different true labels"):
         build_table(results, LABELS, reference="finsent", n_resamples=50)
+
+
+def test_a_mixture_run_report_has_the_by_source_table_with_intervals():
+    """report.md of a `finsent run` on several sources: each model's weighted F1 per source and overall,
+    each with its interval, then the published figures marked as not measured here."""
+    from finsent.evaluation.evaluate import uncertainty
+    from finsent.pipeline.run import _by_source
+
+    labels = ["positive", "neutral", "negative"]
+    rng = random.Random(1)
+    rows = [Example(i, f"t{i}", labels[i % 3], "fpb" if i < 60 else "semeval-headlines") for i in range(90)]
+    summary = {}
+    for key, right in (("baseline", 0.3), ("finetuned", 0.9)):
+        preds = [e.label if rng.random() < right else labels[(labels.index(e.label) + 1) % 3] for e in rows]
+        summary[key] = uncertainty(rows, preds, labels)
+    lines = _by_source(summary, {"baseline": "zero-shot", "finetuned": "fine-tuned"})
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| model | fpb (n=60) | semeval-headlines (n=30) | all |"
+    tuned = summary["finetuned"]
+    assert table[2].startswith("| fine-tuned | ") and table[2].count("[") == 3
+    assert format_interval(tuned["by_source"]["fpb"]["weighted_f1"]) in table[2]
+    assert format_interval(tuned["intervals"]["weighted_f1"]) in table[2]
+    assert "## Published figures (NOT measured here)" in lines
+    # one source: no section
+    assert (
+        _by_source({"baseline": uncertainty(rows[:10], ["positive"] * 10, labels)}, {"baseline": "x"}) == []
+    )

@@ -229,6 +229,28 @@ def _write_summary(
     return summary
 
 
+def _by_source(summary: dict, names: dict[str, str]) -> list[str]:
+    """A mixture's test split, source by source: weighted F1 of each model with its 95% interval, then
+    the published figures of other systems (not measured here). Nothing for a single source."""
+    from finsent.evaluation.benchtable import format_interval, published_reference_markdown
+
+    evaluated = {k: summary[k]["by_source"] for k in names if summary[k].get("by_source")}
+    if not evaluated:
+        return []
+    sources = list(next(iter(evaluated.values())))
+    lines = ["", "## By source (weighted F1, 95% bootstrap interval)", ""]
+    lines += ["| model | " + " | ".join(f"{s} (n={evaluated[next(iter(evaluated))][s]['n']})" for s in sources)
+              + " | all |", "|---|" + "---|" * (len(sources) + 1)]  # fmt: skip
+    for k, by in evaluated.items():
+        cells = [format_interval(by[s]["weighted_f1"]) if s in by else "-" for s in sources]
+        whole = (
+            format_interval(summary[k]["intervals"]["weighted_f1"]) if summary[k].get("intervals") else "-"
+        )
+        lines.append(f"| {names[k]} | " + " | ".join(cells) + f" | {whole} |")
+    lines += ["", "`finsent bench --model DIR --against DIR` compares two models on the same test rows.", ""]
+    return lines + published_reference_markdown().splitlines()
+
+
 def plot_loss(history: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -306,6 +328,7 @@ def render_report(summary: dict, has_loss: bool, mistakes: str = "") -> str:
                 f"files, sha256), so its test-split predictions are the fine-tuned model's "
                 f"({parity['test_split']}); the sentences above were re-scored from the copy on disk.",
             ]
+    lines += _by_source(summary, names)
     cal = {k: summary[k].get("calibration") for k in names if summary[k].get("calibration")}
     if cal:
         lines += [
