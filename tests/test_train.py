@@ -336,6 +336,13 @@ def test_run_pipeline_reports_every_stage(tiny_model_dir, tmp_path):
     )
     assert ("Most confident mistakes" in report) == (summary["merged"]["accuracy"] < 1)
     assert (out / "merged" / "errors.csv").is_file() and (out / "merged_model" / "calibration.json").is_file()
+    # certified in a staging folder before it took its name: its card and metrics name the final folder
+    card = (out / "merged_model" / "README.md").read_text()
+    assert str((out / "merged_model").resolve()) in card and ".partial-" not in card
+    assert json.loads((out / "merged_model" / "metrics.json").read_text())["model"] == str(
+        out / "merged_model"
+    )
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
 def test_parity_check_fails_below_the_required_agreement(tmp_path):
@@ -505,6 +512,29 @@ def test_a_merge_that_fails_its_parity_gate_is_moved_aside(tmp_path):
     rejected = tmp_path / "merged.rejected"
     assert (rejected / "model.safetensors").is_file() and "50.0%" in (rejected / "REJECTED.txt").read_text()
     assert not (rejected / "README.md").exists()  # no model card: it was never certified
+
+
+def test_a_staged_merge_that_fails_its_gate_never_takes_the_name(tmp_path):
+    """As `finsent run` and `finsent merge` certify: in atomic_dir's staging folder. A failure goes to
+    NAME.rejected; an earlier certified folder under NAME stays; the messages name where it lies."""
+    from finsent.core.errors import FinsentError
+    from finsent.core.fsio import atomic_dir
+    from finsent.deploy.merge import certify_merge
+
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"earlier, certified")
+    adapter = (["positive", "negative"], [[0.9, 0.1], [0.2, 0.8]])
+    flipped = (["positive", "positive"], [[0.9, 0.1], [0.6, 0.4]])
+    with pytest.raises(FinsentError) as e, atomic_dir(out, judge=False) as staging:
+        (staging / "model.safetensors").write_bytes(b"new weights")
+        certify_merge(Config(), "adapter", staging, adapter, flipped, "eval split", name=out)
+    rejected = tmp_path / "merged.rejected"
+    assert f"see {rejected / 'merge_parity.json'}" in str(e.value) and ".partial-" not in str(e.value)
+    assert (rejected / "model.safetensors").read_bytes() == b"new weights"
+    assert ".partial-" not in (rejected / "REJECTED.txt").read_text()
+    assert (out / "model.safetensors").read_bytes() == b"earlier, certified"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "merged.rejected"]
 
 
 def test_atomic_folders_replace_only_when_complete(tmp_path):

@@ -127,10 +127,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, judge: bool = True) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` (an earlier folder there is
     removed only after the new one is in place), on failure it is deleted. A kill leaves at most a
-    hidden `.NAME.partial-*` folder, never a half-written model under the real name."""
+    hidden `.NAME.partial-*` folder, never a half-written model under the real name. `judge=False`: an
+    OSError inside the block is not reported as a write to `path` (a caller that also loads and scores
+    there wraps its own writes in write_errors)."""
     import shutil
 
     path = Path(path)
@@ -138,9 +140,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        with write_errors(path):  # judged before the cleanup frees the space
+        with write_errors(path) if judge else contextlib.nullcontext():
             os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
+        with write_errors(path):  # judged before the cleanup frees the space
             old = None
             if path.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -195,7 +198,7 @@ def reject(path: str | os.PathLike, reason: str, name: str | os.PathLike | None 
         target.unlink()
     os.replace(path, target)
     note = target / REJECTED_NOTE if target.is_dir() else target.with_name(target.name + ".txt")
-    write_text(note, reason + "\n")
+    write_text(note, reason.replace(str(path), str(target)) + "\n")  # where it lies now
     return target
 
 

@@ -59,7 +59,7 @@ def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch
     )
     # saved and certified in a hidden folder that takes the name `out` only then (fsio.atomic_dir): a
     # kill leaves `out` certified or as it was
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, judge=False) as staging:  # (merge_and_save judges its own writes)
         merged = merge_and_save(cfg, adapter, staging, out, peft_model, tokenizer)
         after = classify(merged, codec, texts, batch_size)
         return certify_merge(
@@ -134,7 +134,10 @@ def certify_merge(
         )
     except FinsentError as e:
         moved = reject(out, str(e), name)
-        raise FinsentError(f"{e}; the merged model was moved to {moved}") from None
+        # the parity record named the staging folder, which is now `moved`
+        raise FinsentError(
+            f"{str(e).replace(str(out), str(moved))}; the merged model was moved to {moved}"
+        ) from None
     full = cfg.train.method == "full"
     write_model_card(
         out,
@@ -145,6 +148,7 @@ def certify_merge(
             ("copied from the fully fine-tuned model" if full else "merged from adapter"): trained,
             f"merge parity ({where})": f"{summary_line(parity)}, against the {reference}",
         },
+        name=name,
     )
     return parity
 
@@ -156,8 +160,11 @@ def copy_full(cfg: Config, trained, folder, name) -> None:
     card, as for a merge."""
     import shutil
 
-    shutil.copytree(trained, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
-    save_config(self_contained(cfg, name), folder)
+    from finsent.core.fsio import write_errors
+
+    with write_errors(name):  # a full disk names the folder the user asked for, not the staging one
+        shutil.copytree(trained, folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns(MODEL_CARD))
+        save_config(self_contained(cfg, name), folder)
 
 
 def identical_files(a: str | Path, b: str | Path) -> int:
@@ -201,14 +208,17 @@ def merge_and_save(cfg: Config, adapter, folder, name, peft_model=None, tokenize
     parity and written the model card."""
     import torch
 
+    from finsent.core.fsio import write_errors
+
     if peft_model is None:
         peft_model, tokenizer = _load_unquantised(cfg, adapter)
     merged = peft_model.merge_and_unload()
     target_dtype = getattr(torch, cfg.model.dtype) if cfg.model.dtype != "auto" else torch.float32
-    merged.to(target_dtype).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    save_config(self_contained(cfg, name), folder)
-    calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
-    if calibration:
-        calibration.save(folder)
+    with write_errors(name):  # a full disk names the folder the user asked for, not the staging one
+        merged.to(target_dtype).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        save_config(self_contained(cfg, name), folder)
+        calibration = Calibration.load(adapter)  # the adapter's temperature holds for its merged model
+        if calibration:
+            calibration.save(folder)
     return merged

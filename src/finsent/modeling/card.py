@@ -57,12 +57,14 @@ def write_model_card(
     file: str = "",
     *,
     prompt_example: str | None = None,
+    name: str | Path | None = None,
 ) -> Path:
     """Write folder/README.md for an "adapter", "merged" or "gguf" output and return its path.
 
     An existing README.md (PEFT's card, or an earlier finsent card) is extended: see the module docstring.
     `prompt_example` is the prompt rendered for one sentence (shown as is); without it the card renders
-    the template itself where it can (not for `chat`, which needs the tokenizer)."""
+    the template itself where it can (not for `chat`, which needs the tokenizer). `name`: the folder's
+    final name when `folder` is a staging folder (fsio.atomic_dir): the card's code samples name it."""
     from huggingface_hub import ModelCard
 
     folder = Path(folder)
@@ -73,8 +75,8 @@ def write_model_card(
     if kept.strip():
         text += "\n" + kept.strip("\n") + "\n"
     data = _metadata(cfg, kind, metrics, old_data)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
-    write_text(path, str(card))
+    card = str(ModelCard(f"---\n{data.to_yaml()}\n---\n{text}"))
+    write_text(path, card.replace(str(folder), str(name)) if name is not None else card)
     return path
 
 

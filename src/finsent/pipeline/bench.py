@@ -137,7 +137,6 @@ def against_rows(folder: str | Path, sets: list[_Set], notes: list[str]) -> tupl
         raise FinsentError(
             f"--against {folder}: not a finsent bench output ({type(e).__name__}: {e})"
         ) from None
-    name = f"{name} (--against)" if name in (MAJORITY, TFIDF) else name
     preds: dict[str, list[str]] = {}
     for s in sets:
         path = folder / BENCH_PREDICTIONS.format(test_set=s.name)
@@ -279,6 +278,8 @@ def bench(
     name = f"{_display(adapter)} on {_display(model_cfg.model)}" if adapter else _display(model_cfg.model)
     scored = _score(cfg, model_cfg, adapter, chosen, batch_size, name)
     zs_name = f"zero-shot {_display(base.model)}" if base else None
+    if other and other in (name, zs_name, MAJORITY, TFIDF):  # two runs' models both show as train/model, say
+        other += " (--against)"
     zs = _score(cfg, base, None, chosen, batch_size, zs_name, notes) if base else {}
     out, results = Path(out), {}
     for s in chosen:

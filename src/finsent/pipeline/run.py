@@ -66,7 +66,7 @@ class _Evaluations:
         if not model_cfg.load_in_4bit:
             model_cfg.dtype = "float32"
         test = self.test
-        with atomic_dir(self.out / name) as folder:
+        with atomic_dir(self.out / name, judge=False) as folder:  # it loads and scores there too
             ev = evaluate(
                 self.cfg, test, folder, model_cfg, adapter, self.batch_size,
                 title=f"{name} (test split)", desc=name, model_name=model_name,
@@ -149,7 +149,7 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     # merged_model/ is written, scored from disk and certified (parity, card, test metrics) in a hidden
     # folder beside it, and takes its name only then: a kill at any moment leaves it certified or absent
     merged_dir = out / MERGED_MODEL_DIR
-    with atomic_dir(merged_dir) as staging:
+    with atomic_dir(merged_dir, judge=False) as staging:  # (the copy or merge judges its own writes)
         t = stage("copy (full fine-tuning: nothing to merge)" if full else "merge")
         (copy_full if full else merge_and_save)(cfg, trained_dir, staging, merged_dir)
         timings["merge"] = time.perf_counter() - t

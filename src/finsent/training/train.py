@@ -167,7 +167,7 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
             if calibration:
                 calibration.save(tmp)
             # the card too, so the folder takes its name complete; its code samples name the final folder
-            card = write_model_card(
+            write_model_card(
                 tmp,
                 cfg,
                 "full" if full else "adapter",
@@ -177,9 +177,7 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
                     else "not evaluated",
                     "optimizer steps": trainer.state.global_step,
                 },
-            )
-            card.write_text(
-                card.read_text(encoding="utf-8").replace(str(tmp), str(adapter)), encoding="utf-8"
+                name=adapter,
             )
         write_json(
             out / TRAIN_LOG,
