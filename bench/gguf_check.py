@@ -48,6 +48,26 @@ def ensure_llama_cpp() -> None:
     print(f"llama-cpp-python built in {time.time() - t:.0f} s", flush=True)
 
 
+def reference_model(model: str, data: str, limit: int, force: bool = False):
+    """(folder, finsent's float32 Classifier, test examples) for a GGUF check: the test split of the
+    model's saved config, or of `data` when none is saved, its data file is missing, or `force`; `limit`
+    examples evenly spread (the split is ordered by label), 0 for all."""
+    from finsent.core.config import load_saved_config
+    from finsent.data.splits import make_splits
+    from finsent.deploy.export import model_folder
+    from finsent.serving.api import Classifier
+
+    folder = model_folder(model)
+    clf = Classifier.load(str(folder), dtype="float32")
+    cfg = clf.config
+    if force or load_saved_config(folder) is None or not Path(cfg.data.data).is_file():
+        cfg.data.data = data
+    test = make_splits(cfg.data)[1]["test"]
+    if limit and limit < len(test):
+        test = [test[i * len(test) // limit] for i in range(limit)]
+    return folder, clf, test
+
+
 def lcp(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -168,24 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from finsent.cli import main as finsent_main
-    from finsent.core.config import load_saved_config
-    from finsent.data.splits import make_splits
-    from finsent.deploy.export import model_folder
     from finsent.deploy.ollama import parse_modelfile, render_template
     from finsent.modeling.scoring import parse_answer
-    from finsent.serving.api import Classifier
 
-    folder = model_folder(args.model)
+    folder, clf, test = reference_model(args.model, args.data or str(DATA), args.limit, force=bool(args.data))
+    cfg, codec = clf.config, clf.codec
     out_dir = Path(args.out) if args.out else folder.parent / f"gguf-check-{folder.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    clf = Classifier.load(str(folder), dtype="float32")
-    cfg, codec = clf.config, clf.codec
-    saved = load_saved_config(folder)
-    if args.data or saved is None or not Path(cfg.data.data).is_file():
-        cfg.data.data = args.data or str(DATA)
-    test = make_splits(cfg.data)[1]["test"]
-    if args.limit and args.limit < len(test):  # evenly spread: the split is ordered by label
-        test = [test[i * len(test) // args.limit] for i in range(args.limit)]
     texts, gold = [e.text for e in test], [e.label for e in test]
     print(f"{folder}: {len(texts)} test sentences of {cfg.data.data}", flush=True)
 

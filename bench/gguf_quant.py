@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from bench.common import DATA, RESULTS, ROOT
-from bench.gguf_check import Runner, ensure_llama_cpp
+from bench.gguf_check import Runner, ensure_llama_cpp, reference_model
 
 TYPES = "f16,q8_0,q5_k_m,q4_k_m,q4_0"
 
@@ -89,21 +89,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from finsent.cli import main as finsent_main
     from finsent.core.config import load_saved_config
-    from finsent.data.splits import make_splits
-    from finsent.deploy.export import model_folder
     from finsent.deploy.ollama import parse_modelfile
-    from finsent.serving.api import Classifier
 
-    folder = model_folder(args.model)
+    folder, clf, test = reference_model(args.model, args.data, args.limit)
+    cfg, codec = clf.config, clf.codec
     gguf_dir = Path(args.gguf_dir) if args.gguf_dir else folder.parent / f"gguf-quant-{folder.name}"
     gguf_dir.mkdir(parents=True, exist_ok=True)
-    clf = Classifier.load(str(folder), dtype="float32")
-    cfg, codec = clf.config, clf.codec
-    if load_saved_config(folder) is None or not Path(cfg.data.data).is_file():
-        cfg.data.data = args.data
-    test = make_splits(cfg.data)[1]["test"]
-    if args.limit and args.limit < len(test):  # evenly spread: the split is ordered by label
-        test = [test[i * len(test) // args.limit] for i in range(args.limit)]
     texts, gold = [e.text for e in test], [e.label for e in test]
     t = time.time()
     ref = [r["label"] for r in clf.predict(texts)]
