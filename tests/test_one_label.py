@@ -1,7 +1,8 @@
 """One label per sentence on every path: `evaluate` (as `finsent run` scores), `finsent predict`, the
 HTTP server, the Python API and an independent reference (one plain float32 forward pass per sentence
 and label, the whole prompt: no shared prefix, no batching) agree on every sentence, with the dtype
-`auto` picks on this CPU; and a tie goes to the label listed first on every path."""
+`auto` picks on this CPU and with bf16 asked for by name (scored in bf16, its near-ties rescored by a
+float32 twin: model.guard); and a tie goes to the label listed first on every path."""
 
 import csv
 
@@ -25,18 +26,20 @@ def sentences(all_data):
     return test[:: len(test) // N][:N]
 
 
-def test_every_path_gives_the_same_label(tiny_model_dir, sentences, tmp_path):
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_every_path_gives_the_same_label(tiny_model_dir, sentences, tmp_path, dtype):
     from finsent.cli import main
     from finsent.core.options import Config
     from finsent.core.prompts import PromptCodec
     from finsent.evaluation.evaluate import evaluate
+    from finsent.modeling.device import cpu_has_bf16
     from finsent.modeling.load import load_model
     from finsent.modeling.scoring import score_plain
     from finsent.serving.api import Classifier
 
     texts = [e.text for e in sentences]
     cfg = Config()
-    cfg.model.model = str(tiny_model_dir)  # dtype auto, as every command is run by default
+    cfg.model.model, cfg.model.dtype = str(tiny_model_dir), dtype  # auto: as every command runs by default
     ev = evaluate(cfg, sentences, tmp_path / "evaluate")
     paths = {"evaluate": ev.predictions}
 
@@ -44,11 +47,11 @@ def test_every_path_gives_the_same_label(tiny_model_dir, sentences, tmp_path):
         "text\n" + "".join('"' + t.replace('"', '""') + '"\n' for t in texts), encoding="utf-8"
     )
     assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "in.csv"),
-                 "--out", str(tmp_path / "p.csv")]) == 0  # fmt: skip
+                 "--out", str(tmp_path / "p.csv"), "--dtype", dtype]) == 0  # fmt: skip
     with open(tmp_path / "p.csv", encoding="utf-8") as fh:
         paths["predict"] = [row["predicted"] for row in csv.DictReader(fh)]
 
-    clf = Classifier.load(str(tiny_model_dir))
+    clf = Classifier.load(str(tiny_model_dir), dtype=dtype)
     paths["api"] = [r["label"] for r in clf(texts)]
     with serving(clf) as url:
         served = []
@@ -62,7 +65,9 @@ def test_every_path_gives_the_same_label(tiny_model_dir, sentences, tmp_path):
     reference = score_plain(model, codec, texts)  # float32, whole prompt + answer, one at a time
     paths["plain float32"] = [best_label(row.tolist(), codec.labels) for row in reference]
 
-    assert ev.metrics["dtype"] == "float32" and str(clf.model.dtype) == "torch.float32"
+    bf16 = dtype == "bfloat16" or cpu_has_bf16()
+    assert ev.metrics["dtype"] == ("bfloat16 (near-ties within 0.5 nats in float32)" if bf16 else "float32")
+    assert clf.describe()["dtype"] == ev.metrics["dtype"]
     first = paths["plain float32"]
     diverging = {name: sum(a != b for a, b in zip(labels, first)) for name, labels in paths.items()}
     assert all(len(labels) == N for labels in paths.values())

@@ -33,10 +33,17 @@ class ModelConfig:
     )
     dtype: str = opt(
         "auto",
-        "weights dtype; auto = bf16/fp16 on CUDA; on a CPU float32 for scoring (one label on every path) "
-        "and bf16 for training where the CPU has AMX/AVX512-BF16",
+        "weights dtype; auto = bf16/fp16 on CUDA; on a CPU with AMX/AVX512-BF16 bf16 for training and for "
+        "scoring (the near-ties that --guard names rescored in float32), elsewhere float32",
         alias="--dtype",
         choices=("auto", "bfloat16", "float16", "float32"),
+    )
+    guard: float = opt(
+        0.5,
+        "scoring in bf16/fp16 on a CPU: a text whose top two labels are within GUARD nats is rescored by a "
+        "float32 copy of the model, so the label is float32's (0: no copy, no rescoring)",
+        alias="--guard",
+        at_least=0.0,
     )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device", affects_outputs=False)
     load_in_4bit: bool = opt(

@@ -38,18 +38,20 @@ class Evaluation:
 
 
 def load_for_evaluation(cfg: Config, model_cfg: ModelConfig, adapter: str | None = None):
-    """(model, codec, device, calibration): the model as every evaluation loads it, with the temperature
-    fitted on the eval split after training (none for an untuned model)."""
+    """(model, codec, device, calibration, recheck): the model as every evaluation loads it (as the
+    Classifier does: the same scorer, float32 twin and guard), with the temperature fitted on the eval
+    split after training (none for an untuned model)."""
     from finsent.core.prompts import PromptCodec
     from finsent.modeling.calibration import Calibration
-    from finsent.modeling.load import load_model
+    from finsent.modeling.load import load_scorer
 
-    model, tokenizer, device = load_model(model_cfg, adapter)
+    model, tokenizer, device, recheck = load_scorer(model_cfg, adapter)
     return (
         model,
         PromptCodec.from_config(cfg, tokenizer),
         device,
         Calibration.load(adapter or model_cfg.model),
+        recheck,
     )
 
 
@@ -72,17 +74,21 @@ def evaluate(
     (`model_name` where it is loaded from a staging folder that takes that name later), adapter, device
     and dtype, and `info`."""
     model_cfg = model_cfg or cfg.model
-    model, codec, device, calibration = load_for_evaluation(cfg, model_cfg, adapter)
+    from finsent.modeling.scoring import dtype_note
+
+    model, codec, device, calibration, recheck = load_for_evaluation(cfg, model_cfg, adapter)
     metrics, preds, probs = run_evaluation(
-        model, codec, examples, batch_size, method, desc, calibration=calibration, priors=priors
+        model, codec, examples, batch_size, method, desc, calibration, priors, recheck
     )
     metrics.update(
         model=model_name or model_cfg.model,
         adapter=adapter,
         device=device,
-        dtype=str(model.dtype).replace("torch.", ""),
+        dtype=dtype_note(model, recheck),
         **(info or {}),
     )
+    if recheck is not None:
+        metrics["rescored_in_float32"] = recheck.rescored
     report = write_evaluation(out, metrics, examples, preds, probs, codec.labels, title)
     return Evaluation(metrics, preds, probs, codec.labels, report)
 
@@ -90,9 +96,9 @@ def evaluate(
 def rescore(cfg: Config, model_cfg: ModelConfig, examples: list[Example], batch_size: int = 32):
     """(predictions, probabilities) of the model `model_cfg` on `examples`, calibrated as `evaluate`
     does, without writing anything: a check of a copy against what was evaluated."""
-    model, codec, _, calibration = load_for_evaluation(cfg, model_cfg)
+    model, codec, _, calibration, recheck = load_for_evaluation(cfg, model_cfg)
     _, preds, probs = run_evaluation(
-        model, codec, examples, batch_size, desc="re-scoring", calibration=calibration
+        model, codec, examples, batch_size, desc="re-scoring", calibration=calibration, recheck=recheck
     )
     return preds, probs
 
@@ -106,6 +112,7 @@ def run_evaluation(
     desc: str = "evaluating",
     calibration=None,
     priors: list[float] | str | None = None,
+    recheck=None,
 ) -> tuple[dict, list[str], list[list[float]]]:
     """Classify `examples`; return metrics (with examples_per_second), predictions and probabilities.
     With `calibration` (calibration.json of the model) the probabilities are temperature-scaled and
@@ -117,7 +124,7 @@ def run_evaluation(
     texts = [e.text for e in examples]
     with progress_bar(len(texts), desc) as bar:
         start = time.perf_counter()
-        preds, probs = classify(model, codec, texts, batch_size, method, progress=bar.update)
+        preds, probs = classify(model, codec, texts, batch_size, method, bar.update, recheck=recheck)
         seconds = time.perf_counter() - start
     extra: dict = {}
     if method == "score" and texts:

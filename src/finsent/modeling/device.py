@@ -44,18 +44,18 @@ def pick_device(device: str = "auto") -> str:
     return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
 
 
-def pick_dtype(dtype: str, device: str, training: bool = False):
-    """The weights' dtype for `auto`: bf16 (fp16) on CUDA; on a CPU, float32 for scoring, and bf16 for
-    training where the CPU has AMX or AVX512-BF16. Scoring stays float32 on every CPU so that `evaluate`,
-    `run`, `predict`, `serve` and the Python API give one label per sentence: bf16 scoring moved 5 of the
-    demo model's 900 test labels against float32 (docs/reliability.md); `--dtype bfloat16` opts in."""
+def pick_dtype(dtype: str, device: str, training: bool = False, guarded: bool = False):
+    """The weights' dtype for `auto`: bf16 (fp16) on CUDA; on a CPU with AMX or AVX512-BF16, bf16 for
+    training, and for scoring when `guarded` (model.guard > 0: near-ties rescored in float32, so every
+    path keeps float32's label); float32 otherwise. Unguarded bf16 scoring moved 5 of the demo model's
+    900 test labels against float32 (docs/reliability.md), so it is only ever asked for by name."""
     import torch
 
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if training and cpu_has_bf16() else torch.float32
+    return torch.bfloat16 if (training or guarded) and cpu_has_bf16() else torch.float32
 
 
 def launched_with_fsdp() -> bool:
@@ -83,7 +83,7 @@ def describe_environment() -> dict[str, str]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
         "device (auto)": device,
         "dtype (auto)": (
-            f"{str(pick_dtype('auto', device)).replace('torch.', '')} for scoring, "
+            f"{str(pick_dtype('auto', device, guarded=True)).replace('torch.', '')} for scoring, "
             f"{str(pick_dtype('auto', device, training=True)).replace('torch.', '')} for training"
         ),
     }

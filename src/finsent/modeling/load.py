@@ -125,3 +125,26 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     if not trainable:
         model.eval()
     return model, tokenizer, device
+
+
+def load_scorer(mc, adapter: str | None = None):
+    """(model, tokenizer, device, recheck) for classifying: load_model's, and where the scoring dtype is
+    bf16/fp16 on a CPU and mc.guard > 0, the model in that dtype with its float32 twin as a
+    scoring.Recheck (else None). The twin is loaded, the fast copy made from it, so both hold the same
+    weights (an adapter included); the fast copy borrows the twin's float32 output head: a bf16 head rounds
+    logits near 20 to steps of 1/8, which tied two labels exactly (docs/reliability.md)."""
+    import copy
+
+    import torch
+
+    from finsent.modeling.scoring import Recheck
+
+    device = pick_device(mc.device)
+    dtype = pick_dtype(mc.dtype, device, guarded=mc.guard > 0)
+    if device != "cpu" or dtype == torch.float32 or mc.guard <= 0 or mc.load_in_4bit:
+        return (*load_model(mc, adapter, dtype=dtype), None)
+    exact, tokenizer, device = load_model(mc, adapter, dtype=torch.float32)
+    fast = copy.deepcopy(exact).to(dtype)
+    inner = fast.get_base_model() if hasattr(fast, "get_base_model") else fast
+    inner.set_output_embeddings(exact.get_output_embeddings())
+    return fast, tokenizer, device, Recheck(exact, mc.guard)

@@ -126,7 +126,9 @@ def token_logprobs(
     row_idx = torch.tensor([i for i, t in enumerate(targets) for _ in t], device=device)
     col_idx = torch.tensor([p for t in targets for p, _ in t], device=device)
     tok_idx = torch.tensor([tok for t in targets for _, tok in t], device=device)
-    logits = model.get_output_embeddings()(hidden[row_idx, col_idx]).float()
+    head = model.get_output_embeddings()
+    # a head kept in float32 under a bf16 body (guarded scoring) takes the hidden states in float32
+    logits = head(hidden[row_idx, col_idx].to(head.weight.dtype)).float()
     return torch.log_softmax(logits, dim=-1).gather(1, tok_idx[:, None])[:, 0]
 
 
@@ -298,6 +300,40 @@ def check_lengths(codec, prompts: Sequence[Prompt], context: int | None) -> None
             raise FinsentError(f"text {i}: its prompt is {n + len(body)} tokens, over {why}")
 
 
+@dataclass
+class Recheck:
+    """The float32 twin of a bf16 scorer (modeling.load.load_scorer) and the guard: after the bf16 pass,
+    every text whose top two label scores lie within `margin` nats is scored again by `model`, and its
+    label and probabilities are float32's. bf16 moves a label only where the two are nearly tied: on 2,937
+    PhraseBank sentences in no split of the demo model, every bf16 flip had a gap under 0.11 nats
+    (docs/reliability.md), so 0.5 leaves a five-fold margin and rescores some 5% of texts."""
+
+    model: object
+    margin: float
+    prefix_kv: list[tuple] | None = None
+    rescored: int = 0  # texts rescored so far, for reports
+
+    def states(self, codec):
+        if self.prefix_kv is None and codec.prefix_ids:
+            self.prefix_kv = prefix_states(self.model, codec.prefix_ids)
+        return self.prefix_kv
+
+
+def dtype_note(model, recheck: Recheck | None) -> str:
+    """The scoring dtype as reports print it: 'float32', or 'bfloat16 (near-ties within 0.5 nats in
+    float32)'."""
+    name = str(model.dtype).replace("torch.", "")
+    return f"{name} (near-ties within {recheck.margin:g} nats in float32)" if recheck else name
+
+
+def _near_ties(scores, margin: float) -> list[int]:
+    """Row positions whose best two label scores are within `margin`."""
+    if scores.shape[1] < 2:
+        return []
+    top = scores.float().topk(2, dim=1).values
+    return ((top[:, 0] - top[:, 1]) < margin).nonzero().flatten().tolist()
+
+
 def classify(
     model,
     codec,
@@ -306,6 +342,7 @@ def classify(
     method: str = "score",
     progress: Callable[[int], None] | None = None,
     prefix_kv: list[tuple] | None = None,
+    recheck: Recheck | None = None,
 ) -> tuple[list[str], list[list[float]]]:
     """Predicted label and per-label probabilities for each text.
 
@@ -314,6 +351,7 @@ def classify(
     word; an answer naming no label is UNPARSED, and its probabilities are all zero.
     `prefix_kv`: the prefix's key/value states (prefix_states) when the caller keeps them for a model whose
     weights do not change (Classifier, the server), so that even one call computes no prefix.
+    `recheck`: a bf16 `model`'s float32 twin; the near-ties it names are scored again by it.
     """
     import torch
 
@@ -328,21 +366,38 @@ def classify(
         kv = prefix_kv
         if kv is None and method == "score" and codec.prefix_ids:
             kv = prefix_states(model, codec.prefix_ids)
+        near: list[int] = []
         for batch in length_batches([len(b) for _, b in prompts], batch_size):
             if method == "score":
                 scores = score_prompts(model, codec, [prompts[i] for i in batch], prefix_kv=kv)
-                p = torch.softmax(scores, dim=-1).cpu()
-                for i, row in zip(batch, p.tolist()):
-                    probs[i] = row
-                    preds[i] = best_label(row, codec.labels)
+                _keep(preds, probs, batch, scores, codec.labels)
+                if recheck is not None:
+                    near += [batch[j] for j in _near_ties(scores, recheck.margin)]
             else:
                 for i, word in zip(batch, _next_words(model, codec, [prompts[i] for i in batch])):
                     preds[i] = parse_answer(word, codec)
                     probs[i] = [float(preds[i] == lab) for lab in codec.labels]
             if progress:
                 progress(len(batch))
+        if near:
+            states = recheck.states(codec)
+            for batch in length_batches([len(prompts[i][1]) for i in near], batch_size):
+                idx = [near[j] for j in batch]
+                scores = score_prompts(recheck.model, codec, [prompts[i] for i in idx], prefix_kv=states)
+                _keep(preds, probs, idx, scores, codec.labels)
+            recheck.rescored += len(near)
     model.train(was_training)
     return preds, probs
+
+
+def _keep(preds: list[str], probs: list[list[float]], idx: list[int], scores, labels: list[str]) -> None:
+    """Probabilities over the labels and the label of each scored row, at the texts' positions `idx`."""
+    import torch
+
+    p = torch.softmax(scores.float(), dim=-1).cpu()
+    for i, row in zip(idx, p.tolist()):
+        probs[i] = row
+        preds[i] = best_label(row, labels)
 
 
 def _next_words(model, codec, prompts: Sequence[Prompt]) -> list[str]:
@@ -356,7 +411,9 @@ def _next_words(model, codec, prompts: Sequence[Prompt]) -> list[str]:
     with attention_kernels(device):
         hidden = decoder(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state
     last = torch.tensor([len(r.body) - 1 for r in rows], device=device)
-    tokens = model.get_output_embeddings()(hidden[torch.arange(len(rows), device=device), last]).argmax(-1)
+    head = model.get_output_embeddings()
+    last_states = hidden[torch.arange(len(rows), device=device), last]
+    tokens = head(last_states.to(head.weight.dtype)).argmax(-1)
     return [codec.tokenizer.decode([t]) for t in tokens.tolist()]
 
 

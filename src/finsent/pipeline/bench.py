@@ -203,7 +203,7 @@ def _score(cfg: Config, mc: ModelConfig, adapter, sets: list[_Set], batch_size: 
     mc = copy.deepcopy(mc)  # float32 as the run's evaluations; a 4-bit base stays 4-bit, as trained
     mc.dtype = mc.dtype if mc.load_in_4bit else "float32"
     try:
-        model, codec, device, calibration = load_for_evaluation(cfg, mc, adapter)
+        model, codec, device, calibration, _ = load_for_evaluation(cfg, mc, adapter)
     except FinsentError as e:
         if notes is None:
             raise

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # torch and transformers stay out of `import finsent`
     from finsent.core.options import Config
     from finsent.core.prompts import PromptCodec
     from finsent.modeling.calibration import Calibration
+    from finsent.modeling.scoring import Recheck
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Classifier:
     calibration: Calibration | None = None
     # label shares of the data to classify: None, a list in label order, or "auto" (EM on each call's texts)
     priors: list[float] | str | None = None
+    # a bf16 model's float32 twin (modeling.load.load_scorer): near-ties are rescored by it
+    recheck: Recheck | None = None
 
     @classmethod
     def load(
@@ -64,14 +67,15 @@ class Classifier:
         """The classifier a resolved Config names (finsent.config.resolve)."""
         from finsent.core.prompts import PromptCodec
         from finsent.modeling.calibration import Calibration, parse_priors
-        from finsent.modeling.load import load_model, warn_if_untuned
+        from finsent.modeling.load import load_scorer, warn_if_untuned
 
         shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
         if not adapter:
             warn_if_untuned(cfg.model.model)
-        m, tokenizer, device = load_model(cfg.model, adapter)
+        m, tokenizer, device, recheck = load_scorer(cfg.model, adapter)
         calibration = Calibration.load(adapter or cfg.model.model)
-        return cls(m, PromptCodec.from_config(cfg, tokenizer), cfg, device, batch_size, calibration, shares)
+        codec = PromptCodec.from_config(cfg, tokenizer)
+        return cls(m, codec, cfg, device, batch_size, calibration, shares, recheck)
 
     @property
     def labels(self) -> list[str]:
@@ -92,7 +96,9 @@ class Classifier:
         from finsent.modeling.calibration import adjust
         from finsent.modeling.scoring import classify
 
-        _, probs = classify(self.model, self.codec, texts, self.batch_size, prefix_kv=self._prefix())
+        _, probs = classify(
+            self.model, self.codec, texts, self.batch_size, prefix_kv=self._prefix(), recheck=self.recheck
+        )
         # the temperature here, the priors in finish(): the server batches across requests in between,
         # and 'auto' priors are estimated per request; both steps are calibration.adjust, as in evaluate
         return adjust(probs, self.labels, self.calibration)[0] if probs else probs
@@ -126,12 +132,14 @@ class Classifier:
 
     def describe(self) -> dict:
         """Model, labels, template and, when the model's folder has them, its test metrics."""
+        from finsent.modeling.scoring import dtype_note
+
         info = {
             "model": self.config.model.model,
             "labels": self.labels,
             "template": self.codec.template.render("{text}") + self.codec.template.answer_sep + "{label}",
             "device": self.device,
-            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "dtype": dtype_note(self.model, self.recheck),
         }
         saved = Path(self.config.model.model) / METRICS_FILE
         if saved.is_file():

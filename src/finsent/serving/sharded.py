@@ -66,7 +66,8 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
     cfg = outputs_only(
         clf.config.to_dict()
     )  # options marked affects_outputs=False (model.device ...) left out
-    known = {"model", "codec", "config", "device", "batch_size"}  # the Classifier's own, recorded above
+    # the Classifier's own, recorded above (the recheck's guard is model.guard, in the config)
+    known = {"model", "codec", "config", "device", "batch_size", "recheck"}
     return {
         "model": cfg["model"],
         "adapter": str(Path(adapter).resolve()) if adapter else None,
