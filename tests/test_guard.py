@@ -66,8 +66,10 @@ def test_exactly_the_near_ties_are_rescored_and_take_float32s_scores(scorer):
     fast, recheck, codec = scorer
     labels16, probs16 = classify(fast, codec, TEXTS)
     labels32, probs32 = classify(recheck.model, codec, TEXTS)
+    gaps = sorted(set(_gaps(probs16)))
+    # midway between two neighbouring gaps near the median: no text sits on the margin itself
+    margin = (gaps[len(gaps) // 2 - 1] + gaps[len(gaps) // 2]) / 2
     gaps = _gaps(probs16)
-    margin = sorted(gaps)[len(gaps) // 2]  # half the texts under it, whatever the random weights give
     check = Recheck(recheck.model, margin)
     labels, probs = classify(fast, codec, TEXTS, recheck=check)
     near = [g < margin for g in gaps]
@@ -100,7 +102,11 @@ def test_the_api_and_evaluate_report_the_guard(tiny_model_dir, tmp_path, all_dat
     clf = Classifier.load(str(tiny_model_dir), dtype="bfloat16", model__guard=0.25)
     assert clf.recheck is not None and clf.recheck.margin == 0.25
     assert clf.describe()["dtype"] == "bfloat16 (near-ties within 0.25 nats in float32)"
-    clf(TEXTS[:4])
+    every = Classifier.load(str(tiny_model_dir), dtype="bfloat16", model__guard=1e9)
+    exact = Classifier.load(str(tiny_model_dir), dtype="float32")
+    assert exact.recheck is None
+    assert [r["label"] for r in every(TEXTS)] == [r["label"] for r in exact(TEXTS)]
+    assert every.recheck.rescored == len(TEXTS)
     cfg = _cfg(tiny_model_dir, 0.25)
     exs = [
         Example(i, t, lab)
@@ -109,3 +115,71 @@ def test_the_api_and_evaluate_report_the_guard(tiny_model_dir, tmp_path, all_dat
     ev = evaluate(cfg, exs, tmp_path / "ev")
     assert ev.metrics["dtype"] == "bfloat16 (near-ties within 0.25 nats in float32)"
     assert 0 <= ev.metrics["rescored_in_float32"] <= 6
+
+
+def test_the_guard_measures_the_gap_after_fixed_priors_and_rescores_nan():
+    import math
+
+    from finsent.modeling.calibration import Calibration, prior_offsets
+    from finsent.modeling.scoring import Recheck, _near_ties
+
+    scores = torch.tensor([[0.0, -0.3, -5.0], [0.0, -2.0, -5.0], [float("nan"), 0.0, 0.0]])
+    assert _near_ties(scores, Recheck(None, 0.5)) == [0, 2]
+    # priors that favour the second label by 1.9 nats: row 1 becomes the near-tie, row 0 no longer one
+    assert _near_ties(scores, Recheck(None, 0.5, offsets=[0.0, 1.9, 0.0])) == [1, 2]
+    labels = ["positive", "neutral", "negative"]
+    cal = Calibration(temperature=2.0, train_priors=[0.25, 0.5, 0.25])
+    got = prior_offsets(labels, cal, [0.5, 0.25, 0.25])
+    assert got == pytest.approx([2 * math.log(2), 2 * math.log(0.5), 0.0])
+    assert prior_offsets(labels, cal, "auto") is None and prior_offsets(labels, None, None) is None
+
+
+def _labels(model, codec, guard=None):
+    from finsent.modeling.scoring import Recheck, classify
+
+    return classify(model, codec, TEXTS, recheck=guard and Recheck(guard[0], guard[1]))[0]
+
+
+def test_tied_embeddings_and_a_lora_adapter(tmp_path, tiny_model_dir):
+    """The default model (SmolLM2) ties its head to the embeddings, and a run's adapter is PEFT: the fast
+    copy gets the twin's float32 head without untying the twin, and both carry the adapter."""
+    from conftest import _build_tokenizer, build_tiny_llama
+    from peft import LoraConfig, get_peft_model
+
+    from finsent.core.prompts import PromptCodec
+    from finsent.modeling.load import load_scorer
+    from finsent.modeling.scoring import classify
+
+    tok = _build_tokenizer()
+    tied = build_tiny_llama(tok, seed=3)
+    tied.config.tie_word_embeddings = True
+    tied.lm_head.weight = tied.model.embed_tokens.weight
+    tied.save_pretrained(tmp_path / "tied")
+    tok.save_pretrained(tmp_path / "tied")
+    fast, tok2, _, recheck = load_scorer(_cfg(tmp_path / "tied", 0.5).model)
+    exact = recheck.model
+    assert exact.get_output_embeddings().weight is exact.get_input_embeddings().weight  # still tied
+    assert fast.get_output_embeddings() is exact.get_output_embeddings()
+    assert fast.get_input_embeddings().weight.dtype == torch.bfloat16
+    codec = PromptCodec.from_config(_cfg(tmp_path / "tied", 0.5), tok2)
+    assert _labels(fast, codec, (exact, 1e9)) == _labels(exact, codec)
+
+    base = build_tiny_llama(tok)
+    peft = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(1)
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a trained adapter: B is no longer zero
+    peft.save_pretrained(tmp_path / "adapter")
+    cfg = _cfg(tiny_model_dir, 0.5)
+    fast, tok3, _, recheck = load_scorer(cfg.model, str(tmp_path / "adapter"))
+    codec = PromptCodec.from_config(cfg, tok3)
+    assert fast.get_output_embeddings() is recheck.model.get_output_embeddings()
+    assert recheck.model.get_output_embeddings().weight.dtype == torch.float32
+    with_adapter = _labels(recheck.model, codec)
+    assert _labels(fast, codec, (recheck.model, 1e9)) == with_adapter
+    # the adapter is really in the twin: the base alone scores otherwise
+    cfg.model.dtype = "float32"
+    base32, _, _, none = load_scorer(cfg.model)
+    assert none is None
+    assert classify(base32, codec, TEXTS)[1] != classify(recheck.model, codec, TEXTS)[1]

@@ -40,10 +40,13 @@ class ModelConfig:
     )
     guard: float = opt(
         0.5,
-        "scoring in bf16/fp16 on a CPU: a text whose top two labels are within GUARD nats is rescored by a "
-        "float32 copy of the model, so the label is float32's (0: no copy, no rescoring)",
+        "scoring in bf16/fp16 on a CPU: a text whose top two labels are within GUARD nats (a near-tie, "
+        "where bf16 rounding can move the label) is rescored by a float32 copy of the model, kept beside "
+        "the bf16 one (0: no copy, plain bf16)",
         alias="--guard",
         at_least=0.0,
+        # recorded where it matters (predict's shards, evaluations); training never scores with it
+        affects_outputs=False,
     )
     device: str = opt("auto", "cpu, cuda, cuda:N or auto", alias="--device", affects_outputs=False)
     load_in_4bit: bool = opt(

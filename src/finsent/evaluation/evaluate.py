@@ -37,22 +37,18 @@ class Evaluation:
     report: str
 
 
-def load_for_evaluation(cfg: Config, model_cfg: ModelConfig, adapter: str | None = None):
+def load_for_evaluation(cfg: Config, model_cfg: ModelConfig, adapter: str | None = None, priors=None):
     """(model, codec, device, calibration, recheck): the model as every evaluation loads it (as the
     Classifier does: the same scorer, float32 twin and guard), with the temperature fitted on the eval
-    split after training (none for an untuned model)."""
+    split after training (none for an untuned model). `priors`: evaluate's, for the guard."""
     from finsent.core.prompts import PromptCodec
-    from finsent.modeling.calibration import Calibration
+    from finsent.modeling.calibration import Calibration, prior_offsets
     from finsent.modeling.load import load_scorer
 
-    model, tokenizer, device, recheck = load_scorer(model_cfg, adapter)
-    return (
-        model,
-        PromptCodec.from_config(cfg, tokenizer),
-        device,
-        Calibration.load(adapter or model_cfg.model),
-        recheck,
-    )
+    calibration = Calibration.load(adapter or model_cfg.model)
+    offsets = prior_offsets(cfg.data.labels, calibration, priors)
+    model, tokenizer, device, recheck = load_scorer(model_cfg, adapter, offsets)
+    return model, PromptCodec.from_config(cfg, tokenizer), device, calibration, recheck
 
 
 def evaluate(
@@ -76,7 +72,8 @@ def evaluate(
     model_cfg = model_cfg or cfg.model
     from finsent.modeling.scoring import dtype_note
 
-    model, codec, device, calibration, recheck = load_for_evaluation(cfg, model_cfg, adapter)
+    model, codec, device, calibration, recheck = load_for_evaluation(cfg, model_cfg, adapter, priors)
+    recheck = recheck if method == "score" else None  # generation has no gap to recheck
     metrics, preds, probs = run_evaluation(
         model, codec, examples, batch_size, method, desc, calibration, priors, recheck
     )

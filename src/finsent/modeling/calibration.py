@@ -185,6 +185,19 @@ def parse_priors(spec: str | None, labels: Sequence[str]) -> list[float] | str |
     return [s / sum(shares) for s in shares]
 
 
+def prior_offsets(labels: Sequence[str], calibration: Calibration | None, priors) -> list[float] | None:
+    """What fixed `priors` add to each label's raw log-score, in the scorer's units (the temperature
+    divides the scores first, so it multiplies the offset back): adjust()'s re-weighting as a shift, for
+    the bf16 guard (scoring.Recheck). None without priors, or with 'auto' (estimated after scoring)."""
+    import math
+
+    if priors is None or isinstance(priors, str):
+        return None
+    train = list((calibration.train_priors if calibration else []) or []) or [1 / len(labels)] * len(labels)
+    t = calibration.temperature if calibration else 1.0
+    return [t * math.log(max(p, 1e-12) / max(q, 1e-12)) for p, q in zip(priors, train)]
+
+
 def adjust(
     probs,
     labels: Sequence[str],

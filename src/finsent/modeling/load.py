@@ -127,24 +127,25 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     return model, tokenizer, device
 
 
-def load_scorer(mc, adapter: str | None = None):
+def load_scorer(mc, adapter: str | None = None, priors=None):
     """(model, tokenizer, device, recheck) for classifying: load_model's, and where the scoring dtype is
-    bf16/fp16 on a CPU and mc.guard > 0, the model in that dtype with its float32 twin as a
-    scoring.Recheck (else None). The twin is loaded, the fast copy made from it, so both hold the same
-    weights (an adapter included); the fast copy borrows the twin's float32 output head: a bf16 head rounds
-    logits near 20 to steps of 1/8, which tied two labels exactly (docs/reliability.md)."""
-    import copy
-
+    bf16/fp16 on a CPU and mc.guard > 0, the model in that dtype with a float32 twin as a scoring.Recheck
+    (else None): 1.5 times float32's memory. Both are loaded from the same files (an adapter included);
+    the fast copy borrows the twin's float32 output head, because a bf16 head rounds logits near 20 to
+    steps of 1/8, which tied two labels exactly (docs/reliability.md). `priors`: the label shares a
+    fixed --priors gives, as offsets (calibration.prior_offsets), so that the guard measures the gap that
+    decides the label after the prior correction."""
     import torch
 
     from finsent.modeling.scoring import Recheck
 
     device = pick_device(mc.device)
-    dtype = pick_dtype(mc.dtype, device, guarded=mc.guard > 0)
-    if device != "cpu" or dtype == torch.float32 or mc.guard <= 0 or mc.load_in_4bit:
+    on_cpu = torch.device(device).type == "cpu"
+    dtype = pick_dtype(mc.dtype, device, guarded=mc.guard > 0 and on_cpu)
+    if not on_cpu or dtype == torch.float32 or mc.guard <= 0 or mc.load_in_4bit:
         return (*load_model(mc, adapter, dtype=dtype), None)
     exact, tokenizer, device = load_model(mc, adapter, dtype=torch.float32)
-    fast = copy.deepcopy(exact).to(dtype)
+    fast, _, _ = load_model(mc, adapter, dtype=dtype)
     inner = fast.get_base_model() if hasattr(fast, "get_base_model") else fast
     inner.set_output_embeddings(exact.get_output_embeddings())
-    return fast, tokenizer, device, Recheck(exact, mc.guard)
+    return fast, tokenizer, device, Recheck(exact, mc.guard, offsets=priors)

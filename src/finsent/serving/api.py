@@ -66,14 +66,15 @@ class Classifier:
     ) -> Classifier:
         """The classifier a resolved Config names (finsent.config.resolve)."""
         from finsent.core.prompts import PromptCodec
-        from finsent.modeling.calibration import Calibration, parse_priors
+        from finsent.modeling.calibration import Calibration, parse_priors, prior_offsets
         from finsent.modeling.load import load_scorer, warn_if_untuned
 
         shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
         if not adapter:
             warn_if_untuned(cfg.model.model)
-        m, tokenizer, device, recheck = load_scorer(cfg.model, adapter)
         calibration = Calibration.load(adapter or cfg.model.model)
+        offsets = prior_offsets(cfg.data.labels, calibration, shares)
+        m, tokenizer, device, recheck = load_scorer(cfg.model, adapter, offsets)
         codec = PromptCodec.from_config(cfg, tokenizer)
         return cls(m, codec, cfg, device, batch_size, calibration, shares, recheck)
 

@@ -66,7 +66,7 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
     cfg = outputs_only(
         clf.config.to_dict()
     )  # options marked affects_outputs=False (model.device ...) left out
-    # the Classifier's own, recorded above (the recheck's guard is model.guard, in the config)
+    # the Classifier's own, recorded above (its recheck as "guard" below)
     known = {"model", "codec", "config", "device", "batch_size", "recheck"}
     return {
         "model": cfg["model"],
@@ -83,6 +83,8 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
         "strict": source.strict,
         "format": "jsonl" if jsonl else "csv",
         "max_tokens": source.max_tokens,
+        # bf16's float32 recheck (model.guard); absent without one, so shards made before it still match
+        **({"guard": clf.recheck.margin} if clf.recheck else {}),
     }
 
 
