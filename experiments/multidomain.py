@@ -43,6 +43,18 @@ VARIANTS: dict[str, tuple[str, dict, object]] = {
         lambda s: [x.replace("cap=1600", "cap=800") if x.startswith("sentfin") else x for x in s],
     ),
     "ep2": ("2 epochs", {"train.num_train_epochs": 2}, None),
+    "headlines-x2": (
+        "no-spans with SemEval's training headlines twice (weight=2): the headline target (0.80) was missed",
+        {"train.num_train_epochs": 1},
+        lambda s: [
+            x + " test-only"
+            if x.startswith("semeval-microblogs")
+            else x + " weight=2"
+            if x.startswith("semeval-headlines")
+            else x
+            for x in s
+        ],
+    ),
     "no-spans-ep2": (
         "no-spans (the winner of the 1-epoch round on fold 0), 2 epochs",
         {"train.num_train_epochs": 2},
