@@ -78,6 +78,19 @@ def folds(train: list, k: int, seed: int = 0) -> list[list]:
     return parts
 
 
+def _weights(sources: list[str]) -> dict[str, int]:
+    """{source name: its whole-number weight=} of the sources that have one."""
+    out = {}
+    for s in sources:
+        for word in s.split()[1:]:
+            if word.startswith("weight="):
+                w = float(word.split("=", 1)[1])
+                if w != int(w):
+                    raise ValueError(f"{s}: fold runs take whole-number weights")
+                out[s.split()[0]] = int(w)
+    return out
+
+
 def run_variant(name: str, fold: int) -> dict:
     from finsent.core.config import build_config
     from finsent.data.splits import make_splits
@@ -88,10 +101,18 @@ def run_variant(name: str, fold: int) -> dict:
     cfg = build_config(str(CONFIG), overrides)
     if sources_fn:
         cfg.data.sources = sources_fn(list(cfg.data.sources))
+    # a source's weight copies its training rows; folded after that, a copy of a held-out row would sit
+    # in training. So the folds are cut from the unweighted mixture (the same held-out rows as the
+    # unweighted variant) and only the training parts are weighted
+    weights = _weights(cfg.data.sources)
+    cfg.data.sources = [
+        " ".join(w for w in s.split() if not w.startswith("weight=")) for s in cfg.data.sources
+    ]
     ds, splits = make_splits(cfg.data)
     parts = folds(splits["train"], FOLDS)
     held = parts[fold]
     rest = [e for i, p in enumerate(parts) if i != fold for e in p]
+    rest += [e for e in rest for _ in range(weights.get(e.source, 1) - 1)]
     out = ROOT / "runs" / "multidomain" / f"{name}-fold{fold}"
     cfg.train.output_dir = str(out / "train")
     cfg.train.resume = (out / "train").exists()
