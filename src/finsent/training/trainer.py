@@ -40,13 +40,17 @@ class FinsentTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if is_wrapped(model) and not self._in_wrapper:  # DDP / FSDP / DeepSpeed: see parallel.py
             return self._wrapped_fast_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.loss == "label":
-            # a mean over the accumulated step's rows, counted by get_batch_samples (a mean per micro-batch
-            # would weigh 4 x 2 rows and 8 x 1 differently)
-            rows = self._rows_in_batch if num_items_in_batch is not None else None
-            loss = label_loss(model, self.codec, inputs, rows, self.class_weights, self.label_smoothing)
-        else:
-            loss = answer_loss(model, self.codec, inputs, num_items_in_batch, self.class_weights)
+        # the fast loss calls the decoder, not model.forward, so the autocast that accelerate wraps around
+        # model.forward for bf16 / fp16 mixed precision never ran: bf16 training on a CPU with bf16
+        # matmuls ran every matmul in float32 (found with a dispatch-mode count; tests/test_mixed_precision.py)
+        with self.accelerator.autocast():
+            if self.loss == "label":
+                # a mean over the accumulated step's rows, counted by get_batch_samples (a mean per
+                # micro-batch would weigh 4 x 2 rows and 8 x 1 differently)
+                rows = self._rows_in_batch if num_items_in_batch is not None else None
+                loss = label_loss(model, self.codec, inputs, rows, self.class_weights, self.label_smoothing)
+            else:
+                loss = answer_loss(model, self.codec, inputs, num_items_in_batch, self.class_weights)
         return (loss, None) if return_outputs else loss
 
     _rows_in_batch = None  # rows in the current accumulated batch, every rank's (train.loss=label)
