@@ -91,9 +91,7 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     )
     seconds = trainer.train().metrics["train_runtime"]
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) * epochs
-    return finish(
-        trainer.model, codec, splits, seconds, tokens, flops_per_token_factor=6
-    )  # 2 fwd + 2 recompute + 2 bwd
+    return finish(trainer.model, codec, splits, seconds, tokens, 6, "float32")  # 2 fwd + 2 recompute + 2 bwd
 
 
 def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
@@ -106,6 +104,12 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
     cfg.train.report_to = "none"
     cfg.train.evaluation_strategy = "no"
     adapter = train(cfg, splits)
+    from finsent.core.config import load_saved_config
+
+    # the precision the run resolved (dtype auto: bf16 autocast on a CPU with bf16 matmuls), from its folder
+    saved = load_saved_config(out)
+    cfg.model.dtype = saved.model.dtype
+    precision = "bf16" if saved.train.bf16 else "float32"
     # the trainer's own train_runtime, as for the notebook side: model loading and set-up excluded
     seconds = json.loads((out / "train_log.json").read_text())["train_runtime"]
     full = cfg.train.method == "full"  # the CPU config trains every weight: `adapter` is the whole model
@@ -120,17 +124,19 @@ def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:
         + len(codec.prefix_ids) * -(-n // bs)
     ) * epochs
     if full:  # 2 forward + 4 backward (input and weight gradients) FLOPs a parameter and token
-        return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=6)
+        return finish(model, codec, splits, seconds, tokens, 6, precision)
     # 2 fwd + 2 bwd (frozen base: input gradients only), the backward only from the lowest adapted layer up
     from finsent.training.args import parse_layers
 
     layers = parse_layers(cfg.lora.layers_to_transform)
     n_layers = model.config.num_hidden_layers
     backward_share = (n_layers - min(layers)) / n_layers if layers else 1.0
-    return finish(model, codec, splits, seconds, tokens, flops_per_token_factor=2 + 2 * backward_share)
+    return finish(model, codec, splits, seconds, tokens, 2 + 2 * backward_share, precision)
 
 
-def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: float) -> dict:
+def finish(
+    model, codec, splits, seconds: float, tokens: float, flops_per_token_factor: float, precision: str
+) -> dict:
     from finsent.evaluation.metrics import classification_metrics
     from finsent.modeling.scoring import classify
 
@@ -146,6 +152,7 @@ def finish(model, codec, splits, seconds: float, tokens: float, flops_per_token_
         "eval_accuracy": acc,
         "flops": flops_per_token_factor * n_params * tokens,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "precision": precision,  # of the training matmuls: which peak the rate is a share of
     }
 
 
@@ -196,10 +203,11 @@ def main() -> None:
     for side, r in results.items():
         sps = r["samples"] * args.epochs / r["seconds"]
         rate = r["flops"] / r["seconds"]
+        top = bf16_peak if r["precision"] == "bf16" else peak
         print(
             f"{side:9}: {sps:6.2f} samples/s  {r['seconds']:7.1f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
-            f"eval accuracy {r['eval_accuracy']:.3f}  {rate / 1e9:.0f} GFLOP/s "
-            f"({rate / peak:.0%} of the {peak / 1e9:.0f} GFLOP/s float32 matmul peak)"
+            f"eval accuracy {r['eval_accuracy']:.3f}  {r['precision']} matmuls, {rate / 1e9:.0f} GFLOP/s "
+            f"({rate / top:.0%} of the {top / 1e9:.0f} GFLOP/s {r['precision']} matmul peak)"
         )
     print(bf16_note(bf16_peak, peak, "float32"))
     nb, fs = results["notebook"], results["finsent"]
