@@ -1,7 +1,7 @@
 """Where one training step's time goes, on the demo config: data, forward (loss), backward, optimizer.
 
-    .venv/bin/python -m bench.step_profile                       # the demo config, dtype as detected
-    .venv/bin/python -m bench.step_profile --dtype float32       # what a CPU without bf16 runs
+    .venv/bin/python -m bench.step_profile                       # the demo config: dtype auto and float32
+    .venv/bin/python -m bench.step_profile --dtype float32       # only what a CPU without bf16 runs
     .venv/bin/python -m bench.step_profile --compile --optim adamw_torch_fused   # levers, one run each
 
 The step is finsent's own (configs/smollm2-cpu.yaml: full fine-tuning, micro-batch 16, the fast loss on
@@ -28,7 +28,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8, help="timed steps (after --warmup)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
-        "--dtype", default="auto", help="model.dtype: auto (the demo's) or float32 (no-bf16 CPUs)"
+        "--dtype",
+        default="both",
+        choices=("both", "auto", "float32"),
+        help="model.dtype: auto (the demo's), float32 (no-bf16 CPUs), or both in one run (default)",
     )
     ap.add_argument("--compile", action="store_true", help="torch.compile (inductor) the decoder layers")
     ap.add_argument("--optim", default=None, help="train.optim, e.g. adamw_torch_fused")
@@ -44,11 +47,8 @@ def main() -> None:
 
     import torch
 
-    from finsent.core.config import build_config
-    from finsent.data.readers import read_file
-    from finsent.data.splits import split_notebook
-    from finsent.modeling.device import cpu_has_bf16, cpu_name
-    from finsent.training.train import build_trainer, full_precision
+    from bench.predict import bf16_note
+    from finsent.modeling.device import cpu_has_bf16
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,8 +62,37 @@ def main() -> None:
                 return states(*a, **k)
 
         scoring.prefix_states = detached
+    # one run measures both paths and the peaks, so their ratio and shares come from the same minutes
+    dtypes = (
+        ["auto", "float32"]
+        if args.dtype == "both" and cpu_has_bf16()
+        else [args.dtype.replace("both", "auto")]
+    )
+    peak32 = matmul_peak(torch.float32)
+    peak16 = matmul_peak(torch.bfloat16) if cpu_has_bf16() else None
+    results = [profile(args, d, peak32, peak16) for d in dtypes]
+    if len(results) == 2:
+        fast, plain = results
+        print(
+            f"bf16 against float32: {plain['step_seconds'] / fast['step_seconds']:.2f}x a step "
+            f"({fast['step_seconds']:.2f} s against {plain['step_seconds']:.2f} s)"
+        )
+    elif peak16:
+        print(bf16_note(peak16, peak32, results[0]["dtype"]))
+
+
+def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
+    """One path's step, part by part, as a JSON-able result (appended to --out)."""
+    import torch
+
+    from finsent.core.config import build_config
+    from finsent.data.readers import read_file
+    from finsent.data.splits import split_notebook
+    from finsent.modeling.device import cpu_has_bf16, cpu_name
+    from finsent.training.train import build_trainer, full_precision
+
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
-    cfg.model.dtype = args.dtype
+    cfg.model.dtype = dtype
     cfg.train.output_dir = "/tmp/finsent-step-profile"
     cfg.train.report_to = "none"
     if args.optim:
@@ -116,8 +145,6 @@ def main() -> None:
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
     total = sum(parts.values())
     autocast = cfg.train.bf16
-    peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16) if cpu_has_bf16() else None
     peak = peak16 if autocast and peak16 else peak32
     step_s = total / args.steps
     result = {
@@ -150,6 +177,8 @@ def main() -> None:
     if args.out:
         with Path(args.out).open("a") as fh:
             fh.write(json.dumps(result) + "\n")
+
+    return result
 
 
 if __name__ == "__main__":

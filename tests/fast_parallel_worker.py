@@ -17,6 +17,7 @@ The "full-*" kinds (tests/test_fsdp_full_save.py, named in the third argument) t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -311,7 +312,14 @@ def main() -> None:
         if dist.get_rank() == 0:  # after every wrapper, so a slow run leaves what it found
             with open(out, "w") as f:
                 json.dump(results, f, indent=1)
+    dist.barrier()  # no rank tears down gloo while another still talks to it
     dist.destroy_process_group()
+    # Leave without the interpreter's teardown: a rank once aborted there ("terminate called without an
+    # active exception": a native thread still joinable when its owner was destroyed), after every
+    # result was written, and torchrun then failed the whole launch (1 in 8 runs).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
