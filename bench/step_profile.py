@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.step_profile                       # the demo config: dtype auto and float32
     .venv/bin/python -m bench.step_profile --dtype float32       # only what a CPU without bf16 runs
-    .venv/bin/python -m bench.step_profile --compile --optim adamw_torch_fused   # levers, one run each
+    .venv/bin/python -m bench.step_profile --dtype auto --compile    # a lever on the default path only
 
 The step is finsent's own (configs/smollm2-cpu.yaml: full fine-tuning, micro-batch 16, the fast loss on
 the shared prompt prefix), built by `finsent.training.train.build_trainer` on the notebook split of
@@ -31,7 +31,8 @@ def main() -> None:
         "--dtype",
         default="both",
         choices=("both", "auto", "float32"),
-        help="model.dtype: auto (the demo's), float32 (no-bf16 CPUs), or both in one run (default)",
+        help="model.dtype: auto (the demo's), float32 (no-bf16 CPUs), or both in one run (default; on a "
+        "CPU without bf16 matmuls auto is float32, so both runs it once)",
     )
     ap.add_argument("--compile", action="store_true", help="torch.compile (inductor) the decoder layers")
     ap.add_argument("--optim", default=None, help="train.optim, e.g. adamw_torch_fused")
@@ -77,8 +78,8 @@ def main() -> None:
             f"bf16 against float32: {plain['step_seconds'] / fast['step_seconds']:.2f}x a step "
             f"({fast['step_seconds']:.2f} s against {plain['step_seconds']:.2f} s)"
         )
-    elif peak16:
-        print(bf16_note(peak16, peak32, results[0]["dtype"]))
+    elif peak16 and results[0]["matmuls"] == "float32":
+        print(bf16_note(peak16, peak32, "float32"))  # what float32 leaves on a CPU that has bf16
 
 
 def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
@@ -88,7 +89,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
     from finsent.core.config import build_config
     from finsent.data.readers import read_file
     from finsent.data.splits import split_notebook
-    from finsent.modeling.device import cpu_has_bf16, cpu_name
+    from finsent.modeling.device import cpu_bf16_units, cpu_has_bf16, cpu_name
     from finsent.training.train import build_trainer, full_precision
 
     cfg = build_config(ROOT / "configs" / "smollm2-cpu.yaml")
@@ -152,6 +153,9 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
         "bf16_cpu": cpu_has_bf16(),
         "threads": torch.get_num_threads(),
         "dtype": "float32 weights, bf16 autocast" if autocast else "float32",
+        # the training matmuls' precision: rows before the autocast fix (issue 27) lack this field, and
+        # their "bf16 autocast" steps ran float32 matmuls
+        "matmuls": "bf16" if autocast else "float32",
         "compile": args.compile,
         "detach_prefix": args.detach_prefix,
         "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
@@ -168,7 +172,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
     }
     print(json.dumps(result, indent=2))
     print(
-        f"\n{result['cpu']} ({'AMX/AVX512-BF16' if result['bf16_cpu'] else 'no bf16'}), {result['threads']} threads, "
+        f"\n{result['cpu']} ({cpu_bf16_units() or 'no bf16'}), {result['threads']} threads, "
         f"{result['dtype']}: {step_s:.2f} s a step of {result['batch']} ({result['samples_per_second']:.2f} "
         f"samples/s); " + ", ".join(f"{k} {v:.0%}" for k, v in result["shares"].items())
         + (f"; {result['step_gflop']:.0f} GFLOP a step = {flops / step_s / 1e9:.0f} GFLOP/s, "

@@ -12,7 +12,8 @@ peak memory (max RSS) is its own.
 The notebooks' recipe, as close as a CPU allows: LoRA r=64/alpha 16/dropout 0.1/all-linear, batch 1 x
 gradient accumulation 8, gradient checkpointing, lr 2e-4, cosine, warm-up 0.03, weight decay 0.001,
 max_grad_norm 0.3, group_by_length, the prompt+label text with loss on every token; adamw_torch instead of
-paged_adamw_32bit and float32 instead of fp16 (neither exists on a CPU). finsent: configs/smollm2-cpu.yaml.
+paged_adamw_32bit, and the base in the dtype finsent's `auto` picks (bf16 on a CPU with bf16 matmuls, else
+float32) instead of 4-bit with fp16 compute (neither exists on a CPU). finsent: configs/smollm2-cpu.yaml.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def setup(model_name: str, samples: int):
 
 
 def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -50,6 +52,8 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     from finsent.modeling.load import load_model
 
     model, tokenizer, _ = load_model(cfg.model, trainable=True)
+    # dtype auto: bf16 base weights on a CPU with bf16 matmuls (the notebooks' 4-bit base computes in fp16)
+    precision = "bf16" if model.get_input_embeddings().weight.dtype == torch.bfloat16 else "float32"
     codec = PromptCodec.from_config(cfg, tokenizer)
     texts = [codec.template.render(e.text) + codec.template.answer_sep + e.label for e in splits["train"]]
     args = SFTConfig(
@@ -91,7 +95,7 @@ def run_notebook(cfg, splits, epochs: float, out: Path) -> dict:
     )
     seconds = trainer.train().metrics["train_runtime"]
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) * epochs
-    return finish(trainer.model, codec, splits, seconds, tokens, 6, "float32")  # 2 fwd + 2 recompute + 2 bwd
+    return finish(trainer.model, codec, splits, seconds, tokens, 6, precision)  # 2 fwd + 2 recompute + 2 bwd
 
 
 def run_finsent(cfg, splits, epochs: float, out: Path) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.common import ROOT
 from experiments import RESULTS
 from finsent.core.fsio import write_json
-from finsent.modeling.device import cpu_has_bf16, cpu_name
+from finsent.modeling.device import cpu_bf16_units, cpu_name
 
 RECORD = RESULTS / "demo_runs.json"
 
@@ -48,7 +48,7 @@ def main() -> int:
     if not (a.run / "summary.json").is_file():
         ap.error(f"{a.run}: no summary.json (not a finished `finsent run` folder)")
     s = json.loads((a.run / "summary.json").read_text())
-    cpu = cpu_name() + (" (AMX/AVX512-BF16)" if cpu_has_bf16() else "")
+    cpu = cpu_name() + (f" ({cpu_bf16_units()})" if cpu_bf16_units() else "")
     entry = {
         "config": a.config,
         "run": where(a.run),

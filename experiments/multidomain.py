@@ -72,6 +72,19 @@ VARIANTS: dict[str, tuple[str, dict, object]] = {
 }
 
 
+def _training_matmuls(cfg) -> str:
+    """The precision the training matmuls ran in: bf16/fp16 autocast, else the weights' own dtype
+    (LoRA with dtype auto trains on bf16 weights on a CPU with bf16 matmuls)."""
+    import torch
+
+    from finsent.modeling.device import pick_device, pick_dtype
+
+    if cfg.train.bf16 or cfg.train.fp16:
+        return "bf16" if cfg.train.bf16 else "fp16"
+    weights = pick_dtype(cfg.model.dtype, pick_device(cfg.model.device), training=True)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(weights, "float32")
+
+
 def folds(train: list, k: int, seed: int = 0) -> list[list]:
     """The training rows cut into k parts, each (source, label) group dealt round-robin after a shuffle."""
     groups: dict[tuple, list] = defaultdict(list)
@@ -150,7 +163,8 @@ def run_variant(name: str, fold: int) -> dict:
         "mean_source_weighted_f1": sum(r["weighted_f1"]["value"] for r in by.values()) / max(1, len(by)),
         "sources": list(cfg.data.sources),
         # bf16 autocast reached the fast loss only from commit 1461f0f: runs before it trained in float32
-        "training_matmuls": "bf16" if cfg.train.bf16 else "float32",
+        # (a run resumed from such a folder trained partly so; every fold run so far started fresh)
+        "training_matmuls": _training_matmuls(cfg),
         "cpu": cpu_name(),
         "load": os.getloadavg(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -1,5 +1,6 @@
-"""bf16 mixed precision reaches the fast loss: with train.bf16 every matmul of a training step (forward and
-backward) runs in bf16 while the weights and their gradients stay float32, as on the stock loss path.
+"""bf16 mixed precision reaches the fast loss: with train.bf16 every linear-layer matmul of a training step
+(forward and backward) runs in bf16 while the weights stay float32, as on the stock loss path. (Attention
+runs in its own SDPA kernel, not counted here; its inputs come from these matmuls.)
 
 The stock path (train.fast=false: the model's own forward, which accelerate wraps in autocast) is the
 reference; the fast loss calls the decoder directly and once ran every matmul in float32 under bf16,
@@ -24,18 +25,18 @@ class MatmulDtypes(TorchDispatchMode):
         self.seen = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in MATMULS:
-            self.seen[args[0].dtype] += 1
+        if func in MATMULS:  # addmm(bias, input, weight): the input's dtype, not the bias's
+            self.seen[args[1 if func == torch.ops.aten.addmm.default else 0].dtype] += 1
         return func(*args, **(kwargs or {}))
 
 
-def one_step(model_dir, out, fast: bool, bf16: bool, method: str = "full"):
+def one_step(model_dir, out, fast: bool, bf16: bool, method: str = "full", loss: str = "answer"):
     """The matmul dtypes of one optimizer step through the real Trainer (trainer.train(), where accelerate
     prepares the model), and the trainer."""
     from finsent.training.train import build_trainer
 
     cfg = tiny_config(
-        model_dir, out, method=method, fast=fast, bf16=bf16, max_steps=1, evaluation_strategy="no"
+        model_dir, out, method=method, fast=fast, bf16=bf16, loss=loss, max_steps=1, evaluation_strategy="no"
     )
     cfg = cfg.validate()
     splits = {"train": [Example(i, t, lab) for i, (t, lab) in enumerate(ROWS)], "eval": [], "test": []}
@@ -58,6 +59,32 @@ def test_bf16_training_runs_every_matmul_in_bf16(tiny_model_dir, tmp_path, fast,
     assert trained and all(p.dtype == torch.float32 for p in trained)
 
 
+def test_bf16_reaches_the_label_loss_too(tiny_model_dir, tmp_path):
+    """train.loss=label (the loss over the label words only) is the other fast loss."""
+    seen, _ = one_step(tiny_model_dir, tmp_path, fast=True, bf16=True, loss="label")
+    assert seen and set(seen) == {torch.bfloat16}, seen
+
+
 def test_float32_training_stays_float32(tiny_model_dir, tmp_path):
     seen, _ = one_step(tiny_model_dir, tmp_path, fast=True, bf16=False)
     assert seen and set(seen) == {torch.float32}, seen
+
+
+@pytest.mark.parametrize(
+    "flags, units",
+    [("fpu avx512f amx_bf16 amx_tile avx512_bf16", "AMX"), ("fpu avx512f avx512_bf16", "AVX512-BF16"),
+     ("fpu avx2 avx512f", "")],
+)  # fmt: skip
+def test_the_cpu_is_named_by_its_bf16_units(monkeypatch, tmp_path, flags, units):
+    """The figures name the CPU's bf16 units: an AMD EPYC with AVX512-BF16 was once labelled AMX."""
+    from pathlib import Path
+
+    import finsent.modeling.device as device
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real = Path
+
+    monkeypatch.setattr(device, "Path", lambda p: real(info) if p == "/proc/cpuinfo" else real(p))
+    assert device.cpu_bf16_units() == units
+    assert device.cpu_has_bf16() == bool(units)
