@@ -48,7 +48,8 @@ def main() -> int:
     if not (a.run / "summary.json").is_file():
         ap.error(f"{a.run}: no summary.json (not a finished `finsent run` folder)")
     s = json.loads((a.run / "summary.json").read_text())
-    cpu = cpu_name() + (f" ({cpu_bf16_units()})" if cpu_bf16_units() else "")
+    units = cpu_bf16_units()
+    cpu = cpu_name() + (f" ({units})" if units else "")
     entry = {
         "config": a.config,
         "run": where(a.run),

@@ -73,8 +73,9 @@ VARIANTS: dict[str, tuple[str, dict, object]] = {
 
 
 def _training_matmuls(cfg) -> str:
-    """The precision the training matmuls ran in: bf16/fp16 autocast, else the weights' own dtype
-    (LoRA with dtype auto trains on bf16 weights on a CPU with bf16 matmuls)."""
+    """The precision the training matmuls ran in: bf16/fp16 autocast, else the weights' own dtype. With
+    dtype auto, `auto` picks bf16 on a CPU with bf16 matmuls: bf16 weights for LoRA, and for full
+    fine-tuning float32 weights under bf16 autocast (train.full_precision), bf16 matmuls either way."""
     import torch
 
     from finsent.modeling.device import pick_device, pick_dtype
@@ -117,7 +118,7 @@ def run_variant(name: str, fold: int) -> dict:
     from finsent.core.config import build_config
     from finsent.data.splits import make_splits
     from finsent.evaluation.evaluate import evaluate
-    from finsent.training.train import full_precision, train
+    from finsent.training.train import train
 
     what, overrides, sources_fn = VARIANTS[name]
     cfg = build_config(str(CONFIG), overrides)
@@ -139,8 +140,6 @@ def run_variant(name: str, fold: int) -> dict:
     cfg.train.output_dir = str(out / "train")
     cfg.train.resume = (out / "train").exists()
     cfg.train.overwrite = False
-    if cfg.train.method == "full":
-        full_precision(cfg)  # as train() does; here too, so the record says which precision trained
     t0 = time.perf_counter()
     folder = train(cfg, {"train": rest, "eval": splits["eval"], "test": held})
     seconds = time.perf_counter() - t0
