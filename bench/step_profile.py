@@ -43,6 +43,13 @@ def main() -> None:
         action="store_true",
         help="no gradient through the shared prompt prefix (a speed probe: it changes the training math)",
     )
+    ap.add_argument(
+        "--ops",
+        type=int,
+        default=0,
+        help="also profile one more step op by op (torch.profiler) and print its N costliest ops and the "
+        "matmuls' share of its time: what is left to gain once the matmul units are faster",
+    )
     ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args()
 
@@ -145,6 +152,9 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
             samples += batch["input_ids"].shape[0]
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
     total = sum(parts.values())
+    op_shares = (
+        op_profile(trainer, model, opt, trainer._prepare_inputs(next(loader)), args.ops) if args.ops else None
+    )
     autocast = cfg.train.bf16
     peak = peak16 if autocast and peak16 else peak32
     step_s = total / args.steps
@@ -169,6 +179,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
         "peak_gflops_fp32": peak32 / 1e9,
         "peak_gflops_bf16": peak16 / 1e9 if peak16 else None,
         "share_of_peak": (flops / step_s) / peak if flops else None,
+        "ops": op_shares,
     }
     print(json.dumps(result, indent=2))
     print(
@@ -183,6 +194,45 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
             fh.write(json.dumps(result) + "\n")
 
     return result
+
+
+# aten ops that are matrix multiplications (the units' work); everything else is what a faster matmul
+# unit leaves untouched
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")
+
+
+def op_profile(trainer, model, opt, batch, top: int) -> dict:
+    """One step (loss, backward, optimizer) under torch.profiler: self CPU time by aten op, the matmuls'
+    share, and the `top` costliest ops, printed and returned."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    rows = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    matmul = sum(e.self_cpu_time_total for e in rows if e.key.startswith(MATMUL_OPS))
+    rows.sort(key=lambda e: -e.self_cpu_time_total)
+    costliest = [
+        {
+            "op": e.key,
+            "share": e.self_cpu_time_total / total,
+            "calls": e.count,
+            "ms": e.self_cpu_time_total / 1e3,
+        }
+        for e in rows[:top]
+    ]
+    print(
+        f"\none step op by op: matmuls {matmul / total:.0%} of the aten ops' self time ({total / 1e6:.2f} s)"
+    )
+    for r in costliest:
+        print(f"  {r['op']:<40} {r['share']:6.1%}  {r['ms']:8.1f} ms  {r['calls']:6d} calls")
+    return {"aten_seconds": total / 1e6, "matmul_share": matmul / total, "costliest": costliest}
 
 
 if __name__ == "__main__":
