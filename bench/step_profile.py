@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.step_profile                       # the demo config: dtype auto and float32
     .venv/bin/python -m bench.step_profile --dtype float32       # only what a CPU without bf16 runs
     .venv/bin/python -m bench.step_profile --dtype auto --compile    # a lever on the default path only
+    .venv/bin/python -m bench.step_profile --dtype auto --ops 25     # and one more step op by op
+    .venv/bin/python -m bench.step_profile --dtype auto --attention math   # an attention lever
 
 The step is finsent's own (configs/smollm2-cpu.yaml: full fine-tuning, micro-batch 16, the fast loss on
 the shared prompt prefix), built by `finsent.training.train.build_trainer` on the notebook split of
@@ -14,6 +16,7 @@ is printed as a share of the peak. The CPU and its bf16 support are printed besi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -21,6 +24,11 @@ from pathlib import Path
 
 from bench.common import DATA, ROOT
 from bench.predict import matmul_peak
+
+# aten ops that are matrix multiplications (the matmul units' work) and the attention kernels (matmuls
+# inside, plus softmax and masking); every other op is what a faster matmul unit leaves untouched
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+ATTENTION_OPS = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")
 
 
 def main() -> None:
@@ -49,6 +57,13 @@ def main() -> None:
         default=0,
         help="also profile one more step op by op (torch.profiler) and print its N costliest ops and the "
         "matmuls' share of its time: what is left to gain once the matmul units are faster",
+    )
+    ap.add_argument(
+        "--attention",
+        default="sdpa",
+        choices=("sdpa", "math", "float32"),
+        help="a lever on the attention: sdpa (torch's choice, the CPU flash kernel), math (SDPA's bmm + "
+        "softmax backend), float32 (q, k, v cast up to float32 under bf16, autocast off)",
     )
     ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args()
@@ -112,11 +127,15 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
     splits = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
     trainer, _, _ = build_trainer(cfg, splits)
     model = trainer.model
+    # the attention lever holds for the timed steps and the --ops step, and is let go before returning
+    lever = contextlib.ExitStack()
+    lever.enter_context(attention_lever(model, args.attention))
     if args.compile:
         for layer in model.model.layers:
             layer.compile()
     steps = args.warmup + args.steps
-    trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+    # one step more for --ops, so that its step runs at a real learning rate and the schedule keeps step
+    trainer.create_optimizer_and_scheduler(num_training_steps=steps + (1 if args.ops else 0))
     opt, sched = trainer.optimizer, trainer.lr_scheduler
     model.train()
     loader = iter(trainer.get_train_dataloader())
@@ -152,9 +171,15 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
             samples += batch["input_ids"].shape[0]
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
     total = sum(parts.values())
-    op_shares = (
-        op_profile(trainer, model, opt, trainer._prepare_inputs(next(loader)), args.ops) if args.ops else None
-    )
+    op_shares = None
+    if args.ops:
+        batch = next(loader, None)
+        if batch is None:
+            raise SystemExit("--ops: the training split has no batch left after --warmup + --steps")
+        op_shares = op_profile(
+            trainer, model, trainer._prepare_inputs(batch), cfg.train.max_grad_norm, args.ops
+        )
+    lever.close()
     autocast = cfg.train.bf16
     peak = peak16 if autocast and peak16 else peak32
     step_s = total / args.steps
@@ -167,6 +192,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
         # their "bf16 autocast" steps ran float32 matmuls
         "matmuls": "bf16" if autocast else "float32",
         "compile": args.compile,
+        "attention": args.attention,
         "detach_prefix": args.detach_prefix,
         "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
         "optim": cfg.train.optim,
@@ -196,28 +222,26 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
     return result
 
 
-# aten ops that are matrix multiplications (the units' work); everything else is what a faster matmul
-# unit leaves untouched
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")
-
-
-def op_profile(trainer, model, opt, batch, top: int) -> dict:
-    """One step (loss, backward, optimizer) under torch.profiler: self CPU time by aten op, the matmuls'
-    share, and the `top` costliest ops, printed and returned."""
+def op_profile(trainer, model, batch: dict, max_grad_norm: float, top: int) -> dict[str, object]:
+    """One step (loss, backward, clipping, optimizer and schedule) of `trainer` under torch.profiler: self
+    CPU time by aten op, the matmuls' and the attention kernels' shares, and the `top` costliest ops,
+    printed and returned."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    import torch.profiler as tp
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with tp.profile(activities=[tp.ProfilerActivity.CPU]) as prof:
         with trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(model, batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
     rows = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in rows) or 1.0
     matmul = sum(e.self_cpu_time_total for e in rows if e.key.startswith(MATMUL_OPS))
-    rows.sort(key=lambda e: -e.self_cpu_time_total)
+    attention = sum(e.self_cpu_time_total for e in rows if e.key.startswith(ATTENTION_OPS))
+    rows.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     costliest = [
         {
             "op": e.key,
@@ -228,11 +252,42 @@ def op_profile(trainer, model, opt, batch, top: int) -> dict:
         for e in rows[:top]
     ]
     print(
-        f"\none step op by op: matmuls {matmul / total:.0%} of the aten ops' self time ({total / 1e6:.2f} s)"
+        f"\none step op by op ({total / 1e6:.2f} s of aten self time): matmuls {matmul / total:.0%}, "
+        f"attention kernels {attention / total:.0%}, other ops {1 - (matmul + attention) / total:.0%}"
     )
     for r in costliest:
         print(f"  {r['op']:<40} {r['share']:6.1%}  {r['ms']:8.1f} ms  {r['calls']:6d} calls")
-    return {"aten_seconds": total / 1e6, "matmul_share": matmul / total, "costliest": costliest}
+    return {"aten_seconds": total / 1e6, "matmul_share": matmul / total, "attention_share": attention / total,
+            "costliest": costliest}  # fmt: skip
+
+
+def attention_lever(model, lever: str):
+    """A context that runs the model's attention as `lever` says ("sdpa": unchanged). "float32" registers
+    an attention function with transformers that casts q, k, v up and turns autocast off around SDPA."""
+    import contextlib
+
+    if lever == "math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    if lever == "float32":
+        import torch
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        def float32_sdpa(module, query, key, value, attention_mask, **kwargs):
+            if query.dtype == torch.float32:
+                return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+            # CPU autocast would cast the float32 inputs back to bf16 for SDPA
+            with torch.autocast(query.device.type, enabled=False):
+                out, weights = sdpa_attention_forward(
+                    module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+                )
+            return out.to(query.dtype), weights
+
+        AttentionInterface.register("float32_sdpa", float32_sdpa)
+        model.set_attn_implementation("float32_sdpa")
+    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":
