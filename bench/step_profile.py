@@ -60,10 +60,12 @@ def main() -> None:
     )
     ap.add_argument(
         "--attention",
-        default="sdpa",
-        choices=("sdpa", "math", "float32"),
-        help="a lever on the attention: sdpa (torch's choice, the CPU flash kernel), math (SDPA's bmm + "
-        "softmax backend), float32 (q, k, v cast up to float32 under bf16, autocast off)",
+        default="auto",
+        choices=("auto", "sdpa", "math", "float32"),
+        help="a lever on the attention: auto (as finsent trains on this CPU: float32 under bf16 on "
+        "AVX512-BF16 without AMX, else sdpa), sdpa (transformers' SDPA in the step's dtype, torch's CPU "
+        "flash kernel), math (SDPA's bmm + softmax backend), float32 (SDPA on float32 copies of q, k, v, "
+        "autocast off)",
     )
     ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args()
@@ -192,7 +194,9 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
         # their "bf16 autocast" steps ran float32 matmuls
         "matmuls": "bf16" if autocast else "float32",
         "compile": args.compile,
-        "attention": args.attention,
+        "attention": args.attention
+        if args.attention != "auto"
+        else f"auto: {model.config._attn_implementation}",
         "detach_prefix": args.detach_prefix,
         "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
         "optim": cfg.train.optim,
@@ -262,31 +266,22 @@ def op_profile(trainer, model, batch: dict, max_grad_norm: float, top: int) -> d
 
 
 def attention_lever(model, lever: str):
-    """A context that runs the model's attention as `lever` says ("sdpa": unchanged). "float32" registers
-    an attention function with transformers that casts q, k, v up and turns autocast off around SDPA."""
+    """A context that runs the model's attention as `lever` says: "auto" as finsent trains on this CPU
+    (modeling/attention.py), "sdpa" transformers' SDPA in the step's dtype (torch's CPU flash kernel),
+    "math" SDPA's bmm + softmax backend, "float32" SDPA on float32 copies of q, k, v, autocast off."""
     import contextlib
 
     if lever == "math":
+        model.set_attn_implementation("sdpa")
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         return sdpa_kernel([SDPBackend.MATH])
     if lever == "float32":
-        import torch
-        from transformers import AttentionInterface
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from finsent.modeling.attention import use_float32_attention
 
-        def float32_sdpa(module, query, key, value, attention_mask, **kwargs):
-            if query.dtype == torch.float32:
-                return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-            # CPU autocast would cast the float32 inputs back to bf16 for SDPA
-            with torch.autocast(query.device.type, enabled=False):
-                out, weights = sdpa_attention_forward(
-                    module, query.float(), key.float(), value.float(), attention_mask, **kwargs
-                )
-            return out.to(query.dtype), weights
-
-        AttentionInterface.register("float32_sdpa", float32_sdpa)
-        model.set_attn_implementation("float32_sdpa")
+        use_float32_attention(model)
+    if lever == "sdpa":
+        model.set_attn_implementation("sdpa")  # whatever finsent chose for this CPU
     return contextlib.nullcontext()
 
 
