@@ -92,3 +92,18 @@ def test_float32_training_keeps_its_attention(monkeypatch, tiny_model_dir, tmp_p
     monkeypatch.setattr(device, "cpu_bf16_units", lambda: "AVX512-BF16")
     _, trainer = one_step(tiny_model_dir, tmp_path, fast=True, bf16=False)
     assert trainer.model.config._attn_implementation != NAME
+
+
+def test_a_padded_batch_gets_sdpa_s_masks(tiny):
+    """A left-padded batch through the model's own forward: float32 attention gives float32 SDPA's logits
+    on the real tokens, so the padding mask reached it (transformers drops masks for unknown names)."""
+    from finsent.modeling.attention import use_float32_attention
+
+    model, _ = tiny
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+        use_float32_attention(model)
+        got = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[:, 2:], want[:, 2:], rtol=1e-5, atol=1e-5)

@@ -37,8 +37,11 @@ def wants_float32_attention(device: str, bf16_training: bool, units: str) -> boo
 
 
 def use_float32_attention(model) -> None:
-    """Run `model`'s attention through float32_sdpa from now on (registered with transformers once)."""
-    from transformers import AttentionInterface
+    """Run `model`'s attention through float32_sdpa from now on, with SDPA's own masks: transformers
+    builds no mask at all for an attention name it has no mask function for (padding would be seen)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
 
     AttentionInterface.register(NAME, float32_sdpa)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     model.set_attn_implementation(NAME)
