@@ -2,9 +2,10 @@
 
 Why: on such a CPU (an AMD EPYC with AVX512-BF16, no AMX) PyTorch's CPU flash-attention kernel runs
 bf16 rows slower than float32 ones, so casting q, k and v up for the attention and the result back down
-made the demo's bf16 training step faster: 8.81-8.84 against 7.74-7.89 samples/s (two 8-step runs each,
-`python -m bench.step_profile --attention`; docs/results.md, "Where the bf16 step's time goes"). It is
-also the more exact arithmetic. Not chosen on AMX CPUs, whose bf16 kernels were not measured against it,
+made the demo's bf16 training step faster: 8.81-8.84 against 6.96-7.89 samples/s (`python -m
+bench.step_profile --attention`), `make demo`'s training 404 against 420 s (docs/results.md, "Where the
+bf16 step's time goes", which also says what of that gain is not understood). It is also the more exact
+arithmetic. Not chosen on AMX CPUs, whose bf16 kernels were not measured against it,
 nor on GPUs; weights, matmuls and everything but the attention stay as they were.
 
 transformers looks the attention function up by the model config's `_attn_implementation` at every
