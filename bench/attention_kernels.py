@@ -1,6 +1,6 @@
 """The attention kernel alone, forward and backward, at the shapes finsent trains on: bf16 as autocast
-runs it, against float32 copies (what modeling/attention.py chooses on a CPU with AVX512-BF16 and no AMX)
-and SDPA's math backend.
+runs it, against float32 copies of q, k and v and SDPA's math backend (the levers that
+`bench/step_profile.py --attention` times in a whole step).
 
     .venv/bin/python -m bench.attention_kernels
 

@@ -60,12 +60,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--attention",
-        default="auto",
-        choices=("auto", "sdpa", "math", "float32"),
-        help="a lever on the attention: auto (as finsent trains on this CPU: float32 under bf16 on "
-        "AVX512-BF16 without AMX, else sdpa), sdpa (transformers' SDPA in the step's dtype, torch's CPU "
-        "flash kernel), math (SDPA's bmm + softmax backend), float32 (SDPA on float32 copies of q, k, v, "
-        "autocast off)",
+        default="sdpa",
+        choices=("sdpa", "math", "float32"),
+        help="a lever on the attention: sdpa (as finsent trains: transformers' SDPA in the step's dtype, "
+        "torch's CPU flash kernel), math (SDPA's bmm + softmax backend), float32 (SDPA on float32 copies "
+        "of q, k, v, autocast off)",
     )
     ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     args = ap.parse_args()
@@ -129,7 +128,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
     splits = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)
     trainer, _, _ = build_trainer(cfg, splits)
     model = trainer.model
-    # the attention lever holds for the timed steps and the --ops step, and is let go before returning
+    # the attention lever holds for the timed steps and the --ops step
     lever = contextlib.ExitStack()
     lever.enter_context(attention_lever(model, args.attention))
     if args.compile:
@@ -194,9 +193,7 @@ def profile(args, dtype: str, peak32: float, peak16: float | None) -> dict:
         # their "bf16 autocast" steps ran float32 matmuls
         "matmuls": "bf16" if autocast else "float32",
         "compile": args.compile,
-        "attention": args.attention
-        if args.attention != "auto"
-        else f"auto: {model.config._attn_implementation}",
+        "attention": args.attention,
         "detach_prefix": args.detach_prefix,
         "allocator": os.environ.get("LD_PRELOAD", "") or "glibc",
         "optim": cfg.train.optim,
@@ -266,22 +263,33 @@ def op_profile(trainer, model, batch: dict, max_grad_norm: float, top: int) -> d
 
 
 def attention_lever(model, lever: str):
-    """A context that runs the model's attention as `lever` says: "auto" as finsent trains on this CPU
-    (modeling/attention.py), "sdpa" transformers' SDPA in the step's dtype (torch's CPU flash kernel),
-    "math" SDPA's bmm + softmax backend, "float32" SDPA on float32 copies of q, k, v, autocast off."""
+    """A context that runs the model's attention as `lever` says: "sdpa" as finsent trains (transformers'
+    SDPA in the step's dtype, torch's CPU flash kernel), "math" SDPA's bmm + softmax backend, "float32"
+    SDPA on float32 copies of q, k, v with autocast off (under bf16 autocast RoPE leaves q and k float32
+    and v bf16, and SDPA's autocast would run all three in bf16). The model is this run's own: a lever
+    is never undone."""
     import contextlib
 
     if lever == "math":
-        model.set_attn_implementation("sdpa")
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         return sdpa_kernel([SDPBackend.MATH])
     if lever == "float32":
-        from finsent.modeling.attention import use_float32_attention
+        import torch
+        from transformers import AttentionInterface, AttentionMaskInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        use_float32_attention(model)
-    if lever == "sdpa":
-        model.set_attn_implementation("sdpa")  # whatever finsent chose for this CPU
+        def float32_sdpa(module, query, key, value, attention_mask, **kwargs):
+            with torch.autocast(query.device.type, enabled=False):
+                out, weights = sdpa_attention_forward(
+                    module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+                )
+            return out.to(value.dtype), weights
+
+        AttentionInterface.register("float32_sdpa", float32_sdpa)
+        # SDPA's own masks: transformers builds none for an attention name without a mask function
+        AttentionMaskInterface.register("float32_sdpa", AttentionMaskInterface._global_mapping["sdpa"])
+        model.set_attn_implementation("float32_sdpa")
     return contextlib.nullcontext()
 
 

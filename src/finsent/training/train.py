@@ -104,14 +104,6 @@ def build_trainer(cfg: Config, splits):
             "checkpointing); --config smollm2-cpu is the CPU recipe make demo runs, several times the "
             "samples/s (bench/train.py; docs/results.md)"
         )
-    import torch
-
-    from finsent.modeling.attention import use_float32_attention, wants_float32_attention
-    from finsent.modeling.device import cpu_bf16_units
-
-    # bf16 training's attention in float32 where that was measured faster (modeling/attention.py)
-    if wants_float32_attention(device, tc.bf16 or model.dtype == torch.bfloat16, cpu_bf16_units()):
-        use_float32_attention(model)
     codec = PromptCodec.from_config(cfg, tokenizer)
     if cfg.model.load_in_4bit and not launched_with_fsdp():
         # (not under FSDP, whose flat parameters share one dtype: norms stay in the 4-bit storage dtype,
