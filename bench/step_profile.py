@@ -56,7 +56,7 @@ def main() -> None:
         type=int,
         default=0,
         help="also profile one more step op by op (torch.profiler) and print its N costliest ops and the "
-        "matmuls' share of its time: what is left to gain once the matmul units are faster",
+        "shares of the matmuls and the attention kernels: what is left once the matmul units are faster",
     )
     ap.add_argument(
         "--attention",
@@ -268,8 +268,6 @@ def attention_lever(model, lever: str):
     SDPA on float32 copies of q, k, v with autocast off (under bf16 autocast RoPE leaves q and k float32
     and v bf16, and SDPA's autocast would run all three in bf16). The model is this run's own: a lever
     is never undone."""
-    import contextlib
-
     if lever == "math":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
