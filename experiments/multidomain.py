@@ -146,6 +146,18 @@ VARIANTS: dict[str, tuple[str, dict, SourcesFn | None, RowFn | None]] = {
         _no_spans,
         None,
     ),
+    "ep2-seed1": (
+        "the shipped recipe (no-spans-ep2) with training seed 1: an ingredient of a same-lr weight soup",
+        {"train.num_train_epochs": 2, "train.seed": 1},
+        _no_spans,
+        None,
+    ),
+    "ep2-seed2": (
+        "the shipped recipe (no-spans-ep2) with training seed 2",
+        {"train.num_train_epochs": 2, "train.seed": 2},
+        _no_spans,
+        None,
+    ),
     "kind-tag-ep2": (
         "the shipped recipe (no-spans-ep2) with each text's kind (news / headline / post) named in the "
         "prompt, ahead of the text inside its brackets, in training, eval and held-out rows",
