@@ -53,15 +53,13 @@ def prepacked(model, dtype):
 
 
 def compiled(model):
+    """The decoder's forward under torch.compile with inductor's freezing, on a copy. Compiled in place: a
+    compiled module's forward shows no parameter names, and scoring.cache_argument reads them."""
     import torch
-    import torch._inductor.config as inductor
 
-    inductor.freezing = True
     m = copy.deepcopy(model)
-    # the decoder's forward compiled in place: a compiled module's forward shows no parameter names, and
-    # scoring.cache_argument reads them
     decoder = m.get_decoder()
-    decoder.forward = torch.compile(decoder.forward, dynamic=True)
+    decoder.forward = torch.compile(decoder.forward, dynamic=True, options={"freezing": True})
     return m
 
 
@@ -71,6 +69,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="test sentences, evenly spaced through the split")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--levers", default="eager,prepacked,compiled")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                    help="the levered model's dtype: float32 is the path of a CPU without bf16")  # fmt: skip
     args = ap.parse_args()
 
     import torch
@@ -83,7 +83,7 @@ def main() -> None:
     from finsent.modeling.load import load_model
     from finsent.modeling.scoring import classify
 
-    if not cpu_bf16_units():
+    if args.dtype == "bfloat16" and not cpu_bf16_units():
         print(f"{cpu_name()}: no AMX or AVX512-BF16, finsent scores in float32 here: nothing to compare")
         return
     cfg = Config()
@@ -91,21 +91,24 @@ def main() -> None:
     test = split_notebook(read_file(DATA, cfg.data.labels).examples, cfg.data.labels)["test"]
     texts = [e.text for e in test[:: max(1, len(test) // args.n)][: args.n]]
     exact, tokenizer, _ = load_model(cfg.model, dtype=torch.float32)
-    fast, _, _ = load_model(cfg.model, dtype=torch.bfloat16)
-    fast.set_output_embeddings(exact.get_output_embeddings())  # as load_scorer: a float32 head
+    if args.dtype == "float32":
+        fast = copy.deepcopy(exact)
+    else:
+        fast, _, _ = load_model(cfg.model, dtype=torch.bfloat16)
+        fast.set_output_embeddings(exact.get_output_embeddings())  # as load_scorer: a float32 head
     codec = PromptCodec.from_config(cfg, tokenizer)
     ref, _ = classify(exact, codec, texts, args.batch_size)
     t0 = time.perf_counter()
     classify(exact, codec, texts, args.batch_size)
     f32 = len(texts) / (time.perf_counter() - t0)
     print(f"float32 eager: {f32:.1f} sentences/s", flush=True)
-    result = {"model": args.model, "n": len(texts), "threads": torch.get_num_threads(),
+    result = {"model": args.model, "n": len(texts), "threads": torch.get_num_threads(), "dtype": args.dtype,
               "cpu": cpu_name(), "bf16_units": cpu_bf16_units(), "float32_sentences_per_s": round(f32, 2),
               "levers": {}}  # fmt: skip
     for lever in args.levers.split(","):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            model = {"eager": lambda m: m, "prepacked": lambda m: prepacked(m, torch.bfloat16),
+            model = {"eager": lambda m: m, "prepacked": lambda m: prepacked(m, getattr(torch, args.dtype)),
                      "compiled": compiled}[lever](fast)  # fmt: skip
             classify(model, codec, texts[: args.batch_size * 2], args.batch_size)  # warm-up / compile
         setup = time.perf_counter() - t0
