@@ -135,7 +135,7 @@ VARIANTS: dict[str, tuple[str, dict, SourcesFn | None, RowFn | None]] = {
     ),
     "lr2e-4-ep2": (
         "the shipped recipe (no-spans-ep2) at lr 2e-4: 1e-4 was chosen on the PhraseBank's 900 rows, 3 "
-        "epochs (171 steps), not on this mixture's 500 steps",
+        "epochs (171 steps), not on this mixture's 498 fold steps",
         {"train.num_train_epochs": 2, "train.learning_rate": 2e-4},
         _no_spans,
         None,

@@ -1,14 +1,14 @@
 """Per-source label shares on a fold run of the multi-domain recipe: does correcting for prior shift help?
 
-    python -m experiments.priors no-spans-ep2 lr2e-4-ep2      # fold runs of experiments/multidomain.py
+    python -m experiments.priors lr2e-4-ep2 lr5e-5-ep2      # fold runs of experiments/multidomain.py
 
-A mixture model learns the mixture's label shares (about half neutral); SemEval's headlines are 13%
-neutral, its microblogs 7%. Bayes' rule with the right shares (calibration.reweight) may fix labels the
+A mixture model learns the mixture's label shares (45% neutral on fold 0); SemEval's headlines are 12.5%
+neutral. Bayes' rule with the right shares (calibration.reweight) may fix labels the
 model leaves at the neutral line. Three readings of each source's held-out rows of the fold, from the
 probabilities the run already wrote (no model is loaded):
 - `none`: the model's own labels;
 - `source shares`: re-weighted from the training mixture's shares to the source's own training shares
-  (known at training time: a user who names a corpus's kind knows them);
+  (known from the mixture's training rows of that source);
 - `auto`: the shares estimated by EM on the source's held-out rows themselves, unlabeled (what
   `--priors auto` does on a user's file).
 Each against `none` with a paired bootstrap of the weighted F1. One JSON record per run goes to
