@@ -158,6 +158,18 @@ VARIANTS: dict[str, tuple[str, dict, SourcesFn | None, RowFn | None]] = {
         _no_spans,
         None,
     ),
+    "ep1-seed1": (
+        "no-spans, 1 epoch, training seed 1: with ep1-seed2, a soup at one 2-epoch run's training cost",
+        {"train.num_train_epochs": 1, "train.seed": 1},
+        _no_spans,
+        None,
+    ),
+    "ep1-seed2": (
+        "no-spans, 1 epoch, training seed 2",
+        {"train.num_train_epochs": 1, "train.seed": 2},
+        _no_spans,
+        None,
+    ),
     "kind-tag-ep2": (
         "the shipped recipe (no-spans-ep2) with each text's kind (news / headline / post) named in the "
         "prompt, ahead of the text inside its brackets, in training, eval and held-out rows",
