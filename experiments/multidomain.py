@@ -253,6 +253,16 @@ def run_folder(name: str, fold: int):
     return ROOT / "runs" / "multidomain" / f"{name}-fold{fold}"
 
 
+def heldout_predictions(name: str, fold: int) -> list[dict]:
+    """The rows of a finished run's held-out predictions.csv (label, predicted, p_LABEL..., source)."""
+    import csv
+
+    from finsent.core.artefacts import PREDICTIONS_FILE
+
+    with open(run_folder(name, fold) / "heldout" / PREDICTIONS_FILE, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def run_variant(name: str, fold: int) -> dict:
     from finsent.evaluation.evaluate import evaluate
     from finsent.training.train import train

@@ -18,13 +18,12 @@ experiments/results/priors.jsonl. Only held-out rows of the training split are r
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from collections import Counter
 
 from experiments import RESULTS
-from experiments.multidomain import fold_rows, run_folder
+from experiments.multidomain import fold_rows, heldout_predictions
 
 RECORD = RESULTS / "priors.jsonl"
 
@@ -41,9 +40,7 @@ def study(name: str, fold: int) -> dict:
 
     cfg, _, rest, _ = fold_rows(name, fold)
     labels = list(cfg.data.labels)
-    path = run_folder(name, fold) / "heldout" / "predictions.csv"
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = heldout_predictions(name, fold)
     mix = _shares(rest, labels)
     out: dict = {"variant": name, "fold": fold, "mixture_shares": dict(zip(labels, mix)), "sources": {}}
     for src in sorted({r["source"] for r in rows}):

@@ -18,31 +18,26 @@ soup's probabilities are not calibrated on their own.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
 import time
 
 from bench.common import ROOT
-from experiments.multidomain import RECORD, fold_rows, recorded, run_folder
-from finsent.core.artefacts import MODEL_DIR, PREDICTIONS_FILE
+from experiments.multidomain import RECORD, fold_rows, heldout_predictions, recorded, run_folder
+from finsent.core.artefacts import MODEL_DIR
 
 ENSEMBLES = RECORD.with_name("soup_ensembles.jsonl")
 
 
-def _held_texts(variants: list[str], fold: int) -> list:
-    """The fold's held-out rows, the same for every run (else the soup has no one set to be scored on)."""
-    rows = [fold_rows(v, fold)[1] for v in variants]
-    for v, r in zip(variants[1:], rows[1:]):
-        if [(e.source, e.text) for e in r] != [(e.source, e.text) for e in rows[0]]:
+def _first_fold(variants: list[str], fold: int) -> tuple:
+    """The first run's (config, held-out rows); every other run must hold out the same rows (else the soup
+    has no one set to be scored on)."""
+    cfg, held = fold_rows(variants[0], fold)[:2]
+    for v in variants[1:]:
+        if [(e.source, e.text) for e in fold_rows(v, fold)[1]] != [(e.source, e.text) for e in held]:
             raise SystemExit(f"{v} holds out other rows than {variants[0]} on fold {fold}: no soup")
-    return rows[0]
-
-
-def _predictions(folder) -> list[dict]:
-    with open(folder / "heldout" / PREDICTIONS_FILE, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return cfg, held
 
 
 def ensemble(name: str, variants: list[str], fold: int) -> dict:
@@ -50,8 +45,8 @@ def ensemble(name: str, variants: list[str], fold: int) -> dict:
     from finsent.core.labels import best_label
     from finsent.evaluation.uncertainty import bootstrap_intervals
 
-    runs = [_predictions(run_folder(v, fold)) for v in variants]
-    soup = _predictions(run_folder(name, fold))
+    runs = [heldout_predictions(v, fold) for v in variants]
+    soup = heldout_predictions(name, fold)
     labels = [k[2:] for k in soup[0] if k.startswith("p_")]
     if any([r["text"] for r in p] != [r["text"] for r in soup] for p in runs):
         raise SystemExit(f"{name}: the runs' predictions are not on the soup's rows")
@@ -84,8 +79,7 @@ def main() -> None:
     if args.ensemble_only:
         print(json.dumps(ensemble(name, args.variants, args.fold)))
         return
-    held = _held_texts(args.variants, args.fold)
-    cfg = fold_rows(args.variants[0], args.fold)[0]
+    cfg, held = _first_fold(args.variants, args.fold)
     if cfg.train.method != "full":
         raise SystemExit(f"{args.variants[0]}: train.method {cfg.train.method}: a soup averages whole models")
     runs = {r["variant"]: r for r in recorded() if r["fold"] == args.fold}
