@@ -183,3 +183,24 @@ def test_tied_embeddings_and_a_lora_adapter(tmp_path, tiny_model_dir):
     base32, _, _, none = load_scorer(cfg.model)
     assert none is None
     assert classify(base32, codec, TEXTS)[1] != classify(recheck.model, codec, TEXTS)[1]
+
+
+def test_a_runs_evaluations_keep_float32s_labels_at_the_least_cost(monkeypatch):
+    """finsent run evaluates with float32_labels: `auto` on a CPU stays (float32, or guarded bf16);
+    a GPU's bf16, bf16 asked for by name and the guard off become float32; a 4-bit base stays 4-bit."""
+    from finsent.modeling import load
+
+    mc = Config().model
+    assert mc.dtype == "auto" and mc.guard > 0
+    assert load.float32_labels(mc).dtype == "auto"
+    assert mc.dtype == "auto"  # a copy: the run's own options are untouched
+    for change in ({"dtype": "bfloat16"}, {"guard": 0.0}):
+        other = Config().model
+        for k, v in change.items():
+            setattr(other, k, v)
+        assert load.float32_labels(other).dtype == "float32", change
+    four_bit = Config().model
+    four_bit.load_in_4bit = True
+    assert load.float32_labels(four_bit).dtype == "auto"
+    monkeypatch.setattr(load, "pick_device", lambda device: "cuda")  # auto on a GPU is bf16, unguarded
+    assert load.float32_labels(Config().model).dtype == "float32"

@@ -127,6 +127,23 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     return model, tokenizer, device
 
 
+def float32_labels(mc):
+    """A copy of the model options `mc` that scores with float32's labels at the least cost: a 4-bit
+    base stays 4-bit (what was trained); dtype `auto` on a CPU stays `auto` (float32, or bf16 with the
+    guard's float32 recheck of near-ties: 900 of the demo model's 900 test labels as float32's,
+    docs/reliability.md, in about two thirds of float32's time); anything else (bf16 on a GPU, bf16
+    asked for by name, the guard off) is float32."""
+    import copy
+
+    import torch
+
+    mc = copy.deepcopy(mc)
+    on_cpu = torch.device(pick_device(mc.device)).type == "cpu"
+    if not mc.load_in_4bit and not (mc.dtype == "auto" and on_cpu and mc.guard > 0):
+        mc.dtype = "float32"
+    return mc
+
+
 def load_scorer(mc, adapter: str | None = None, priors=None):
     """(model, tokenizer, device, recheck) for classifying: load_model's, and where the scoring dtype is
     bf16/fp16 on a CPU and mc.guard > 0, the model in that dtype with a float32 twin as a scoring.Recheck
