@@ -145,3 +145,35 @@ def test_outputs_keep_the_users_file_mode(tmp_path):
 def test_classifier_takes_one_string_as_one_text(clf):
     assert len(clf.predict("Operating profit rose .")) == 1
     assert len(clf.predict(["Operating profit rose .", "Net sales fell ."])) == 2
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a gguf file at all\n", b"GGUF\x03\x00\x00\x00"], ids=["not-gguf", "truncated"]
+)
+def test_a_bad_gguf_model_is_one_line(capsys, tmp_path, content):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(content)
+    assert main(["predict", "--model", str(path), "--model.cache_dir", str(tmp_path), "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    # (a warning that an untuned model is classifying comes first)
+    assert f"error: {path}: not a readable GGUF file (" in err.splitlines()[-1]
+    assert not list((tmp_path / "models").glob("*/config.json"))  # nothing half-converted is trusted
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("{not json", "cannot be read as JSON"),
+        ("[1, 2]", "is not a JSON object"),
+        ("{}", "names no peft_type"),
+    ],
+    ids=["bad-json", "not-an-object", "no-peft-type"],
+)
+def test_a_bad_adapter_config_is_one_line(capsys, tmp_path, tiny_model_dir, config, message):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(config)
+    args = ["predict", "--model", str(tiny_model_dir), "--adapter", str(adapter), "Profit rose."]
+    err = one_line_error(capsys, *args)
+    assert f"--adapter {adapter}" in err and message in err

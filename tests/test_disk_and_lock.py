@@ -364,3 +364,15 @@ def test_export_is_refused_while_another_process_writes_its_folder(tmp_path):
     with holder(out.parent) as proc, pytest.raises(FinsentError, match=f"PID {proc.pid}"):
         export(Config(), tmp_path / "no-model", out)
     assert not out.exists()
+
+
+def test_a_nearly_full_filesystem_explains_only_errors_that_no_errno_explains(tmp_path, monkeypatch):
+    """/proc reads 0 bytes free: a missing file there is not a full disk, while a library's RuntimeError
+    with no errno on a nearly full disk still is."""
+    from finsent.core import fsio
+
+    monkeypatch.setattr(fsio, "_free_bytes", lambda target: 0)
+    missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "x.csv"))
+    assert fsio.write_failure(missing, tmp_path / "x.csv") is None
+    cut = fsio.write_failure(RuntimeError("failed to write the tensor"), tmp_path / "x.safetensors")
+    assert cut is not None and "no space left on device" in str(cut)

@@ -186,19 +186,19 @@ def test_tied_embeddings_and_a_lora_adapter(tmp_path, tiny_model_dir):
 
 
 def test_a_runs_evaluations_keep_float32s_labels_at_the_least_cost(monkeypatch):
-    """finsent run evaluates with float32_labels: `auto` on a CPU stays (float32, or guarded bf16);
-    a GPU's bf16, bf16 asked for by name and the guard off become float32; a 4-bit base stays 4-bit."""
+    """finsent run and bench evaluate with float32_labels: on a CPU with the guard on the dtype stays
+    (auto, or bf16 by name: both rechecked); the guard off or a GPU give float32; 4-bit stays 4-bit."""
     from finsent.modeling import load
 
     mc = Config().model
     assert mc.dtype == "auto" and mc.guard > 0
     assert load.float32_labels(mc).dtype == "auto"
     assert mc.dtype == "auto"  # a copy: the run's own options are untouched
-    for change in ({"dtype": "bfloat16"}, {"guard": 0.0}):
-        other = Config().model
-        for k, v in change.items():
-            setattr(other, k, v)
-        assert load.float32_labels(other).dtype == "float32", change
+    by_name = Config().model
+    by_name.dtype = "bfloat16"  # rechecked on a CPU as auto's bf16 is (load_scorer)
+    assert load.float32_labels(by_name).dtype == "bfloat16"
+    by_name.guard = 0.0  # plain bf16 would not keep float32's labels
+    assert load.float32_labels(by_name).dtype == "float32"
     four_bit = Config().model
     four_bit.load_in_4bit = True
     assert load.float32_labels(four_bit).dtype == "auto"

@@ -176,9 +176,21 @@ def _check_base(adapter: str, base: str, model_flag: str | None, config_file: st
 
 
 def _peft_base(adapter: Path) -> str | None:
+    return peft_record(adapter).get("base_model_name_or_path") or None
+
+
+def peft_record(adapter: Path) -> dict:
+    """The adapter's adapter_config.json (PEFT's record), or a one-line error naming it."""
     import json
 
-    return json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path") or None
+    path = adapter / "adapter_config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise FinsentError(f"--adapter {adapter}: {path.name} cannot be read as JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise FinsentError(f"--adapter {adapter}: {path.name} is not a JSON object")
+    return record
 
 
 def same_model(a: str, b: str, resolved: str | Path | None = None) -> bool:

@@ -60,7 +60,14 @@ def write_failure(
     for n in WRITE_ERRNOS:
         if code is None and (os.strerror(n) in text or f"os error {n})" in text):
             code = n
-    if code is None and isinstance(chain[0], (RuntimeError, OSError)) and _free_bytes(target) < NEARLY_FULL:
+    # an OSError with another errno is explained by it (ENOENT under /proc, whose free space reads 0)
+    explained = any(isinstance(e, OSError) and e.errno for e in chain)
+    if (
+        code is None
+        and not explained
+        and isinstance(chain[0], (RuntimeError, OSError))
+        and _free_bytes(target) < NEARLY_FULL
+    ):
         code = errno.ENOSPC
     if code is None:
         return None

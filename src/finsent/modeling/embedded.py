@@ -77,7 +77,11 @@ def _convert_gguf(gguf: Path, out: Path) -> Path:
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as e:  # gguf-py's reader raises ValueError, struct.error, KeyError... on a bad file
+        first = (str(e).splitlines() or [type(e).__name__])[0].replace(str(gguf), "it")[:160]
+        raise FinsentError(f"{gguf}: not a readable GGUF file ({first})") from None
     if config.model_type != "llama":
         raise FinsentError(
             f"{gguf}: architecture '{config.model_type}' is not Llama; finsent converts Llama GGUFs"

@@ -88,6 +88,8 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     """(model, tokenizer, device) for a ModelConfig; with `adapter`, the PEFT adapter on top."""
     from transformers import AutoModelForCausalLM
 
+    if adapter:  # a bad adapter folder is refused before the base model is loaded
+        check_adapter(adapter)
     path = resolve_model(mc.model, mc.cache_dir)
     device = pick_device(mc.device)
     dtype = dtype or pick_dtype(mc.dtype, device, training=trainable)
@@ -114,32 +116,48 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
 
         from finsent.core.config import adapter_base, same_model
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
         base = adapter_base(adapter)  # every caller (CLI, Classifier, evaluate, merge) is checked here
         if base and not same_model(mc.model, base, resolved=path):
             raise FinsentError(
                 f"--adapter {adapter}: it was trained on {base}, not on {mc.model}; pass --model {base}"
             )
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+        try:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+        except (KeyError, TypeError, ValueError) as e:  # an adapter_config.json PEFT cannot use
+            raise FinsentError(
+                f"--adapter {adapter}: PEFT cannot load it ({type(e).__name__}: {e})"
+            ) from None
     if not trainable:
         model.eval()
     return model, tokenizer, device
 
 
+def check_adapter(adapter: str) -> None:
+    """A one-line error unless `adapter` holds an adapter_config.json that names its PEFT type."""
+    from finsent.core.config import peft_record
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
+    if "peft_type" not in peft_record(Path(adapter)):
+        raise FinsentError(
+            f"--adapter {adapter}: adapter_config.json names no peft_type (not a PEFT adapter)"
+        )
+
+
 def float32_labels(mc):
-    """A copy of the model options `mc` that scores with float32's labels at the least cost: a 4-bit
-    base stays 4-bit (what was trained); dtype `auto` on a CPU stays `auto` (float32, or bf16 with the
-    guard's float32 recheck of near-ties: 900 of the demo model's 900 test labels as float32's,
-    docs/reliability.md, in about two thirds of float32's time); anything else (bf16 on a GPU, bf16
-    asked for by name, the guard off) is float32."""
+    """A copy of the model options `mc` that scores with float32's labels at the least cost, for the
+    evaluations inside `finsent run` and `finsent bench`. A 4-bit base stays 4-bit (what was trained). On
+    a CPU with the guard on (mc.guard > 0) the options stay as given: `auto` is float32, or bf16 with the
+    float32 recheck of near-ties where the CPU has AMX or AVX512-BF16, and bf16 or fp16 asked for by name
+    is rechecked the same way (load_scorer). Anywhere else (a GPU, the guard off) it is float32: a plain
+    bf16 pass moved 5 of the demo model's 900 test labels (docs/reliability.md)."""
     import copy
 
     import torch
 
     mc = copy.deepcopy(mc)
     on_cpu = torch.device(pick_device(mc.device)).type == "cpu"
-    if not mc.load_in_4bit and not (mc.dtype == "auto" and on_cpu and mc.guard > 0):
+    if not mc.load_in_4bit and not (on_cpu and mc.guard > 0):
         mc.dtype = "float32"
     return mc
 

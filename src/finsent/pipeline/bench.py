@@ -199,11 +199,11 @@ def _score(cfg: Config, mc: ModelConfig, adapter, sets: list[_Set], batch_size: 
     """{set: (predictions, probabilities, labels)} of one model, loaded once. With `notes` (the zero-shot
     base: context, never a reason to lose the model's row) a model that does not load is only a note."""
     from finsent.evaluation.evaluate import load_for_evaluation, run_evaluation
+    from finsent.modeling.load import float32_labels
 
-    mc = copy.deepcopy(mc)  # float32 as the run's evaluations; a 4-bit base stays 4-bit, as trained
-    mc.dtype = mc.dtype if mc.load_in_4bit else "float32"
+    mc = float32_labels(mc)  # as the run's evaluations score: float32's labels
     try:
-        model, codec, device, calibration, _ = load_for_evaluation(cfg, mc, adapter)
+        model, codec, device, calibration, recheck = load_for_evaluation(cfg, mc, adapter)
     except FinsentError as e:
         if notes is None:
             raise
@@ -213,7 +213,7 @@ def _score(cfg: Config, mc: ModelConfig, adapter, sets: list[_Set], batch_size: 
     for s in sets:
         start = time.perf_counter()
         _, preds, probs = run_evaluation(model, codec, s.test, batch_size, desc=f"{s.name} {name}",
-                                         calibration=calibration)  # fmt: skip
+                                         calibration=calibration, recheck=recheck)  # fmt: skip
         _progress(s, name, preds, time.perf_counter() - start, device)
         out[s.name] = (preds, probs, list(codec.labels))
     return out

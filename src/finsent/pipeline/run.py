@@ -55,11 +55,11 @@ class _Evaluations:
     ) -> tuple[list, list]:
         """Evaluate one model into out/<name>/ (written whole: a kill leaves the folder complete or
         absent); returns (predictions, probabilities). `model_name`: see evaluate().
-        With float32's labels (modeling.load.float32_labels: a 4-bit base stays 4-bit, that is what was
-        trained): the merged model is saved in float32 and its parity with the adapter is a float32
-        claim, as in `finsent merge`. Evaluated in plain bf16, the merged weights' rounding flips a few
-        test predictions against the adapter's (docs/results.md, "Figures the code's comments cite");
-        guarded bf16 on a CPU rescores such near-ties in float32."""
+        With float32's labels (modeling.load.float32_labels: on a CPU the dtype given, bf16 rechecked in
+        float32 near ties; float32 elsewhere; a 4-bit base stays 4-bit, as trained): the merged model is
+        saved in float32 and its parity with the adapter is a claim about float32's labels, as in `finsent
+        merge`. In plain bf16 the merged weights' rounding flips a few test predictions against the
+        adapter's (docs/results.md, "Figures the code's comments cite")."""
         from finsent.core.fsio import atomic_dir
         from finsent.evaluation.evaluate import evaluate, format_mistakes
         from finsent.modeling.load import float32_labels
@@ -158,7 +158,7 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
         t = stage("check the copy" if full else "evaluate the merged model")
         merged_model = copy.deepcopy(cfg.model)
         merged_model.model, merged_model.load_in_4bit = str(staging), False
-        merged_model = float32_labels(merged_model)  # as measure() evaluates: parity is a float32 claim
+        merged_model = float32_labels(merged_model)  # as measure() evaluates: float32's labels
         as_trained = "adapter on its 4-bit base (as trained)" if cfg.model.load_in_4bit else "adapter"
         reference = "fully fine-tuned model" if full else as_trained
         same = identical_files(trained_dir, staging) if full else None
