@@ -88,9 +88,9 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     """(model, tokenizer, device) for a ModelConfig; with `adapter`, the PEFT adapter on top."""
     from transformers import AutoModelForCausalLM
 
-    if adapter:  # a bad adapter folder is refused before the base model is loaded
-        check_adapter(adapter)
     path = resolve_model(mc.model, mc.cache_dir)
+    if adapter:  # every caller (CLI, Classifier, evaluate, merge) is checked here, before any loading
+        check_adapter(adapter, mc.model, path)
     device = pick_device(mc.device)
     dtype = dtype or pick_dtype(mc.dtype, device, training=trainable)
     kwargs = {"dtype": dtype}
@@ -114,13 +114,6 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     if adapter:
         from peft import PeftModel
 
-        from finsent.core.config import adapter_base, same_model
-
-        base = adapter_base(adapter)  # every caller (CLI, Classifier, evaluate, merge) is checked here
-        if base and not same_model(mc.model, base, resolved=path):
-            raise FinsentError(
-                f"--adapter {adapter}: it was trained on {base}, not on {mc.model}; pass --model {base}"
-            )
         try:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
         except (KeyError, TypeError, ValueError) as e:  # an adapter_config.json PEFT cannot use
@@ -132,12 +125,18 @@ def load_model(mc, adapter: str | None = None, trainable: bool = False, dtype=No
     return model, tokenizer, device
 
 
-def check_adapter(adapter: str) -> None:
-    """A one-line error unless `adapter` holds an adapter_config.json that names its PEFT type."""
-    from finsent.core.config import peft_record
+def check_adapter(adapter: str, model: str, resolved: str) -> None:
+    """A one-line error unless `adapter` holds an adapter_config.json, was trained on `model` (which
+    resolved to the folder `resolved`) and names its PEFT type."""
+    from finsent.core.config import adapter_base, peft_record, same_model
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise FinsentError(f"--adapter {adapter}: no adapter_config.json there")
+    base = adapter_base(adapter)
+    if base and not same_model(model, base, resolved=resolved):
+        raise FinsentError(
+            f"--adapter {adapter}: it was trained on {base}, not on {model}; pass --model {base}"
+        )
     if "peft_type" not in peft_record(Path(adapter)):
         raise FinsentError(
             f"--adapter {adapter}: adapter_config.json names no peft_type (not a PEFT adapter)"
