@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.train              # 240 training sentences, 1 epoch each
     .venv/bin/python -m bench.train --quick      # 48 sentences, under 3 minutes
     .venv/bin/python -m bench.train --samples 900 --epochs 3    # the notebooks' whole run (hours here)
+    .venv/bin/python -m bench.train --out bench/results/train.jsonl   # and append the result there
 
 Both sides start from the same base model (the embedded SmolLM2-135M unless --model), train on the same
 first N sentences of the notebook split's training set for the same number of epochs, and are then scored
@@ -166,6 +167,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=240)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--out", default=None, help="append the result as one JSON line to this file")
     ap.add_argument("--side", choices=("notebook", "finsent"), help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -219,6 +221,26 @@ def main() -> None:
         f"speed-up: {nb['seconds'] / fs['seconds']:.1f}x samples/s; "
         f"accuracy difference {fs['eval_accuracy'] - nb['eval_accuracy']:+.3f}"
     )
+    if args.out:  # one JSON line per run, with the CPU it ran on (figures compare only on one machine)
+        from finsent.modeling.device import cpu_bf16_units, cpu_name
+
+        record = {
+            "cpu": cpu_name(),
+            "bf16_units": cpu_bf16_units(),
+            "threads": torch.get_num_threads(),
+            "samples": samples,
+            "epochs": args.epochs,
+            "model": args.model,
+            "peak_gflops_fp32": peak / 1e9,
+            "peak_gflops_bf16": bf16_peak / 1e9 if bf16_peak else None,
+            "speedup": nb["seconds"] / fs["seconds"],
+            **{
+                side: r | {"samples_per_second": r["samples"] * args.epochs / r["seconds"]}
+                for side, r in results.items()
+            },
+        }
+        with Path(args.out).open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
