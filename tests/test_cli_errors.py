@@ -177,3 +177,11 @@ def test_a_bad_adapter_config_is_one_line(capsys, tmp_path, tiny_model_dir, conf
     args = ["predict", "--model", str(tiny_model_dir), "--adapter", str(adapter), "Profit rose."]
     err = one_line_error(capsys, *args)
     assert f"--adapter {adapter}" in err and message in err
+
+
+def test_the_classifier_refuses_what_the_server_and_predict_refuse(clf):
+    """An empty text has no label on any path: the server answers 422, predict skips it as a bad row."""
+    with pytest.raises(ValueError, match=r"texts\[1\]: empty text"):
+        clf.predict(["Profit rose .", "  "])
+    with pytest.raises(TypeError, match=r"texts\[0\]: not a string \(int\)"):
+        clf.predict([5])

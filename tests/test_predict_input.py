@@ -72,8 +72,8 @@ def test_a_text_over_the_context_is_a_bad_row(tiny_model_dir, clf, tmp_path, cap
     assert main(base + ["--out", str(out), "--strict"]) == 2
     assert f"{src}:2: its prompt is {n} tokens" in capsys.readouterr().err
 
-    # --max-tokens below the context: every row is over it (exit 1: nothing predicted)
-    assert main(base + ["--max-tokens", "3"]) == 1
+    # --max-tokens below the context: every row is over it (exit 2: nothing predicted)
+    assert main(base + ["--max-tokens", "3"]) == 2
     one = len(clf.codec.prompt_ids("Profit rose ."))
     assert (
         f"{src}:1: its prompt is {one} tokens, over the limit of 3 tokens per text" in capsys.readouterr().err
@@ -143,3 +143,40 @@ def test_long_rows_are_bad_rows_under_the_default_limit(tmp_path, capsys):
     assert f"skipped {src}:2: its prompt is" in err and "over the limit of 1024 tokens per text" in err
     assert f"skipped {src}:4: its prompt is" in err and "2 predicted, 2 bad rows skipped" in err
     assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose .", "Sales fell ."]
+
+
+def test_json_values_that_are_not_strings_are_bad_rows(tiny_model_dir, tmp_path, capsys):
+    """A JSONL number, list or missing key is a bad row (the server refuses them too), never str(value)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": 5}\n{"text": ["a"]}\n{"other": "x"}\n{"text": "Profit rose ."}\n')
+    out = tmp_path / "out.csv"
+    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
+    assert main([*args, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{src}:1: 'text' is not a string (int)" in err
+    assert f"{src}:2: 'text' is not a string (list)" in err
+    assert f"{src}:3: no 'text' field" in err
+    assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose ."]
+
+
+def test_every_row_bad_is_exit_2_and_writes_no_file(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": 5}\n{"text": ""}\n')
+    out = tmp_path / "out.csv"
+    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
+    assert main([*args, "--out", str(out)]) == 2
+    assert "every one of the 2 input rows was bad" in capsys.readouterr().err.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_an_output_suffix_predict_cannot_write_is_refused_before_loading(tmp_path, capsys):
+    """--out o.parquet used to get CSV text; the model path does not exist, so a refusal that waited for
+    the model would name the model instead."""
+    args = ["predict", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o.parquet"), "hi"]
+    assert main(args) == 2
+    assert (
+        "--out " + str(tmp_path / "o.parquet") + ": write a .csv or a .jsonl file" in capsys.readouterr().err
+    )
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("text\n")
+    assert main(["predict", "--model", str(tmp_path / "no-model"), "--input", str(header_only)]) == 2

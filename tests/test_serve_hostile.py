@@ -368,6 +368,27 @@ def test_sigterm_stops_a_busy_server_promptly(tiny_model_dir, clf, tmp_path):
     assert len(statuses) == 24 and statuses.count(503) >= 10, statuses
 
 
+def test_the_shutdown_backstop_outlasts_a_requests_own_timeout(clf, monkeypatch):
+    """SIGTERM answers the pass in flight: uvicorn's backstop must not cancel it before the request's own
+    --timeout would have answered 504 (a 5 s backstop left a slow pass's client with no answer)."""
+    import uvicorn
+
+    from finsent.serving.app import serve
+    from finsent.serving.errors import Limits
+
+    seen = {}
+    real = uvicorn.Config.__init__
+
+    def config(self, app, **kw):
+        seen.update(kw)
+        real(self, app, **kw)
+
+    monkeypatch.setattr(uvicorn.Config, "__init__", config)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: None)
+    serve(clf, limits=Limits(timeout=42.0))
+    assert seen["timeout_graceful_shutdown"] > 42.0
+
+
 # ---- what the service shows ----
 
 
@@ -402,3 +423,21 @@ def test_openapi_declares_the_error_model(server):
         ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/ErrorResponse", code
     assert "HTTPValidationError" not in json.dumps(spec)
+
+
+def test_health_answers_head_and_says_when_the_server_is_shutting_down(clf):
+    from fastapi.testclient import TestClient
+
+    from finsent.serving.app import create_app
+
+    app = create_app(clf)
+    with TestClient(app) as client:
+        assert client.head("/health").status_code == 200  # curl -I, load balancers
+        assert client.get("/health").json()["status"] == "ok"
+        app.state.batcher.begin_shutdown()
+        for _ in range(50):  # begin_shutdown hands the close to the server's loop
+            if app.state.batcher.closed:
+                break
+            time.sleep(0.01)
+        answer = client.get("/health")
+        assert answer.status_code == 503 and answer.json()["status"] == "shutting down"

@@ -2,11 +2,13 @@
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from finsent.cli import common
 from finsent.core.errors import FinsentError
 from finsent.core.fields import opt
 from finsent.core.options import Config
+from finsent.data.readers import FILE_KINDS
 from finsent.serving.errors import MAX_TOKENS
 
 HELP = "classify texts, a CSV/TSV/JSONL/Parquet/TXT file, or stdin"
@@ -52,9 +54,13 @@ def main(args: Args, cfg: Config) -> int:
 
     if not args.texts and args.input is None and sys.stdin.isatty():
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    if args.out and args.out != "-" and FILE_KINDS.get(Path(args.out).suffix.lower()) not in ("csv", "jsonl"):
+        raise FinsentError(f"--out {args.out}: write a .csv or a .jsonl file (by its suffix)")
     use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
     with output_lock(args.out):  # a second predict into the same file is refused before the model loads
         clf = Classifier.from_config(cfg, args.adapter, args.batch_size, args.priors)
         source = Input(args.texts, args.input, args.text_column, args.id_column, args.strict, args.max_tokens)
         summary = predict(clf, source, args.out, shard_rows=args.shard_rows, adapter=args.adapter)
-    return 0 if summary["predicted"] or not summary["bad"] else 1
+    if summary["bad"] and not summary["predicted"]:
+        raise FinsentError(f"every one of the {summary['bad']} input rows was bad (each reported above)")
+    return 0

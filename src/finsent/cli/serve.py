@@ -7,7 +7,7 @@ from finsent.core.fields import opt
 from finsent.core.options import Config
 from finsent.serving.errors import Limits
 
-HELP = "HTTP service: POST /v1/classify, GET /v1/model, a page at /"
+HELP = "HTTP service: POST /v1/classify, GET /v1/model, GET|HEAD /health, OpenAPI at /docs, a page at /"
 EXAMPLE = "finsent serve --model runs/demo/merged_model --port 8000"
 SECTIONS = ("model", "prompt", "data.labels")
 

@@ -88,7 +88,13 @@ class Classifier:
         texts' label shares ('auto': estimated on these texts together)."""
         if isinstance(texts, str):
             texts = [texts]
-        return self.finish(self.probabilities(list(texts)))
+        texts = list(texts)
+        for i, t in enumerate(texts):  # as the server (422) and `finsent predict` (a bad row) refuse them
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}]: not a string ({type(t).__name__})")
+            if not t.strip():
+                raise ValueError(f"texts[{i}]: empty text")
+        return self.finish(self.probabilities(texts))
 
     __call__ = predict
 

@@ -98,7 +98,7 @@ def create_app(clf, limits: Limits | None = None):
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, Field
 
     from finsent.modeling.scoring import model_context
@@ -182,9 +182,10 @@ def create_app(clf, limits: Limits | None = None):
         info["model"] = model_name(info.get("model", ""))
         return info | {"limits": asdict(limits) | {"max_tokens": max_tokens}, "context": context}
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: curl -I, balancers; 503 after SIGTERM
     async def health():
-        return {"status": "ok", "batches": batcher.batches, "queued": batcher.queued}
+        body = {"status": "shutting down" if batcher.closed else "ok", "batches": batcher.batches}
+        return JSONResponse(body | {"queued": batcher.queued}, status_code=503 if batcher.closed else 200)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -247,6 +248,7 @@ def _version() -> str:
 def serve(clf, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
     import uvicorn
 
+    limits = limits or Limits()
     app = create_app(clf, limits)
     batcher = app.state.batcher
 
@@ -255,6 +257,9 @@ def serve(clf, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None 
             super().handle_exit(sig, frame)
             batcher.begin_shutdown()  # waiting requests get 503 now, not after the queue drains
 
-    # the backstop: requests still open this long after SIGTERM are cancelled
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    # the backstop: requests still open this long after SIGTERM are cancelled. A request in the pass in
+    # flight is answered within its own --timeout (else 504), so the backstop waits that long and more:
+    # a 5 s backstop cut off a 40-text request mid-pass with no answer at all
+    grace = limits.timeout + 5
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=grace)
     Server(config).run()

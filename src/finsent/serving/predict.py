@@ -75,6 +75,8 @@ def _predict(clf, source: Input, output: str | None, shard_rows: int | None, ada
     rows = source.rows()
     first = next(rows, None)
     if first is None:
+        if source.path not in (None, "-"):
+            raise FinsentError(f"{source.path}: no rows to classify")
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
     id_column = default_id_column(source.id_column, first[1])
     limit = _limit(clf, source.max_tokens)
@@ -82,6 +84,8 @@ def _predict(clf, source: Input, output: str | None, shard_rows: int | None, ada
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
         numbered = enumerate(itertools.chain([first], rows))
         done, bad = classify_rows(clf, numbered, writer, source.text_column, source.strict, limit, bar)
+        if bad and not done:  # raised inside the writer's block: no output file of a header alone
+            raise FinsentError(f"every one of the {bad} input rows was bad (each reported above)")
     seconds = time.perf_counter() - start
     summary = {
         "rows": done + bad,

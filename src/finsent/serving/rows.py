@@ -160,6 +160,10 @@ def _text(where: str, rec: dict | None, err: str, text_column: str, strict: bool
     from finsent.data.readers import is_missing
 
     value = None if rec is None else rec.get(text_column)
+    if not err and rec is not None and text_column not in rec:
+        err = f"{where}: no '{text_column}' field"
+    elif not err and not is_missing(value) and not isinstance(value, str):  # JSON 5, [..], {..}
+        err = f"{where}: '{text_column}' is not a string ({type(value).__name__})"
     text = None if err or is_missing(value) else str(value).strip()
     if text is not None:
         err = codec.too_long(text, *limit)
