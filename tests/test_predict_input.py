@@ -180,3 +180,11 @@ def test_an_output_suffix_predict_cannot_write_is_refused_before_loading(tmp_pat
     header_only = tmp_path / "h.csv"
     header_only.write_text("text\n")
     assert main(["predict", "--model", str(tmp_path / "no-model"), "--input", str(header_only)]) == 2
+
+
+def test_an_id_column_the_input_lacks_is_an_error(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,Profit rose .\n")
+    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
+    assert main([*args, "--id-column", "nope"]) == 2
+    assert "--id-column nope: the input has no such column (id, text)" in capsys.readouterr().err

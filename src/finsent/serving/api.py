@@ -70,11 +70,11 @@ class Classifier:
         from finsent.modeling.load import load_scorer, warn_if_untuned
 
         shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
-        if not adapter:
-            warn_if_untuned(cfg.model.model)
         calibration = Calibration.load(adapter or cfg.model.model)
         offsets = prior_offsets(cfg.data.labels, calibration, shares)
         m, tokenizer, device, recheck = load_scorer(cfg.model, adapter, offsets)
+        if not adapter:  # once it has loaded: a model that does not load gets its error alone
+            warn_if_untuned(cfg.model.model)
         codec = PromptCodec.from_config(cfg, tokenizer)
         return cls(m, codec, cfg, device, batch_size, calibration, shares, recheck)
 

@@ -61,9 +61,12 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
 
 
 def default_id_column(id_column: str | None, first: dict | None) -> str | None:
-    """--id-column when given, else the first row's id, ID or source_row column when it has one."""
+    """--id-column when given (an error if the first row has no such column), else the first row's id,
+    ID or source_row column when it has one."""
     if id_column is None and first is not None:
         return next((c for c in ("id", "ID", "source_row") if c in first), None)
+    if id_column is not None and first is not None and id_column not in first:
+        raise FinsentError(f"--id-column {id_column}: the input has no such column ({', '.join(first)})")
     return id_column
 
 
