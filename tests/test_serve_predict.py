@@ -89,6 +89,7 @@ def test_classify_model_health(server, clf):
     ("body", "status", "kind", "field", "message"),
     [
         ('{"texts": ["a"', 400, "bad_request", "body", "malformed JSON"),
+        (b'{"texts": ["\xff"]}', 400, "bad_request", "body", "malformed JSON"),  # not UTF-8
         ('{"texts": "not a list"}', 422, "invalid", "texts", "texts"),
         ('{"nope": []}', 422, "invalid", "texts", "texts"),
         ('{"texts": []}', 422, "invalid", "texts", "at least one"),

@@ -210,6 +210,8 @@ def _error_handlers(app) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400:  # Starlette's "error parsing the body": not UTF-8, nested too deep
+            return error(400, "malformed JSON body (not UTF-8 JSON that parses)", "body")
         return error(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
