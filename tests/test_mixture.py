@@ -32,6 +32,7 @@ def test_each_source_is_split_on_its_own_and_tagged(mixture):
     lines = "\n".join(ds.flaws())
     assert "all-data: train 900, eval 150, test 900" in lines
     assert "semeval-headlines: train" in lines and "(file split)" in lines
+    assert "test from Headlines_Testdata_withscores.json (file split)" in lines  # not "--test-data"
     assert Counter(e.source for e in splits["train"])["fiqa-posts"] <= 300
     table = counts_table(splits, ["positive", "neutral", "negative"])
     assert "train/semeval-microblogs" in table and "test/all-data" in table
@@ -125,3 +126,7 @@ def test_a_source_can_have_its_own_split_or_be_only_tested_on(all_data):
     assert not nb_test & {e.text for e in splits["train"]}  # the notebooks' test sentences never trained on
     fiqa_eval = [e for e in splits["eval"] if e.source == "fiqa-posts"]
     assert 0 < len(fiqa_eval) < 30  # capped with its training rows (100 of about 400)
+    # a test-only source reports only what is used: no train/eval split, no thin-eval warning
+    lines = ds.flaws()
+    assert "all-data: test 900 (test-only: scored, never trained on)" in lines
+    assert not [x for x in lines if x.startswith("all-data: eval split:") or x.startswith("all-data: train")]

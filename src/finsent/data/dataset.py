@@ -33,13 +33,18 @@ class LabelledData:
     split: str = ""  # the split made of it (auto resolved), its sizes and the rows in none of them
     sizes: dict[str, int] = field(default_factory=dict)
     unused: int = 0
+    test_from: str = "--test-data"  # where a file split's test part came from, as split_line names it
 
     def split_line(self) -> str:
         """`train N, eval N, test N of M usable rows (split)`: what every command that splits prints."""
         s = self.sizes
         if not s:
             return ""
-        of = f" of {len(self.examples)} usable rows" if self.split != "file" else ", test from --test-data"
+        of = (
+            f" of {len(self.examples)} usable rows"
+            if self.split != "file"
+            else f", test from {self.test_from}"
+        )
         return f"train {s['train']}, eval {s['eval']}, test {s['test']}{of} ({self.split} split)"
 
     def flaws(self) -> list[str]:

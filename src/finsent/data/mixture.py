@@ -118,8 +118,20 @@ def make_mixture(
     if len(set(names)) < len(names):
         raise FinsentError(f"data.sources: a source is named twice ({', '.join(names)})")
     parts = [(src, *_split_source(dc, src, split_one)) for src in sources]
-    notes = [f"{src.name}: {ds.split_line()}" for src, ds, _ in parts]
-    notes += [f"{src.name}: {flaw}" for src, ds, _ in parts for flaw in ds.flaws()]
+    # a test-only source: its test part is all that is used, so its train/eval split and their flaws
+    # (a thin notebook eval split) are not reported as if it trained
+    notes = [
+        f"{src.name}: test {len(splits['test'])} (test-only: scored, never trained on)"
+        if src.test_only
+        else f"{src.name}: {ds.split_line()}"
+        for src, ds, splits in parts
+    ]
+    notes += [
+        f"{src.name}: {flaw}"
+        for src, ds, _ in parts
+        for flaw in ds.flaws()
+        if not (src.test_only and flaw.startswith("eval split:"))
+    ]
     notes += _drop_test_texts([splits for _, _, splits in parts])
     combined: Splits = {"train": [], "eval": [], "test": []}
     for i, (src, _, splits) in enumerate(parts):
@@ -154,7 +166,10 @@ def _split_source(dc, src: Source, split_one) -> tuple[LabelledData, Splits]:
     test_file = corpora.test_file(src.name) if corpora.is_named(src.spec) and whole else None
     if test_file is not None and not src.split:  # its official test file; train and eval: its training file
         one.split, one.test_data = "file", str(test_file)
-    return split_one(one)
+    ds, splits = split_one(one)
+    if one.split == "file":
+        ds.test_from = Path(one.test_data).name if Path(one.test_data).suffix else one.test_data
+    return ds, splits
 
 
 def _drop_test_texts(all_splits: list[Splits]) -> list[str]:
