@@ -177,6 +177,14 @@ def test_an_output_suffix_predict_cannot_write_is_refused_before_loading(tmp_pat
     assert (
         "--out " + str(tmp_path / "o.parquet") + ": write a .csv or a .jsonl file" in capsys.readouterr().err
     )
+    # an input that is missing or of an unknown kind: also told before the model (which does not exist)
+    assert (
+        main(["predict", "--model", str(tmp_path / "no-model"), "--input", str(tmp_path / "gone.csv")]) == 2
+    )
+    assert f"{tmp_path / 'gone.csv'}: file not found" in capsys.readouterr().err
+    (tmp_path / "in.xlsx").write_text("x")
+    assert main(["predict", "--model", str(tmp_path / "no-model"), "--input", str(tmp_path / "in.xlsx")]) == 2
+    assert "unsupported file type '.xlsx'" in capsys.readouterr().err
     header_only = tmp_path / "h.csv"
     header_only.write_text("text\n")
     assert main(["predict", "--model", str(tmp_path / "no-model"), "--input", str(header_only)]) == 2

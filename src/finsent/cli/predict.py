@@ -8,7 +8,7 @@ from finsent.cli import common
 from finsent.core.errors import FinsentError
 from finsent.core.fields import opt
 from finsent.core.options import Config
-from finsent.data.readers import FILE_KINDS
+from finsent.data.readers import FILE_KINDS, file_kind
 from finsent.serving.errors import MAX_TOKENS
 
 HELP = "classify texts, a CSV/TSV/JSONL/Parquet/TXT file, or stdin"
@@ -54,6 +54,10 @@ def main(args: Args, cfg: Config) -> int:
 
     if not args.texts and args.input is None and sys.stdin.isatty():
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
+    if args.input not in (None, "-"):  # a missing or unreadable kind of file is told before the model loads
+        if not Path(args.input).is_file():
+            raise FinsentError(f"{args.input}: file not found")
+        file_kind(args.input)
     if args.out and args.out != "-" and FILE_KINDS.get(Path(args.out).suffix.lower()) not in ("csv", "jsonl"):
         raise FinsentError(f"--out {args.out}: write a .csv or a .jsonl file (by its suffix)")
     use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
