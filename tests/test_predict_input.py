@@ -145,13 +145,19 @@ def test_long_rows_are_bad_rows_under_the_default_limit(tmp_path, capsys):
     assert [r["text"] for r in csv.DictReader(out.open())] == ["Profit rose .", "Sales fell ."]
 
 
+def _predict_jsonl(model, folder, lines: str) -> tuple[int, object, object]:
+    """`finsent predict` of a JSONL file holding `lines` into out.csv: (exit status, input, output)."""
+    src, out = folder / "in.jsonl", folder / "out.csv"
+    src.write_text(lines)
+    args = ["predict", "--model", str(model), "--dtype", "float32", "--input", str(src), "--out", str(out)]
+    return main(args), src, out
+
+
 def test_json_values_that_are_not_strings_are_bad_rows(tiny_model_dir, tmp_path, capsys):
     """A JSONL number, list or missing key is a bad row (the server refuses them too), never str(value)."""
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"text": 5}\n{"text": ["a"]}\n{"other": "x"}\n{"text": "Profit rose ."}\n')
-    out = tmp_path / "out.csv"
-    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
-    assert main([*args, "--out", str(out)]) == 0
+    lines = '{"text": 5}\n{"text": ["a"]}\n{"other": "x"}\n{"text": "Profit rose ."}\n'
+    code, src, out = _predict_jsonl(tiny_model_dir, tmp_path, lines)
+    assert code == 0
     err = capsys.readouterr().err
     assert f"{src}:1: 'text' is not a string (int)" in err
     assert f"{src}:2: 'text' is not a string (list)" in err
@@ -160,11 +166,8 @@ def test_json_values_that_are_not_strings_are_bad_rows(tiny_model_dir, tmp_path,
 
 
 def test_every_row_bad_is_exit_2_and_writes_no_file(tiny_model_dir, tmp_path, capsys):
-    src = tmp_path / "in.jsonl"
-    src.write_text('{"text": 5}\n{"text": ""}\n')
-    out = tmp_path / "out.csv"
-    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
-    assert main([*args, "--out", str(out)]) == 2
+    code, _, out = _predict_jsonl(tiny_model_dir, tmp_path, '{"text": 5}\n{"text": ""}\n')
+    assert code == 2
     assert "every one of the 2 input rows was bad" in capsys.readouterr().err.splitlines()[-1]
     assert not out.exists()
 
