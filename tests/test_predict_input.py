@@ -199,3 +199,12 @@ def test_an_id_column_the_input_lacks_is_an_error(tiny_model_dir, tmp_path, caps
     args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--input", str(src)]
     assert main([*args, "--id-column", "nope"]) == 2
     assert "--id-column nope: the input has no such column (id, text)" in capsys.readouterr().err
+
+
+def test_strict_to_stdout_prints_nothing_before_its_error(tiny_model_dir, capsys):
+    """The CSV header waits for the first row: a --strict run stopped by its first row leaves stdout empty."""
+    args = ["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--strict"]
+    assert main([*args, " "]) == 2
+    assert capsys.readouterr().out == ""
+    assert main([*args, "Profit rose ."]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "text,predicted,p_positive,p_neutral,p_negative"

@@ -121,12 +121,22 @@ class Writer:
             self.fh = sys.stdout
         if not self.jsonl:
             self.csv = csv.writer(self.fh)
-        if not self.jsonl and header:  # a shard has no header: shards are concatenated under one
+        # a shard has no header (shards are concatenated under one); the header waits for the first row
+        # or a clean end, so that stdout gets nothing before an error (--strict)
+        self._header = header and not self.jsonl
+
+    def write_header(self) -> None:
+        """The CSV header, once (a JSONL output and a shard have none)."""
+        if self._header:
+            self._header = False
             self.csv.writerow(
-                ([id_column] if id_column else []) + ["text", "predicted"] + [f"p_{x}" for x in labels]
+                ([self.id_column] if self.id_column else [])
+                + ["text", "predicted"]
+                + [f"p_{x}" for x in self.labels]
             )
 
     def write(self, rec: dict, text: str, label: str, probs: list[float]) -> None:
+        self.write_header()
         if self.jsonl:
             out = ({self.id_column: rec.get(self.id_column)} if self.id_column else {}) | {
                 "text": text,
@@ -146,6 +156,8 @@ class Writer:
 
     def __exit__(self, *exc) -> None:
         """Flush; a file output is renamed into place, or deleted when the block raised."""
+        if exc[0] is None:
+            self.write_header()  # an output with no rows still has its header
         self.fh.flush()
         self._files.__exit__(*exc)
 

@@ -315,6 +315,7 @@ def _concatenate(
             f"{len(missing)} shard(s) missing after every rank finished ({', '.join(missing[:3])}); rerun to resume"
         )
     with Writer(str(shards.output), labels, id_column) as writer:
+        writer.write_header()  # before the shards' bytes, which carry none
         for j in range(n):
             with open(shards.data(j, n), newline="", encoding="utf-8") as fh:
                 shutil.copyfileobj(fh, writer.fh)
