@@ -120,18 +120,16 @@ def make_mixture(
     parts = [(src, *_split_source(dc, src, split_one)) for src in sources]
     # a test-only source: its test part is all that is used, so its train/eval split and their flaws
     # (a thin notebook eval split) are not reported as if it trained
+    for src, ds, _ in parts:
+        if src.test_only:
+            ds.thin_eval = {}
     notes = [
         f"{src.name}: test {len(splits['test'])} (test-only: scored, never trained on)"
         if src.test_only
         else f"{src.name}: {ds.split_line()}"
         for src, ds, splits in parts
     ]
-    notes += [
-        f"{src.name}: {flaw}"
-        for src, ds, _ in parts
-        for flaw in ds.flaws()
-        if not (src.test_only and flaw.startswith("eval split:"))
-    ]
+    notes += [f"{src.name}: {flaw}" for src, ds, _ in parts for flaw in ds.flaws()]
     notes += _drop_test_texts([splits for _, _, splits in parts])
     combined: Splits = {"train": [], "eval": [], "test": []}
     for i, (src, _, splits) in enumerate(parts):

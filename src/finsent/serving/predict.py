@@ -40,7 +40,14 @@ def predict(
     """Classify every row of `source` into `output` (stdout when None), holding the output's lock: two
     predictions never write one file (under torchrun rank 0 holds it for every rank). See _predict."""
     with output_lock(output):
-        return _predict(clf, source, output, shard_rows, adapter)
+        summary = _predict(clf, source, output, shard_rows, adapter)
+    if summary["bad"] and not summary["predicted"]:  # (the sharded path's check; see _predict's)
+        raise all_bad(summary["bad"])
+    return summary
+
+
+def all_bad(n: int) -> FinsentError:
+    return FinsentError(f"every one of the {n} input rows was bad (each reported above)")
 
 
 def output_lock(output: str | None):
@@ -85,7 +92,7 @@ def _predict(clf, source: Input, output: str | None, shard_rows: int | None, ada
         numbered = enumerate(itertools.chain([first], rows))
         done, bad = classify_rows(clf, numbered, writer, source.text_column, source.strict, limit, bar)
         if bad and not done:  # raised inside the writer's block: no output file of a header alone
-            raise FinsentError(f"every one of the {bad} input rows was bad (each reported above)")
+            raise all_bad(bad)
     seconds = time.perf_counter() - start
     summary = {
         "rows": done + bad,
