@@ -44,8 +44,9 @@ RESULT_FILE = RESULTS / "kill_anywhere.jsonl"
 # the same criterion as tests/test_train.py::test_resume_matches_uninterrupted_run (torch.testing)
 ATOL, RTOL = 1e-5, 1e-4
 EVALUATIONS = RUN_EVALUATIONS
-# the launched process kills itself at the `count`-th file operation `event` ("open" for writing, or
-# "rename") on a path matching `pattern`: Python's audit hooks see every open() and os.replace()
+# the launched process kills itself at the `count`-th file operation `event` ("open" for writing,
+# "rename" or "remove") on a path matching `pattern`: Python's audit hooks see every open(),
+# os.replace() and os.unlink()
 _HOOK = r"""
 import fnmatch, os, signal, sys
 event, pattern, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -57,6 +58,8 @@ def hook(name, args):
             mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR))
         hit = writing and fnmatch.fnmatch(str(path), pattern)
     elif name == "os.rename" and event == "rename":
+        hit = fnmatch.fnmatch(str(args[0]), pattern)
+    elif name == "os.remove" and event == "remove":  # rmtree names a file by its folder's descriptor
         hit = fnmatch.fnmatch(str(args[0]), pattern)
     else:
         return

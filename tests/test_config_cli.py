@@ -73,10 +73,17 @@ def test_version_and_env():
 def test_extra_trainer_keys_pass_through(tmp_path):
     from finsent.training.args import sft_config
 
-    cfg = build_config(overrides={"train.extra": "{save_total_limit: 2, logging_first_step: false}"})
+    cfg = build_config(overrides={"train.extra": "{eval_accumulation_steps: 2, logging_first_step: false}"})
     cfg.train.output_dir = str(tmp_path)
     args = sft_config(cfg, on_cuda=False, n_eval=0)
-    assert args.save_total_limit == 2 and args.logging_first_step is False
+    assert args.eval_accumulation_steps == 2 and args.logging_first_step is False
+    assert args.save_total_limit is None  # the default keeps every checkpoint, as the notebooks did
+    cfg.train.extra = {"save_total_limit": 2}
+    with pytest.raises(FinsentError, match="train.extra.save_total_limit: set train.save_total_limit"):
+        sft_config(cfg, on_cuda=False, n_eval=0)
+    cfg.train.extra = {}
+    cfg.train.save_total_limit = 2
+    assert sft_config(cfg, on_cuda=False, n_eval=0).save_total_limit == 2
     cfg.train.extra = {"learning_rate": 1.0}
     with pytest.raises(FinsentError, match="train.extra.learning_rate: set train.learning_rate instead"):
         sft_config(cfg, on_cuda=False, n_eval=0)

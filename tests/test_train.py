@@ -178,7 +178,7 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     from finsent.training.train import train
 
     splits = toy_splits(24)  # 72 examples, batch 16: 5 steps per epoch, a checkpoint per epoch
-    full = tiny_config(tiny_model_dir, tmp_path / "full", num_train_epochs=2.0)
+    full = tiny_config(tiny_model_dir, tmp_path / "full", num_train_epochs=2.0, save_total_limit=0)
     train(full, splits)
     reference = load_file(tmp_path / "full" / "adapter" / "adapter_model.safetensors")
     ref_log = json.loads((tmp_path / "full" / "train_log.json").read_text())
@@ -484,7 +484,7 @@ def test_resume_skips_a_checkpoint_cut_off_mid_save(tiny_model_dir, tmp_path, ca
     from finsent.training.train import train
 
     splits = toy_splits(24)  # 5 steps per epoch, a checkpoint per epoch
-    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=2.0)
+    cfg = tiny_config(tiny_model_dir, tmp_path / "t", num_train_epochs=2.0, save_total_limit=0)
     train(cfg, splits)
     # a kill while checkpoint-10 was being written: its trainer state cut off, its optimizer not saved
     state = tmp_path / "t" / "checkpoint-10" / "trainer_state.json"

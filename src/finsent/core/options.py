@@ -189,6 +189,13 @@ class TrainConfig:
     save_steps: int = opt(
         0, "checkpoint every N optimizer steps (0 = every epoch)", at_least=0, affects_outputs=False
     )
+    save_total_limit: int = opt(
+        0,
+        "checkpoints kept, the newest N (0 = every one): --resume needs only the newest complete one, and "
+        "the trainer deletes older ones only after a new one is whole",
+        at_least=0,
+        affects_outputs=False,
+    )
     logging_steps: int = opt(25, "log the loss every N optimizer steps", at_least=1, affects_outputs=False)
     learning_rate: float = opt(2e-4, "peak learning rate", at_least=1e-12)
     weight_decay: float = opt(0.001, "AdamW weight decay", at_least=0)
@@ -254,7 +261,7 @@ class TrainConfig:
     extra: dict = opt(
         {},
         "other TrainingArguments/SFTConfig keys passed through as they are, e.g. "
-        "'{save_total_limit: 2, push_to_hub: true}'",
+        "'{logging_first_step: false, push_to_hub: true}'",
     )
 
 

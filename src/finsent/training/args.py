@@ -132,6 +132,7 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         dataloader_num_workers=0,
         remove_unused_columns=False,
         save_only_model=False,
+        save_total_limit=tc.save_total_limit or None,
         disable_tqdm=False,
         **save,
     )
