@@ -73,7 +73,7 @@ def test_cap_keeps_label_shares_and_weight_repeats():
         ("sentfin cap=0", r"cap=0 is out of range \(must be at least 1\)"),
         ("sentfin weight=0", "weight=0 is out of range"),
         ("sentfin cap=many", "cap='many' is not a number"),
-        ("sentfin size=3", "is not cap=N, weight=W, split=S, test_size=X or test-only"),
+        ("sentfin size=3", "is not cap=N, weight=W, split=S, test_size=X, name=NAME or test-only"),
         ("fpb split=sideways", "split=sideways is not one of"),
         ("fpb test_size=1.5", r"test_size=1.5 is out of range \(must be above 0 and below 1\)"),
         ("fpb split=file", "split=file is not one of auto, notebook, stratified, random"),

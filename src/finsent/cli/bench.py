@@ -31,8 +31,8 @@ class Args:
     no_baselines: bool = opt(False, "leave out the majority-class and TF-IDF + LR rows")
     strict_overlap: bool = opt(
         False,
-        "refuse a test set that shares texts with the model's training data (default: score the other "
-        "rows and report how many were left out)",
+        "refuse a test set that shares texts with the model's training data, and a model whose training "
+        "data cannot be read (default: score the other rows and report how many were left out)",
     )
     limit: int = opt(
         0,

@@ -23,16 +23,34 @@ from finsent.core.errors import FinsentError
 _ROOM = "free some space (or choose another --out) and rerun"
 _READ_ONLY = "choose an --out you can write to"
 _RIGHTS = "check its permissions, or choose another --out"
+_IN_THE_WAY = "choose another --out"
 WRITE_ERRNOS = {
     errno.ENOSPC: ("no space left on device", _ROOM),
     errno.EDQUOT: ("disk quota exceeded", _ROOM),
     errno.EROFS: ("read-only file system", _READ_ONLY),
     errno.EACCES: ("permission denied", _RIGHTS),
     errno.EPERM: ("operation not permitted", _RIGHTS),
+    # a path whose kind is wrong: a file where a folder goes (mkdir's EEXIST, ENOTDIR), or the reverse
+    errno.EEXIST: ("a file is in the way of a folder", _IN_THE_WAY),
+    errno.ENOTDIR: ("a file is in the way of a folder", _IN_THE_WAY),
+    errno.EISDIR: ("it is a folder, where a file goes", _IN_THE_WAY),
 }
 # below this many free bytes, an unexplained failure of a writer is taken for a full disk: torch.save
 # reports ENOSPC as "RuntimeError: ... unexpected pos 576 vs 534", with no errno anywhere
 NEARLY_FULL = 1 << 20
+
+
+def out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """`path` checked as an output folder before any work: refused at once when it, or a folder above it,
+    is a file (otherwise a command that scores first would fail only when it writes)."""
+    path = Path(path)
+    for p in (path, *path.absolute().parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == path else f"lies under {p}, which is a file"
+                raise FinsentError(f"{option} {path}: {what}, not a folder; choose another {option}")
+            break
+    return path
 
 
 def cache_root() -> Path:

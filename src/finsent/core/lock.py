@@ -41,8 +41,11 @@ def lock_path(path: str | os.PathLike, beside: bool = False) -> Path:
 def hold(path: str | os.PathLike, command: str, *, beside: bool = False) -> Iterator[Path]:
     """Hold `path`'s lock for the block (creating the folder it lives in); FinsentError at once when
     another process holds it. Yields the lock file."""
-    from finsent.core.fsio import write_errors
+    from finsent.core.fsio import out_folder, write_errors
 
+    # a file where the output folder goes (beside: where the output's folder goes): one line, before the
+    # lock is made
+    out_folder(Path(path).parent if beside else path)
     lock = lock_path(path, beside)
     key = str(lock)
     if key in _held:  # this process already holds it (a stage of a command that holds it too)

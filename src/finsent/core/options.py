@@ -80,7 +80,7 @@ class DataConfig:
     )
     sources: list = opt(
         [],
-        "several data sources in one run, instead of data.data: each 'SPEC [cap=N] [weight=W]' (SPEC as for "
+        "several data sources in one run, instead of data.data: each 'SPEC [cap=N] [weight=W] [name=NAME]' (SPEC as for "
         "--data), split on its own (a corpus's official test file where it has one) and combined, with no "
         "text of a test split in any training or eval split; evaluations report each source and the whole",
         alias="--sources",

@@ -51,12 +51,32 @@ def parse_thresholds(spec: str | tuple | list = DEFAULT_THRESHOLDS) -> tuple[flo
 
 def score_label(value: object, cuts: tuple[float, float] = DEFAULT_THRESHOLDS) -> str:
     """The label of a sentiment score (a number, or a string holding one); ValueError if it is none."""
+    x = score_value(value)
+    return "negative" if x < cuts[0] else "neutral" if x < cuts[1] else "positive"
+
+
+def score_value(value: object) -> float:
+    """A finite score from a number or a string holding one (not Python's '1_0'); else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    if isinstance(value, str) and "_" in value:
         raise ValueError(value)
     x = float(value.strip()) if isinstance(value, str) else float(value)
     if not math.isfinite(x):
         raise ValueError(value)
-    return "negative" if x < cuts[0] else "neutral" if x < cuts[1] else "positive"
+    return x
+
+
+def _corpus_score(value: object, field: str) -> float:
+    """A published corpus's score: a number in [-1, 1] (SemEval-2017 and FiQA 2018 say so), or
+    ValueError naming the field: a score out of that range is a damaged file, not a strong label."""
+    try:
+        x = score_value(value)
+    except ValueError:
+        raise ValueError(f"{field} {value!r} is not a number") from None
+    if not -1 <= x <= 1:
+        raise ValueError(f"{field} {value!r} is outside the corpus's range [-1, 1]")
+    return x
 
 
 def is_number(value: object) -> bool:
@@ -133,18 +153,36 @@ def json_items(path: Path, text: str) -> Iterator[tuple[int, int, str | None, ob
 
 
 def detect_json(path: Path, text: str) -> str | None:
-    """The corpus a JSON file holds, by its first record's fields: semeval-headlines, semeval-microblogs,
-    fiqa-posts; `array` for another JSON array of records; None for anything else (JSON Lines)."""
+    """The corpus a JSON file holds, by its first records' fields (any of the first 5: one damaged record
+    is then that record's error, not a wrong guess at the format): semeval-headlines,
+    semeval-microblogs, fiqa-posts; `array` for another JSON array of records; None for JSON Lines. A
+    JSON object that is none of these is an error."""
+    import itertools
+
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] not in "[{":
         return None
-    first = next(json_items(path, text), None)
-    value = first[3] if first else None
+    values = [v for _i, _line, _key, v, err in itertools.islice(json_items(path, text), 5) if err is None]
+
+    def some(fields: set[str]) -> bool:
+        return any(isinstance(v, dict) and fields <= set(v) for v in values)
+
     if text[pos] == "{":
-        return "fiqa-posts" if isinstance(value, dict) and {"sentence", "info"} <= set(value) else None
-    if isinstance(value, dict) and {"title", "company"} <= set(value):
+        if some({"sentence", "info"}):
+            return "fiqa-posts"
+        try:  # one object over several lines is not JSON Lines (one object a line)
+            _, end = json.JSONDecoder().raw_decode(text, pos)
+        except ValueError:
+            return None  # JSON Lines whose first line is broken: that line's error
+        if "\n" in text[pos:end].strip():
+            raise FinsentError(
+                f"{path}: a JSON object whose records are not FiQA 2018 posts ({{sentence, info}}); "
+                "expected a JSON array of records, or JSON Lines (one object a line)"
+            )
+        return None
+    if some({"title", "company"}):
         return "semeval-headlines"
-    if isinstance(value, dict) and {"spans", "sentiment score"} <= set(value):
+    if some({"spans", "sentiment score"}):
         return "semeval-microblogs"
     return "array"
 
@@ -163,10 +201,7 @@ def _score_of(rec: dict, fields: tuple[str, ...], cuts) -> str:
     field = next((f for f in fields if f in rec), None)
     if field is None:
         raise ValueError(f"no '{fields[0]}' field")
-    try:
-        return score_label(rec[field], cuts)
-    except ValueError:
-        raise ValueError(f"{field} {rec[field]!r} is not a number") from None
+    return score_label(_corpus_score(rec[field], field), cuts)
 
 
 def _microblog_text(rec: dict) -> tuple[str, bool]:
@@ -252,12 +287,12 @@ def rows_fiqa(path: Path, text: str, cuts, notes: list[str]) -> Iterator[tuple]:
         try:
             if not isinstance(rec, dict) or not isinstance(rec.get("info"), list) or not rec["info"]:
                 raise ValueError("expected {sentence, info: [{sentiment_score, ...}, ...]}")
+            if not isinstance(rec.get("sentence"), str):
+                raise ValueError(f"sentence {rec.get('sentence')!r} is not a string")
             scores = []
             for part in rec["info"]:
                 value = part.get("sentiment_score") if isinstance(part, dict) else None
-                if not is_number(value):
-                    raise ValueError(f"sentiment_score {value!r} is not a number")
-                scores.append(float(value))
+                scores.append(_corpus_score(value, "sentiment_score"))
             label = score_label(sum(scores) / len(scores), cuts)
         except ValueError as e:
             yield i, at, None, None, Invalid(f"{at}: post {key}: {e}")
@@ -291,8 +326,10 @@ def rows_sentfin(path: Path, text: str, notes: list[str]) -> Iterator[tuple]:
     header = [h.strip() for h in next(reader)]
     col_title, col_dec = header.index("Title"), header.index("Decisions")
     several = disagree = 0
+    last = reader.line_num
     for i, row in enumerate(reader):
-        at = f"{path}:{i + 2}"
+        first, last = last + 1, reader.line_num  # a quoted title may hold a line break
+        at = f"{path}:{first}"
         if not row:
             continue
         if len(row) != len(header):
@@ -300,10 +337,13 @@ def rows_sentfin(path: Path, text: str, notes: list[str]) -> Iterator[tuple]:
             continue
         try:
             decisions = _decisions(row[col_dec])
+            labels = {" ".join(v.split()).lower() for v in decisions.values()}
+            unknown = sorted(labels - set(SCORE_LABELS))
+            if unknown:  # SEntFiN's own words, whatever --label-map then makes of them
+                raise ValueError(f"Decisions label {unknown[0]!r} is not one of {', '.join(SCORE_LABELS)}")
         except ValueError as e:
             yield i, at, None, None, Invalid(f"{at}: {e}")
             continue
-        labels = {" ".join(v.split()).lower() for v in decisions.values()}
         several += len(decisions) > 1
         if len(labels) > 1:
             disagree += 1

@@ -48,7 +48,8 @@ class Source:
 
 
 # a source's own options, checked by the options' one range check (core/fields.out_of_range)
-SOURCE_RANGES = {"cap": {"at_least": 1}, "weight": {"at_least": 1e-9}}
+# (a weight past 100 copies a source's rows beyond any use: weight=1e9 was a MemoryError)
+SOURCE_RANGES = {"cap": {"at_least": 1}, "weight": {"at_least": 1e-9, "at_most": 100}}
 
 
 def _data_field(name: str) -> dict:
@@ -58,8 +59,8 @@ def _data_field(name: str) -> dict:
 
 
 def parse_source(text: str, field: str = "data.sources") -> Source:
-    """'SPEC [cap=N] [weight=W] [split=S] [test_size=X] [test-only]' as a Source, or a one-line error
-    naming the entry."""
+    """'SPEC [cap=N] [weight=W] [split=S] [test_size=X] [name=NAME] [test-only]' as a Source, or a
+    one-line error naming the entry."""
     from finsent.data import corpora
 
     parts = text.split()
@@ -78,9 +79,17 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
                 raise FinsentError(f"{field}: {text!r}: split={value} is not one of {choices}")
             options["split"] = current_name(meta, value)
             continue
+        if key == "name" and eq:  # how reports name it: two files with one stem need two names
+            if not re.fullmatch(r"[\w.-]+", value):
+                raise FinsentError(
+                    f"{field}: {text!r}: name={value!r} is not letters, digits, '.', '-' or '_'"
+                )
+            options["name"] = value
+            continue
         if not eq or key not in ("cap", "weight", "test_size"):
             raise FinsentError(
-                f"{field}: {text!r}: {part!r} is not cap=N, weight=W, split=S, test_size=X or test-only"
+                f"{field}: {text!r}: {part!r} is not cap=N, weight=W, split=S, test_size=X, name=NAME or "
+                "test-only"
             )
         try:
             options[key] = int(value) if key == "cap" else float(value)
@@ -90,7 +99,7 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
         if problem or not math.isfinite(options[key]):
             raise FinsentError(f"{field}: {text!r}: {key}={problem or value}")
     named = corpora.is_named(spec) or corpora.is_hub(spec) or spec.lower().split(":")[0] == "fpb"
-    name = spec.split(":")[0].lower() if named else Path(spec).stem or spec
+    name = options.get("name") or (spec.split(":")[0].lower() if named else Path(spec).stem or spec)
     return Source(
         spec, name, options.get("cap"), options.get("weight", 1.0), options.get("split"),
         options.get("test_size"), options.get("test_only", False),
@@ -116,8 +125,17 @@ def make_mixture(
     sources = [parse_source(s) for s in dc.sources]
     names = [s.name for s in sources]
     if len(set(names)) < len(names):
-        raise FinsentError(f"data.sources: a source is named twice ({', '.join(names)})")
+        raise FinsentError(
+            f"data.sources: a source is named twice ({', '.join(names)}); name=NAME names one apart"
+        )
     parts = [(src, *_split_source(dc, src, split_one)) for src in sources]
+    files: dict[Path, str] = {}
+    for src, ds, _ in parts:  # one file under two names would be trained on twice and tested twice
+        path = Path(ds.path).resolve() if Path(ds.path).is_file() else None
+        if path in files:
+            raise FinsentError(f"data.sources: {files[path]} and {src.name} are the same file ({ds.path})")
+        if path:
+            files[path] = src.name
     # a test-only source: its test part is all that is used, so its train/eval split and their flaws
     # (a thin notebook eval split) are not reported as if it trained
     for src, ds, _ in parts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from finsent.core.errors import FinsentError
 from finsent.core.labels import LabelMapper
 from finsent.data.dataset import Example, LabelledData, _find_repeats
 from finsent.data.formats import (
+    DEFAULT_THRESHOLDS,
     Invalid,
     corpus_rows,
     detect_json,
@@ -24,6 +26,7 @@ from finsent.data.formats import (
     json_items,
     parse_thresholds,
     score_label,
+    score_value,
 )
 
 # The one registry of file types: suffix -> kind. Readers, the location of a row in messages (line
@@ -106,7 +109,8 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _records(path: Path, text_column: str, label_column: str | None):
-    """CSV/TSV with a header, JSONL or Parquet; yields (row, record with every column, error)."""
+    """CSV/TSV with a header, JSONL or Parquet; yields (row, where, record with every column, error), where
+    is the row's first line (a quoted CSV field may hold line breaks)."""
     kind = file_kind(path)
     if kind == "parquet":
         import pandas as pd
@@ -119,7 +123,7 @@ def _records(path: Path, text_column: str, label_column: str | None):
             raise FinsentError(f"{path}: not a readable Parquet file ({type(e).__name__})") from None
         _check_columns(path, list(df.columns), text_column, label_column)
         for i, rec in enumerate(df.to_dict("records")):
-            yield i, rec, None
+            yield i, where(path, kind, i), rec, None
         return
     content = _decode_any(path)
     if kind == "jsonl":
@@ -127,18 +131,19 @@ def _records(path: Path, text_column: str, label_column: str | None):
         for i, line in enumerate(content.splitlines()):
             if not line.strip():
                 continue
+            at = f"{path}:{i + 1}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                yield i, None, f"{path}:{i + 1}: invalid JSON ({e.msg})"
+                yield i, at, None, f"{at}: invalid JSON ({e.msg})"
                 continue
             if not isinstance(rec, dict):
-                yield i, None, f"{path}:{i + 1}: expected a JSON object"
+                yield i, at, None, f"{at}: expected a JSON object"
                 continue
             if not seen_cols:
                 _check_columns(path, list(rec), text_column, label_column)
                 seen_cols = True
-            yield i, rec, None
+            yield i, at, rec, None
         return
     delimiter = "\t" if kind == "tsv" else ","
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
@@ -147,22 +152,37 @@ def _records(path: Path, text_column: str, label_column: str | None):
         raise FinsentError(f"{path}: empty file")
     header = [h.strip() for h in header]
     _check_columns(path, header, text_column, label_column)
+    last = reader.line_num
     for i, row in enumerate(reader):
+        first, last = last + 1, reader.line_num
+        at = f"{path}:{first}"
         if not row:
             continue
         if len(row) != len(header):
-            yield i, None, f"{path}:{i + 2}: expected {len(header)} fields, got {len(row)}"
+            error = f"{at}: expected {len(header)} fields, got {len(row)}"
+            # a quote never closed swallows every line after it into one field: say so, and stop (the
+            # lines it took are lost, not one bad row) unless --skip-invalid
+            yield (
+                i,
+                at,
+                None,
+                (
+                    Invalid(f"{error}: the row runs on to line {last} (a quote opened here never closed?)")
+                    if last > first
+                    else error
+                ),
+            )
             continue
-        yield i, dict(zip(header, row)), None
+        yield i, at, dict(zip(header, row)), None
 
 
 def _rows_table(path: Path, text_column: str, label_column: str | None):
     """(row, where, text, label, error) from _records."""
-    for i, rec, error in _records(path, text_column, label_column):
+    for i, at, rec, error in _records(path, text_column, label_column):
         if rec is None:
-            yield i, None, None, None, error
+            yield i, at, None, None, error
         else:
-            yield i, None, rec.get(text_column), rec.get(label_column) if label_column else None, None
+            yield i, at, rec.get(text_column), rec.get(label_column) if label_column else None, None
 
 
 def _rows_json_array(path: Path, content: str, text_column: str, label_column: str | None):
@@ -200,8 +220,8 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
         with open(path, "rb", buffering=1 << 16) as fh:  # peek() sees the first 64 KiB
             yield from text_lines(fh, str(path), text_column)
     else:
-        for i, rec, error in _records(path, text_column, None):
-            yield where(path, kind, i), rec, error
+        for _i, at, rec, error in _records(path, text_column, None):
+            yield at, rec, error
 
 
 def text_lines(stream, name: str, text_column: str = "text"):
@@ -263,10 +283,17 @@ def _rows(path: Path, kind: str, mapper: LabelMapper, text_column: str, label_co
     return _rows_table(path, text_column, label_column), kind
 
 
-def _label_problem(raw_label: object, mapper: LabelMapper, scores: bool) -> str:
+def _label_problem(raw_label: object, mapper: LabelMapper, scores: bool, cuts=DEFAULT_THRESHOLDS) -> str:
     """Why a raw label is refused, and what to pass instead."""
     if scores:
-        return f"label {raw_label!r} is not a number (--label-map scores: the label column holds scores)"
+        try:
+            named = score_label(raw_label, cuts)
+        except ValueError:
+            return f"label {raw_label!r} is not a number (--label-map scores: the label column holds scores)"
+        return (
+            f"score {raw_label!r} means {named!r}, which is not one of {', '.join(mapper.labels)} "
+            "(--label-map scores labels positive, neutral and negative)"
+        )
     why = f"label {raw_label!r} is not one of {', '.join(mapper.labels)}"
     if is_number(raw_label) and not float(str(raw_label).strip()).is_integer():
         return why + (
@@ -304,6 +331,7 @@ def read_file(
     mapper = LabelMapper(labels, "" if scores else label_map)
     ds = LabelledData(str(path), [])
     rows, kind = _rows(path, file_kind(path), mapper, text_column, label_column, cuts, ds.notes)
+    lo, hi = math.inf, -math.inf  # the scores' range (--label-map scores), reported when past [-1, 1]
     for i, at, text, raw_label, error in rows:
         if error and not isinstance(error, Invalid):
             ds.malformed.append(error)
@@ -312,13 +340,18 @@ def read_file(
         problem, label = error, None
         if problem is None and is_missing(text):
             problem = f"{at}: empty text"
+        elif problem is None and not isinstance(text, str):  # {"text": 5} or a list: not a sentence
+            problem = f"{at}: text {text!r:.60} is not a string"
         elif problem is None:
             try:
                 label = mapper(score_label(raw_label, cuts) if scores else raw_label)
+                if scores:
+                    x = score_value(raw_label)
+                    lo, hi = min(lo, x), max(hi, x)
             except ValueError:
                 label = None
             if label is None:
-                problem = f"{at}: {_label_problem(raw_label, mapper, scores)}"
+                problem = f"{at}: {_label_problem(raw_label, mapper, scores, cuts)}"
         if problem:
             if not skip_invalid:
                 raise FinsentError(problem + " (or pass --skip-invalid)")
@@ -327,5 +360,10 @@ def read_file(
         ds.examples.append(Example(i, str(text).strip(), label))
     if not ds.examples:
         raise FinsentError(_why_no_rows(path, ds))
+    if lo < -1 or hi > 1:  # a rating on another scale labelled by thresholds meant for [-1, 1]?
+        ds.notes.append(
+            f"--label-map scores: the scores run from {lo:g} to {hi:g}, labelled by thresholds "
+            f"{cuts[0]:g},{cuts[1]:g} (set --score-thresholds for another scale)"
+        )
     _find_repeats(ds, dedupe)
     return ds

@@ -5,6 +5,7 @@ finsent data --data ../shared/data/kaggle_all_data/all-data.csv --split notebook
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections import Counter
 from pathlib import Path
@@ -196,18 +197,24 @@ def counts_table(splits: dict[str, list[Example]], labels: list[str]) -> str:
 
 
 def export_splits(splits: dict[str, list[Example]], folder: str | Path) -> list[Path]:
-    from finsent.core.fsio import atomic_path
+    """Write each split as FOLDER/NAME.csv. The files are one set: all are written under temporary names
+    first, and only then renamed into place, so a failed write leaves the earlier set whole."""
+    from finsent.core.fsio import atomic_path, out_folder
 
-    out = []
-    for name, exs in splits.items():
-        path = Path(folder) / f"{name}.csv"
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            if any(e.source for e in exs):  # a mixture: which source each row comes from
-                w.writerow(["source_row", "text", "label", "source"])
-                w.writerows([e.source_row, e.text, e.label, e.source] for e in exs)
-            else:
-                w.writerow(["source_row", "text", "label"])
-                w.writerows([e.source_row, e.text, e.label] for e in exs)
-        out.append(path)
-    return out
+    out_folder(folder)
+    paths = [Path(folder) / f"{name}.csv" for name in splits]
+    for path in paths:  # the one failure a rename would meet after the others were done
+        if path.is_dir():
+            raise FinsentError(f"--out {folder}: {path.name} is a folder; choose another --out")
+    with contextlib.ExitStack() as stack:  # each atomic_path renames on its exit, after every write
+        for path, exs in zip(paths, splits.values()):
+            tmp = stack.enter_context(atomic_path(path))
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                if any(e.source for e in exs):  # a mixture: which source each row comes from
+                    w.writerow(["source_row", "text", "label", "source"])
+                    w.writerows([e.source_row, e.text, e.label, e.source] for e in exs)
+                else:
+                    w.writerow(["source_row", "text", "label"])
+                    w.writerows([e.source_row, e.text, e.label] for e in exs)
+    return paths

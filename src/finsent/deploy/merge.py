@@ -31,8 +31,10 @@ def merge(
     batch_size: int = 32,
 ) -> dict:
     """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
+    from finsent.core.fsio import out_folder
     from finsent.core.lock import hold
 
+    out_folder(out)  # before anything loads
     # one merge at a time writes `out` (replaced whole: its lock lies beside it, core/lock.py)
     with hold(out, "merge", beside=True):
         return _merge(cfg, adapter, out, min_agreement, eval_examples, batch_size)

@@ -69,8 +69,11 @@ def evaluate(
     `examples`; write the evaluation into `out` (write_evaluation). The metrics also name the model
     (`model_name` where it is loaded from a staging folder that takes that name later), adapter, device
     and dtype, and `info`."""
-    model_cfg = model_cfg or cfg.model
+    from finsent.core.fsio import out_folder
     from finsent.modeling.scoring import dtype_note
+
+    out_folder(out)  # before the model loads and scores
+    model_cfg = model_cfg or cfg.model
 
     model, codec, device, calibration, recheck = load_for_evaluation(cfg, model_cfg, adapter, priors)
     recheck = recheck if method == "score" else None  # generation has no gap to recheck

@@ -262,14 +262,18 @@ def bench(
     """Score the model (with `adapter`), its zero-shot base and the baselines on every local benchmark set
     (with `against`, an earlier bench output: its model's row too, on the rows both scored: against_rows);
     write the table (json, md, png) and the model's predictions per set into `out`; return the table."""
+    from finsent.core.fsio import out_folder
     from finsent.core.labels import normalise_label
     from finsent.evaluation.benchtable import build_table
 
+    out_folder(out)  # before any scoring
     labels = [normalise_label(x) for x in cfg.data.labels]
     if sorted(labels) != sorted(LABELS):  # a model answering other labels cannot be scored on these sets
         raise FinsentError(f"the model's labels {labels} are not the benchmark's {LABELS}")
     notes: list[str] = []
     seen, note = training_texts(adapter or model_cfg.model)
+    if seen is None and strict_overlap:  # strict: what cannot be shown clean is not scored
+        raise FinsentError(f"--strict-overlap: {note}")
     _note(notes, note)
     chosen = load_sets(sets, data_dir, limit, seen, strict_overlap, notes)
     other, other_preds = against_rows(against, chosen, notes) if against else (None, {})
