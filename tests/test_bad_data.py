@@ -159,7 +159,9 @@ def test_a_mixture_refuses_one_file_twice_and_a_huge_weight_and_names_sources(tm
     twice = DataConfig(sources=["sentfin cap=30", f"{sentfin} cap=30 name=again"])
     with pytest.raises(FinsentError, match=f"sentfin and again are the same file \\({sentfin}\\)"):
         make_splits(twice)
-    with pytest.raises(FinsentError, match="weight=1e\\+09 is out of range \\(must be above 0 and at most 100\\)"):
+    with pytest.raises(
+        FinsentError, match="weight=1e\\+09 is out of range \\(must be above 0 and at most 100\\)"
+    ):
         make_splits(DataConfig(sources=["sentfin weight=1e9"]))
     a, b = tmp_path / "a", tmp_path / "b"
     for folder in (a, b):
