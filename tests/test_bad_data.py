@@ -182,3 +182,12 @@ def test_strict_overlap_refuses_a_model_whose_training_data_is_gone(tmp_path, ca
     )
     assert "--strict-overlap: training data not found: overlap not checked" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_a_misspelt_corpus_name_or_a_folder_as_data_says_what_data_takes(tmp_path, capsys):
+    err = one_line_error(capsys, ["data", "--data", "sentfn"])
+    assert "sentfn: no such file, nor a corpus name (under $FINSENT_DATA_DIR: semeval-headlines" in err
+    err = one_line_error(capsys, ["data", "--sources", "sentfn,all-data"])
+    assert "sentfn: no such file, nor a corpus name" in err
+    err = one_line_error(capsys, ["data", "--data", str(tmp_path)])
+    assert err.endswith(f"{tmp_path}: a folder; pass a data file in it, or a corpus name")

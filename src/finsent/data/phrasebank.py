@@ -40,7 +40,16 @@ def resolve_data(spec: str) -> Path:
     if corpora.is_hub(spec):
         return hub.resolve_hub(spec)
     if not spec.lower().startswith("fpb"):
-        return Path(spec).expanduser()
+        path = Path(spec).expanduser()
+        if not path.exists() and not path.suffix:  # a misspelt corpus name more often than a file
+            raise FinsentError(
+                f"{spec}: no such file, nor a corpus name (under ${DATA_DIR_ENV}: "
+                f"{', '.join(corpora.CORPORA)}; on the hub: {', '.join(h.name for h in corpora.HUB_SETS)}; "
+                "or fpb)"
+            )
+        if path.is_dir():
+            raise FinsentError(f"{spec}: a folder; pass a data file in it, or a corpus name")
+        return path
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"
     if subset not in FPB_FILES:
         raise FinsentError(f"--data {spec}: unknown subset '{subset}' (use {', '.join(FPB_FILES)})")
