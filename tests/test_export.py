@@ -63,6 +63,47 @@ def test_an_export_below_its_threshold_fails_and_is_moved_aside(tiny_model_dir, 
         export_module.export(cfg, tiny_model_dir, out, "q8_0", eval_examples=examples)
     assert not out.exists() and (tmp_path / "tiny-q8_0.gguf.rejected").is_file()
     assert "(< 101.0%)" in (tmp_path / "tiny-q8_0.gguf.rejected.txt").read_text()
+    assert not json.loads((tmp_path / "tiny-q8_0.rejected.parity.json").read_text())["passed"]
+    assert not (tmp_path / "tiny-q8_0.parity.json").exists() and not (tmp_path / "Modelfile").exists()
+
+
+def test_a_failed_or_killed_re_export_leaves_the_certified_file_as_it_was(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """The GGUF is checked under a hidden name and renamed into place only once it passes: a second export
+    to the same name that fails its check (or is killed) leaves the first file and its record alone."""
+    import finsent.deploy.export as export_module
+    from finsent.core.errors import FinsentError
+    from finsent.data.dataset import Example
+
+    cfg = Config()
+    cfg.model.model, cfg.model.dtype = str(tiny_model_dir), "float32"
+    examples = [Example(i, t, "neutral") for i, t in enumerate(["Profit rose .", "Sales fell ."] * 3)]
+    out = tmp_path / "m.gguf"
+    export_module.export(cfg, tiny_model_dir, out, "f16", eval_examples=examples)
+    first, record = out.read_bytes(), out.with_suffix(".parity.json").read_text()
+    seen = []
+    import finsent.modeling.scoring as scoring
+
+    real = scoring.classify
+
+    def watch(model, codec, texts, *a, **k):  # while the new file is checked: where is it?
+        seen.append({p.name for p in tmp_path.iterdir()})
+        return real(model, codec, texts, *a, **k)
+
+    monkeypatch.setattr(scoring, "classify", watch)
+    monkeypatch.setitem(export_module.MIN_AGREEMENT, "q8_0", 1.01)
+    with pytest.raises(FinsentError, match="moved to .*m.gguf.rejected"):
+        export_module.export(cfg, tiny_model_dir, out, "q8_0", eval_examples=examples)
+    assert {"m.gguf", ".m.gguf.unchecked.gguf"} <= seen[-1]  # checked under its hidden name
+    assert out.read_bytes() == first and out.with_suffix(".parity.json").read_text() == record
+    assert not (tmp_path / ".m.gguf.unchecked.gguf").exists()
+    # a kill while checking left the hidden file: the next export removes it
+    (tmp_path / ".m.gguf.unchecked.gguf").write_bytes(b"GGUF cut off")
+    monkeypatch.setitem(export_module.MIN_AGREEMENT, "q8_0", 0.98)
+    export_module.export(cfg, tiny_model_dir, out, "q8_0", eval_examples=examples)
+    assert json.loads(out.with_suffix(".parity.json").read_text())["dtype"] == "q8_0"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.gguf")) == []
 
 
 def test_gguf_logits_match_the_source(tiny_model_dir, tmp_path):

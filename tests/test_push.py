@@ -85,8 +85,9 @@ def test_merged_and_gguf_folders(tmp_path):
     assert up.kind == "merged" and len(up.files) == 8
     # an export's folder can be a whole run: only the GGUF, its Modelfile, certificate and card go up
     run = tmp_path
-    touch(run, "finsent-q8_0.gguf", "finsent-q8_0.parity.json", "Modelfile", "README.md", "report.md")
+    touch(run, "finsent-q8_0.gguf", "Modelfile", "README.md", "report.md")
     touch(run, "summary.json", "zero_shot/metrics.json")
+    (run / "finsent-q8_0.parity.json").write_text('{"passed": true, "bytes": 10}')
     up = plan(run)
     assert up.kind == "gguf"
     assert [p for p, _ in up.files] == [
@@ -95,6 +96,22 @@ def test_merged_and_gguf_folders(tmp_path):
         "finsent-q8_0.gguf",
         "finsent-q8_0.parity.json",
     ]
+
+
+def test_a_gguf_without_its_passing_parity_record_for_its_bytes_is_not_pushed(tmp_path):
+    """export renames the GGUF into place once checked and then writes its record: a file under a .gguf
+    name with no passing record of its size (copied in, cut off, a kill between the two) stays here."""
+    touch(tmp_path, "m.gguf", "Modelfile")
+    with pytest.raises(FinsentError, match=r"m.gguf: no passing parity record \(m.parity.json\)"):
+        plan(tmp_path)
+    (tmp_path / "m.parity.json").write_text('{"passed": false, "bytes": 10}')
+    with pytest.raises(FinsentError, match="no passing parity record"):
+        plan(tmp_path)
+    (tmp_path / "m.parity.json").write_text('{"passed": true, "bytes": 270885568}')
+    with pytest.raises(FinsentError, match="10 bytes, but its parity record .* checked a file of 270885568"):
+        plan(tmp_path)
+    (tmp_path / "m.parity.json").write_text('{"passed": true, "bytes": 10}')
+    assert plan(tmp_path).kind == "gguf"
 
 
 def test_other_folders_are_refused_in_one_line(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Training, merging and resuming on the tiny random Llama (real PEFT, real SFTTrainer)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from finsent.core.config import build_config, load_saved_config
+from finsent.core.errors import FinsentError
 from finsent.core.options import Config
 from finsent.data.dataset import Example
 
@@ -139,6 +141,24 @@ def test_merge_command_checks_parity(tiny_model_dir, tmp_path):
     assert cal is not None and cal.fitted_on == "eval split (18 sentences)" and cal.temperature > 0
     assert cal.train_priors == [1 / 3] * 3 and cal.labels == ["positive", "neutral", "negative"]
     assert Calibration.load(tmp_path / "merged") == cal
+    # the merge replaces --out whole: only an earlier merge's folder (or a new or empty one) is replaced;
+    # a killed merge's staging copy goes when the next merge there starts
+    (tmp_path / ".merged.partial-abc123").mkdir()
+    merge(cfg, adapter, tmp_path / "merged", eval_examples=splits["eval"])
+    assert not (tmp_path / ".merged.partial-abc123").exists()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    (tmp_path / "afile").write_text("keep")
+    for out, why in (
+        (tmp_path / "t", f"--out {tmp_path / 't'} holds the adapter {adapter}"),
+        (tmp_path / "notes", "holds files that are not a merged model finsent wrote (no merge_parity.json)"),
+        (tmp_path / "afile", "is a file, not a folder"),
+    ):
+        with pytest.raises(FinsentError, match=re.escape(why)):
+            merge(cfg, adapter, out, eval_examples=splits["eval"])
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep" and (
+        adapter / "adapter_config.json"
+    ).is_file()
 
 
 def test_qlora_merge_names_the_pair_it_compared(tiny_model_dir, tmp_path, capsys):

@@ -187,20 +187,21 @@ def atomic_dir(path: str | os.PathLike, judge: bool = True) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_leftovers(*folders: str | os.PathLike) -> list[str]:
+def remove_leftovers(*folders: str | os.PathLike, name: str | None = None) -> list[str]:
     """Remove what killed writers left in `folders` (not below): atomic_path's `.NAME.*.tmp` files and
     atomic_dir's `.NAME.partial-*` and `.NAME.old-*` folders (a cut-off model copy can be as large as the
-    model). Only for a caller holding the folders' lock (core/lock.py): another writer's temporaries
-    would go too. Returns the names removed."""
+    model); with `name`, only that NAME's. Only for a caller holding the folders' lock (core/lock.py), or
+    NAME's (a lock beside it): another writer's temporaries would go too. Returns the names removed."""
     import re
     import shutil
 
+    stem = re.escape(name) if name else ".+"
     removed = []
     for folder in map(Path, folders):
         for p in folder.iterdir() if folder.is_dir() else ():
-            if p.is_dir() and not p.is_symlink() and re.fullmatch(r"\..+\.(partial|old)-\w+", p.name):
+            if p.is_dir() and not p.is_symlink() and re.fullmatch(rf"\.{stem}\.(partial|old)-\w+", p.name):
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.is_file() and re.fullmatch(r"\..+\.\w+\.tmp", p.name):
+            elif p.is_file() and re.fullmatch(rf"\.{stem}\.\w+\.tmp", p.name):
                 p.unlink(missing_ok=True)
             else:
                 continue

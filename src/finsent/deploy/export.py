@@ -18,9 +18,10 @@ quantisers, ported to numpy in finsent.deploy.kquants.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from finsent.core.artefacts import METRICS_FILE, MODELFILE, PARITY_SUFFIX
+from finsent.core.artefacts import METRICS_FILE, MODELFILE, PARITY_SUFFIX, REJECTED_SUFFIX
 from finsent.core.errors import FinsentError
 from finsent.deploy.gguf import DTYPES, load_tokenizer_gguf, write_gguf
 from finsent.deploy.ollama import modelfile
@@ -32,6 +33,8 @@ from finsent.deploy.sentences import PARITY_SENTENCES
 # sentences, but this gate's own eval split (all-data.csv's: a few spare negatives drawn again and again)
 # gave q5_k_m 92.0%, a near-tie repeated flipping together. A broken conversion (wrong layout, wrong
 # tokenizer) lands near chance, far under 90%; a faithful one on such a split does not.
+# the GGUF's name until its parity check passes (hidden: `.NAME` + this)
+UNCHECKED = ".unchecked.gguf"
 MIN_AGREEMENT = {"f16": 0.995, "bf16": 0.995, "q8_0": 0.98, "q5_k_m": 0.90, "q4_k_m": 0.90, "q4_0": 0.90}
 
 
@@ -72,8 +75,8 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
     import torch
     from transformers import AutoModelForCausalLM
 
-    from finsent.core.fsio import write_text
-    from finsent.core.parity import certify, summary_line
+    from finsent.core.fsio import remove_leftovers, write_text
+    from finsent.core.parity import certify, compare, summary_line
     from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
     from finsent.modeling.card import write_model_card
@@ -84,6 +87,11 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
         raise FinsentError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     model_dir = model_folder(str(model_dir), cfg.model.cache_dir)
     out = Path(out)
+    if out.is_dir() or out.suffix.lower() != ".gguf":
+        raise FinsentError(f"--out {out}: export writes a file named FILE.gguf")
+    # what a killed export left (the folder's lock is ours): its unchecked GGUF, a writer's temporaries
+    remove_leftovers(out.parent)
+    (out.parent / f".{out.name}{UNCHECKED}").unlink(missing_ok=True)
     source, tokenizer, device = load_model(cfg.model, dtype=torch.float32)
     codec = PromptCodec.from_config(cfg, tokenizer)
     ollama = modelfile(codec, out.name)  # before the GGUF: a prompt Ollama cannot send fails early
@@ -101,28 +109,37 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
         texts = [e.text for e in eval_examples]
     before = classify(source, codec, texts)
     del source
-    write_gguf(model_dir, out, dtype)
-    write_text(out.parent / MODELFILE, ollama)
-    loaded = AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name, dtype=torch.float32).to(
-        device
-    )
-    after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(out)), texts)
-    print(f"GGUF {dtype}: {out} ({out.stat().st_size / 1e6:.0f} MB)")
+    # written and checked under a hidden name, then renamed: a GGUF under its real name was checked, and
+    # a kill or a failed check leaves the earlier file and its parity record as they were
+    staged = out.with_name(f".{out.name}{UNCHECKED}")
+    write_gguf(model_dir, staged, dtype)
     try:
-        parity = certify(
-            before,
-            after,
-            out.with_suffix(PARITY_SUFFIX),
-            where=where,
-            what=f"GGUF {dtype} / {model_dir}",
-            min_agreement=MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement,
-            extra={"dtype": dtype, "bytes": out.stat().st_size},
-        )
-    except FinsentError as e:  # nothing under the accepted name may look certified
-        from finsent.core.fsio import reject
+        loaded = AutoModelForCausalLM.from_pretrained(
+            out.parent, gguf_file=staged.name, dtype=torch.float32
+        ).to(device)
+        after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(staged)), texts)
+        gate = MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement
+        size = staged.stat().st_size
+        passed = compare(before, after, gate, where)["passed"]
+        # a failed check's record lies beside the rejected file, never beside an earlier certified one
+        report = out.with_suffix(PARITY_SUFFIX if passed else REJECTED_SUFFIX + PARITY_SUFFIX)
+        if passed:
+            report.unlink(missing_ok=True)  # the earlier file's record goes before the file is replaced
+            os.replace(staged, out)
+            write_text(out.parent / MODELFILE, ollama)
+        print(f"GGUF {dtype}: {out} ({size / 1e6:.0f} MB)")
+        try:
+            parity = certify(
+                before, after, report, where=where, what=f"GGUF {dtype} / {model_dir}",
+                min_agreement=gate, extra={"dtype": dtype, "bytes": size},
+            )  # fmt: skip
+        except FinsentError as e:  # nothing under the accepted name may look certified
+            from finsent.core.fsio import reject
 
-        moved = reject(out, str(e))
-        raise FinsentError(f"{e}; the GGUF was moved to {moved}") from None
+            moved = reject(staged, str(e), name=out)
+            raise FinsentError(f"{e}; the GGUF was moved to {moved}") from None
+    finally:
+        staged.unlink(missing_ok=True)
     write_model_card(
         out.parent,
         cfg,

@@ -31,21 +31,43 @@ def merge(
     batch_size: int = 32,
 ) -> dict:
     """Merge, save to `out`, and check the merged model against the adapter on `eval_examples`."""
-    from finsent.core.fsio import out_folder
     from finsent.core.lock import hold
 
-    out_folder(out)  # before anything loads
+    _check_out(Path(out), Path(adapter))  # before anything loads
     # one merge at a time writes `out` (replaced whole: its lock lies beside it, core/lock.py)
     with hold(out, "merge", beside=True):
         return _merge(cfg, adapter, out, min_agreement, eval_examples, batch_size)
 
 
+def _check_out(out: Path, adapter: Path) -> None:
+    """`out` is replaced whole, so it may only be new, empty, or an earlier merge's output (its
+    merge_parity.json): never the adapter, a folder holding it, a training run or anyone's other files."""
+    from finsent.core.errors import FinsentError
+    from finsent.core.fsio import out_folder
+
+    out_folder(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if adapter.absolute() == out.absolute() or out.absolute() in adapter.absolute().parents:
+        raise FinsentError(
+            f"--out {out} holds the adapter {adapter}: merging would replace it; choose another --out"
+        )
+    if not (out / MERGE_PARITY_FILE).is_file():
+        raise FinsentError(
+            f"--out {out} holds files that are not a merged model finsent wrote (no {MERGE_PARITY_FILE}), and "
+            "the merge replaces the folder whole: choose another --out, or empty it first"
+        )
+
+
 def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch_size: int) -> dict:
-    from finsent.core.fsio import atomic_dir
+    from finsent.core.fsio import atomic_dir, remove_leftovers
     from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
     from finsent.modeling.scoring import classify
 
+    remove_leftovers(
+        Path(out).parent, name=Path(out).name
+    )  # a killed merge's staging copy (the lock is ours)
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]

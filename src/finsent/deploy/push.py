@@ -92,6 +92,8 @@ def plan(folder: str | os.PathLike) -> Upload:
             f"{folder}: not an adapter (adapter_config.json), merged model (config.json + weights) or "
             f"GGUF folder (*.gguf){hint}"
         )
+    if kind == "gguf":
+        _check_certified(root)
     files = []
     for path in sorted(_walk(root, top_only=kind == "gguf")):
         rel = path.relative_to(root).as_posix()
@@ -101,6 +103,28 @@ def plan(folder: str | os.PathLike) -> Upload:
     if kind == "adapter" and not any(fnmatch.fnmatch(n, "adapter_model*") for n, _ in files):
         raise FinsentError(f"{folder}: adapter_config.json without adapter weights (adapter_model.*)")
     return Upload(root, kind, files)
+
+
+def _check_certified(root: Path) -> None:
+    """Every GGUF in `root` has its passing parity record (export writes it once the file is in place),
+    for a file of the size it checked: a file copied in, cut off or replaced since is not pushed."""
+    import json
+
+    for gguf in sorted(root.glob("*.gguf")):
+        record = gguf.with_suffix(PARITY_SUFFIX)
+        try:
+            parity = json.loads(record.read_text())
+        except (OSError, ValueError):
+            parity = None
+        if not isinstance(parity, dict) or not parity.get("passed"):
+            raise FinsentError(
+                f"{gguf}: no passing parity record ({record.name}); export it with finsent export"
+            )
+        if parity.get("bytes") != gguf.stat().st_size:
+            raise FinsentError(
+                f"{gguf}: {gguf.stat().st_size} bytes, but its parity record ({record.name}) checked a file of "
+                f"{parity.get('bytes')}; export it again"
+            )
 
 
 def _walk(root: Path, top_only: bool):
