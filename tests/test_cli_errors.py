@@ -110,6 +110,9 @@ def test_error_exit_status_from_the_console_script(tmp_path):
             "train.per_device_train_batch_size: 0 is out of range",
         ),
         (["data", "--test-size", "1.5", "--split", "stratified"], "data.test_size: 1.5 is out of range"),
+        # a ratio of 1 or more would reach transformers as that many warm-up steps
+        (["train", "--train.warmup_ratio", "5"], "train.warmup_ratio: 5 is out of range"),
+        (["train", "--train.max_steps", "-7"], "train.max_steps: -7 is out of range"),
     ],
 )
 def test_numbers_are_checked_before_any_work(capsys, args, message):

@@ -712,3 +712,74 @@ def test_identical_files_sees_one_changed_byte_and_a_missing_file(tmp_path):
     (b / "model.safetensors").write_bytes(b"\x00" * 1000)
     (b / "sub" / "tokenizer.json").unlink()
     assert identical_files(a, b) == 0
+
+
+def test_resume_from_a_checkpoint_at_max_steps_trains_no_step_more(tiny_model_dir, tmp_path):
+    """A kill while the model was saved, after the last checkpoint (train.max_steps): --resume ends where
+    the uninterrupted run ended. transformers' Trainer alone trains one step more before it counts."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from finsent.training.train import train
+
+    splits = toy_splits(24)
+    opts = dict(max_steps=2, save_steps=1, lr_scheduler_type="constant", save_total_limit=0)
+    train(tiny_config(tiny_model_dir, tmp_path / "t", **opts), splits)
+    reference = load_file(tmp_path / "t" / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(tmp_path / "t" / "adapter")  # killed in the model's save: checkpoint-2 is the last
+    (tmp_path / "t" / "train_log.json").unlink()
+    train(tiny_config(tiny_model_dir, tmp_path / "t", resume=True, **opts), splits)
+    log = json.loads((tmp_path / "t" / "train_log.json").read_text())
+    assert log["resumed_from"] == "checkpoint-2" and log["global_step"] == 2
+    assert not (tmp_path / "t" / "checkpoint-3").exists()
+    again = load_file(tmp_path / "t" / "adapter" / "adapter_model.safetensors")
+    for k in reference:
+        assert torch.equal(again[k], reference[k]), k
+
+
+def test_bad_trainer_options_are_refused_before_the_folder_is_stamped(tiny_model_dir, tmp_path):
+    """Options transformers refuses only once the model has loaded, and train.extra keys that would
+    override finsent's own settings, are one line before anything is written; a run refused (or killed)
+    before it saved anything does not block the corrected rerun."""
+    from finsent.training.train import train
+
+    splits = toy_splits(8)
+    out = tmp_path / "t"
+    for opts, message in (
+        ({"lr_scheduler_type": "bogus"}, "train.lr_scheduler_type: 'bogus' is not one of linear, cosine"),
+        ({"optim": "bogus"}, "train.optim: 'bogus' is not one of adamw_torch"),
+        ({"evaluation_strategy": "sometimes"}, "train.evaluation_strategy: 'sometimes' is not one of no"),
+        ({"extra": {"max_length": 85}}, "train.extra.max_length: finsent sets it from train.max_seq_length"),
+        (
+            {"extra": {"save_strategy": "no"}},
+            "train.extra.save_strategy: finsent sets it from train.save_steps",
+        ),
+        ({"extra": {"completion_only_loss": False}}, "train.extra.completion_only_loss: finsent keeps it"),
+    ):
+        with pytest.raises(FinsentError, match=re.escape(message)):
+            train(tiny_config(tiny_model_dir, out, num_train_epochs=1.0, **opts), splits)
+        assert not out.exists()
+    # a run stamped, then killed before its first checkpoint: the stamp alone is no run to protect
+    out.mkdir()
+    (out / "run_stamp.json").write_text('{"config_hash": "x", "data_fingerprint": "y"}')
+    train(tiny_config(tiny_model_dir, out, num_train_epochs=1.0, learning_rate=1e-3), splits)
+    assert json.loads((out / "train_log.json").read_text())["resumed_from"] is None
+
+
+def test_a_refused_run_changes_nothing_in_the_finished_runs_folder(
+    tiny_model_dir, tmp_path, all_data, capsys
+):
+    """`finsent run` into a finished run's folder, without --resume or --overwrite: refused before its
+    config or zero-shot evaluation is written over the finished run's."""
+    from finsent.cli import main
+
+    run = tmp_path / "r"
+    (run / "train" / "model").mkdir(parents=True)  # a finished run's training
+    (run / "finsent_config.yaml").write_text("the finished run's\n")
+    (run / "baseline").mkdir()
+    (run / "baseline" / "metrics.json").write_text("{}\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code = main(["run", "--model", str(tiny_model_dir), "--data", str(all_data), "--out", str(run)])
+    assert code == 2 and "already holds a training run: pass --resume" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -202,8 +202,8 @@ class TrainConfig:
     fp16: bool = opt(False, "fp16 mixed precision (CUDA)")
     bf16: bool = opt(False, "bf16 mixed precision")
     max_grad_norm: float = opt(0.3, "gradient clipping", at_least=0)
-    max_steps: int = opt(-1, "stop after N optimizer steps (-1 = by epochs)")
-    warmup_ratio: float = opt(0.03, "share of steps for linear warm-up", at_least=0)
+    max_steps: int = opt(-1, "stop after N optimizer steps (-1 = by epochs)", at_least=-1)
+    warmup_ratio: float = opt(0.03, "share of steps for linear warm-up", at_least=0, below=1)
     group_by_length: bool = opt(True, "batch sentences of similar length together")
     shuffle: bool = opt(
         True, "without group_by_length: shuffle each epoch (false = file order, reproducible)"

@@ -106,6 +106,8 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     from finsent.data.splits import make_splits
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
     from finsent.modeling.load import float32_labels
+    from finsent.training.args import check_options
+    from finsent.training.checkpoints import guard
     from finsent.training.train import train
 
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +116,8 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     remove_leftovers(out, *(out / name for name in RUN_EVALUATIONS))
     cfg = copy.deepcopy(cfg)
     cfg.train.output_dir = str(out / RUN_TRAIN_DIR)
-    save_config(cfg, out)
+    # a run refused for its folder or its options changes nothing in a finished run's folder
+    guard(Path(cfg.train.output_dir), cfg.train.resume, cfg.train.overwrite)
     timings: dict[str, float] = {}
 
     def stage(name: str):
@@ -125,6 +128,8 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     ds, splits = make_splits(cfg.data)
     for line in [ds.split_line(), *ds.flaws()]:
         print(f"data: {line}")
+    check_options(cfg, len(splits["eval"]))
+    save_config(cfg, out)
     evals = _Evaluations(cfg, out, splits["test"], batch_size)
     timings["data"] = time.perf_counter() - t
 

@@ -71,7 +71,25 @@ def parse_layers(spec: str) -> list[int] | None:
     return sorted(layers)
 
 
-def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
+def check_options(cfg: Config, n_eval: int) -> None:
+    """The training options that transformers would refuse only once the model has loaded (and after the
+    run's folder was stamped), refused now in one line naming the option."""
+    from transformers.trainer_utils import IntervalStrategy, SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    tc = cfg.train
+    for field, allowed in (
+        ("lr_scheduler_type", SchedulerType),
+        ("optim", OptimizerNames),
+        ("evaluation_strategy", IntervalStrategy),
+    ):
+        values = [e.value for e in allowed]
+        if getattr(tc, field) not in values:
+            raise FinsentError(f"train.{field}: {getattr(tc, field)!r} is not one of {', '.join(values)}")
+    sft_config(cfg, on_cuda=False, n_eval=n_eval, quiet=True)
+
+
+def sft_config(cfg: Config, on_cuda: bool, n_eval: int, quiet: bool = False):
     """Map the notebooks' TrainingArguments onto today's SFTConfig (transformers 5, TRL 1.x).
 
     Renamed or dropped upstream, mapped here rather than lost: evaluation_strategy -> eval_strategy,
@@ -83,14 +101,14 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
 
     tc = cfg.train
     optim, fp16, bf16 = tc.optim, tc.fp16, tc.bf16
+    say = (lambda _line: None) if quiet else note
     if not on_cuda:
         if optim.startswith("paged_") or "8bit" in optim:
-            note(f"optim {optim} needs CUDA + bitsandbytes; using adamw_torch on CPU")
+            say(f"optim {optim} needs CUDA + bitsandbytes; using adamw_torch on CPU")
             optim = "adamw_torch"
         if fp16:
-            note("fp16 mixed precision needs CUDA; training in the model's dtype on CPU")
+            say("fp16 mixed precision needs CUDA; training in the model's dtype on CPU")
             fp16 = False
-    _check_extra(tc.extra, SFTConfig)
     save = (
         {"save_strategy": "steps", "save_steps": tc.save_steps}
         if tc.save_steps
@@ -136,7 +154,11 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
         disable_tqdm=False,
         **save,
     )
-    return SFTConfig(**kwargs | tc.extra)
+    _check_extra(tc.extra, SFTConfig)
+    try:
+        return SFTConfig(**kwargs | tc.extra)
+    except ValueError as e:  # transformers' own checks of a combination of options
+        raise FinsentError(f"train options: {' '.join(str(e).split())[:300]}") from None
 
 
 def report_to(spec: str) -> list[str] | str:
@@ -169,8 +191,28 @@ def report_to(spec: str) -> list[str] | str:
     return names
 
 
+# SFTConfig fields finsent sets from an option of another name: train.extra must not override them
+# (max_length 85 in extra had TRL cut training sentences, which finsent never does)
+MAPPED = {
+    "max_length": "train.max_seq_length",
+    "eval_strategy": "train.evaluation_strategy",
+    "warmup_steps": "train.warmup_ratio",
+    "save_strategy": "train.save_steps",
+    "train_sampling_strategy": "train.group_by_length and train.shuffle",
+    "per_device_eval_batch_size": "train.eval_batch_size",
+    "data_seed": "train.seed",
+    "use_cpu": "model.device",
+}
+# and those its recipe needs as they are
+FIXED = {
+    "completion_only_loss": "the loss is on the answer only",
+    "remove_unused_columns": "finsent's collator reads every column",
+}
+
+
 def _check_extra(extra: dict, sft_config_cls) -> None:
-    """train.extra may name any SFTConfig field but one that finsent maps from its own option."""
+    """train.extra may name any SFTConfig field but one that finsent sets itself: from its own option of
+    the same name or another (MAPPED), or as its recipe needs (FIXED)."""
     import dataclasses
 
     from finsent.core.options import TrainConfig
@@ -180,5 +222,9 @@ def _check_extra(extra: dict, sft_config_cls) -> None:
     for key in extra:
         if key in own:
             raise FinsentError(f"train.extra.{key}: set train.{key} instead")
+        if key in MAPPED:
+            raise FinsentError(f"train.extra.{key}: finsent sets it from {MAPPED[key]}; set that instead")
+        if key in FIXED:
+            raise FinsentError(f"train.extra.{key}: finsent keeps it as it is ({FIXED[key]})")
         if key not in known:
             raise FinsentError(f"train.extra.{key}: not a TrainingArguments/SFTConfig field")

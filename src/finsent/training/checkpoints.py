@@ -28,6 +28,14 @@ OPTIMIZER_STATES = ("optimizer.pt", "optimizer.bin", "optimizer_0", "global_step
 WEIGHTS = ("adapter_model.*", "model*.safetensors", "pytorch_model_fsdp*", "global_step*")
 # the training folder's own outputs (named in train.py) and TensorBoard's logs
 TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, "runs", RUN_STAMP)
+# what makes a folder hold a run (with its checkpoints): a run killed or refused before it saved anything
+# leaves only its stamp and logs, which a new run replaces without --resume or --overwrite
+SAVED = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG)
+
+
+def holds_run(out: Path) -> bool:
+    """`out` holds a run that saved something: a checkpoint, the adapter or model, the log."""
+    return out.is_dir() and (bool(_checkpoints(out)) or any((out / n).exists() for n in SAVED))
 
 
 def config_hash(cfg) -> str:
@@ -142,8 +150,7 @@ def saving(out: Path, owns_folder: bool = True) -> Iterator[None]:
 
 def guard(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse, before any work, to train into a folder that holds another run unless told what to do."""
-    used = out.is_dir() and (bool(_checkpoints(out)) or any((out / n).exists() for n in TRAINING_OUTPUTS))
-    if used and not (resume or overwrite):
+    if holds_run(out) and not (resume or overwrite):
         raise FinsentError(
             f"train.output_dir {out} already holds a training run: pass --resume to continue it, "
             "or --overwrite to start again"
@@ -167,8 +174,14 @@ def prepare(
     stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
     remove_leftovers(out)  # a killed run's hidden temporaries (a cut-off model/ save): the lock is ours
     checkpoints = _checkpoints(out) if out.is_dir() else []
-    used = bool(checkpoints) or any((out / name).exists() for name in TRAINING_OUTPUTS)
+    used = holds_run(out)
     last = None
+    if not used:  # a run that saved nothing (killed, or refused after it was stamped): its leftovers go
+        for path in (out / "runs", out / RUN_STAMP):
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
     if used and overwrite:
         for path in [*checkpoints, *(out / name for name in TRAINING_OUTPUTS)]:
             if path.is_dir():

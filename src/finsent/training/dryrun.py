@@ -21,7 +21,7 @@ from pathlib import Path
 from finsent.core.errors import FinsentError
 from finsent.core.options import Config
 from finsent.core.registry import KNOWN_ARCHITECTURES
-from finsent.training.args import lora_config
+from finsent.training.args import check_options, lora_config
 
 STRATEGIES = ("ddp", "fsdp", "zero3")
 # what each strategy shards: (weights, gradients + optimizer state)
@@ -107,6 +107,7 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
+    check_options(cfg, n_eval=1)  # what a real run would refuse, the dry run refuses too
     par = par or Parallelism()
     model_cfg = _architecture(cfg.model.model, cfg.model.cache_dir)
     with torch.device("meta"):

@@ -53,16 +53,41 @@ def train(cfg: Config, splits=None) -> Path:
         if last:
             print(f"resuming from {last}", file=sys.stderr)
         with saving(out, owns_folder):
-            result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+            result = _finished(trainer, last) or trainer.train(
+                resume_from_checkpoint=str(last) if last else None
+            )
 
         # --- save
         return _save(cfg, trainer, codec, tokenizer, splits, result, last)
+
+
+def _finished(trainer, last: Path | None):
+    """Resuming from a checkpoint already at train.max_steps (a kill while the model was saved): its
+    weights and state as they are. The Trainer would train one step more before it checks the count
+    (transformers 5); a run by epochs ends its last epoch's loop at once and is left to it."""
+    import json
+
+    from transformers.trainer_utils import TrainOutput
+
+    max_steps = trainer.args.max_steps
+    if last is None or max_steps <= 0:
+        return None
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    if state.get("global_step", 0) < max_steps:
+        return None
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(last))  # the weights (or adapter), as train() would load them
+    trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainOutput(trainer.state.global_step, losses[-1] if losses else 0.0, {})
 
 
 def _prepare_run(cfg: Config, splits, owns_folder: bool):
     """The output folder checked (never over another run), the splits, the config saved: (splits, the
     checkpoint to resume from or None)."""
     from finsent.data.splits import make_splits
+    from finsent.training.args import check_options
     from finsent.training.checkpoints import guard, prepare
 
     tc, out = cfg.train, Path(cfg.train.output_dir)
@@ -72,6 +97,7 @@ def _prepare_run(cfg: Config, splits, owns_folder: bool):
     if splits is None:  # (`finsent run` splits and reports the data itself)
         ds, splits = make_splits(cfg.data)
         flaws = [ds.split_line(), *ds.flaws()]
+    check_options(cfg, len(splits["eval"]))  # before the folder is stamped and the model loads
     last = prepare(
         out, cfg, splits, tc.resume, tc.overwrite, owns_folder
     )  # refuses to train over another run
