@@ -191,3 +191,15 @@ def test_a_misspelt_corpus_name_or_a_folder_as_data_says_what_data_takes(tmp_pat
     assert "sentfn: no such file, nor a corpus name" in err
     err = one_line_error(capsys, ["data", "--data", str(tmp_path)])
     assert err.endswith(f"{tmp_path}: a folder; pass a data file in it, or a corpus name")
+
+
+def test_a_json_lines_record_without_the_text_or_label_field_says_which(tmp_path):
+    data = tmp_path / "k.jsonl"
+    data.write_text(
+        '{"text": "Profit rose .", "label": "positive"}\n{"txt": "Sales fell .", "label": "negative"}\n'
+    )
+    with pytest.raises(FinsentError, match=r"k.jsonl:2: no 'text' field"):
+        read_file(data, LABELS)
+    data.write_text('{"text": "Profit rose .", "label": "positive"}\n{"text": "Sales fell ."}\n')
+    with pytest.raises(FinsentError, match=r"k.jsonl:2: no 'label' field"):
+        read_file(data, LABELS)

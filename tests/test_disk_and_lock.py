@@ -379,3 +379,32 @@ def test_a_nearly_full_filesystem_explains_only_errors_that_no_errno_explains(tm
     assert fsio.write_failure(missing, tmp_path / "x.csv") is None
     cut = fsio.write_failure(RuntimeError("failed to write the tensor"), tmp_path / "x.safetensors")
     assert cut is not None and "no space left on device" in str(cut)
+
+
+def test_a_full_disk_in_the_final_save_says_to_resume_and_resume_finishes(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Training done, the adapter's save refused by a full disk: one line that says --resume (a plain
+    rerun would be refused, the folder holds the run), no adapter/ under its name, and --resume ends it."""
+    from test_train import tiny_config, toy_splits
+
+    import finsent.training.parallel as parallel
+    from finsent.training.train import train
+
+    splits = toy_splits(8)
+    real = parallel.save_adapter
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "adapter_model.safetensors")
+
+    monkeypatch.setattr(parallel, "save_adapter", full)
+    out = tmp_path / "t"
+    with pytest.raises(FinsentError) as e:
+        train(tiny_config(tiny_model_dir, out, num_train_epochs=1.0), splits)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"cannot write {out / 'adapter'}: no space left on device")
+    assert msg.endswith("free some space, then rerun with --resume (it goes on from the last checkpoint)")
+    assert not (out / "adapter").exists()
+    monkeypatch.setattr(parallel, "save_adapter", real)
+    train(tiny_config(tiny_model_dir, out, num_train_epochs=1.0, resume=True), splits)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -120,12 +120,12 @@ def _free_bytes(target) -> int:
 
 
 @contextlib.contextmanager
-def write_errors(target: str | os.PathLike) -> Iterator[None]:
+def write_errors(target: str | os.PathLike, advice: str | None = None) -> Iterator[None]:
     """Inside: a write the machine refuses becomes one line naming `target` (write_failure)."""
     try:
         yield
     except Exception as e:
-        err = write_failure(e, target)
+        err = write_failure(e, target, advice)
         if err is None:
             raise
         raise err from e
@@ -152,23 +152,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, judge: bool = True) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, judge: bool = True, advice: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` (an earlier folder there is
     removed only after the new one is in place), on failure it is deleted. A kill leaves at most a
     hidden `.NAME.partial-*` folder, never a half-written model under the real name. `judge=False`: an
     OSError inside the block is not reported as a write to `path` (a caller that also loads and scores
-    there wraps its own writes in write_errors)."""
+    there wraps its own writes in write_errors). `advice`: what to do, in place of the usual."""
     import shutil
 
     path = Path(path)
-    with write_errors(path):
+    with write_errors(path, advice):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        with write_errors(path) if judge else contextlib.nullcontext():
+        with write_errors(path, advice) if judge else contextlib.nullcontext():
             os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
-        with write_errors(path):  # judged before the cleanup frees the space
+        with write_errors(path, advice):  # judged before the cleanup frees the space
             old = None
             if path.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))

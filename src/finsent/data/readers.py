@@ -179,8 +179,11 @@ def _records(path: Path, text_column: str, label_column: str | None):
 def _rows_table(path: Path, text_column: str, label_column: str | None):
     """(row, where, text, label, error) from _records."""
     for i, at, rec, error in _records(path, text_column, label_column):
+        missing = [c for c in (text_column, label_column) if rec is not None and c and c not in rec]
         if rec is None:
             yield i, at, None, None, error
+        elif missing:  # a JSON Lines record without the field (the first record's fields were checked)
+            yield i, at, None, None, Invalid(f"{at}: no '{missing[0]}' field")
         else:
             yield i, at, rec.get(text_column), rec.get(label_column) if label_column else None, None
 

@@ -183,7 +183,9 @@ def _save(cfg: Config, trainer, codec, tokenizer, splits, result, last) -> Path:
         history = trainer.state.log_history
         evals = [h for h in history if "eval_accuracy" in h]
         calibration = calibrate(eval_probs, codec, splits)
-        with atomic_dir(adapter) as tmp:  # a kill while saving leaves no half-written adapter
+        # a kill while saving leaves no half-written adapter; a full disk, one line saying how to go on
+        resume = "free some space, then rerun with --resume (it goes on from the last checkpoint)"
+        with atomic_dir(adapter, advice=resume) as tmp:
             if full:  # a plain transformers model; a gathered state (FSDP, ZeRO-3) is written as is
                 save_model(unwrap(trainer.model), tmp, state)
             else:
