@@ -1,6 +1,7 @@
 """Training, merging and resuming on the tiny random Llama (real PEFT, real SFTTrainer)."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -73,6 +74,10 @@ def test_only_lora_weights_change_and_loss_falls(tiny_model_dir, tmp_path):
     adapter = train(cfg, toy_splits())
     weights = load_file(adapter / "adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)
+    # the weights keep the user's usual mode, as every output (transformers writes them 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (adapter / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     # the base folder is untouched: every base weight equals the saved tiny model's
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     from peft import PeftModel

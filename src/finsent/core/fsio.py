@@ -169,6 +169,7 @@ def atomic_dir(path: str | os.PathLike, judge: bool = True, advice: str | None =
             os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
         with write_errors(path, advice):  # judged before the cleanup frees the space
+            _usual_modes(tmp)
             old = None
             if path.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -226,6 +227,15 @@ def reject(path: str | os.PathLike, reason: str, name: str | os.PathLike | None 
     note = target / REJECTED_NOTE if target.is_dir() else target.with_name(target.name + ".txt")
     write_text(note, reason.replace(str(path), str(target)) + "\n")  # where it lies now
     return target
+
+
+def _usual_modes(folder: Path) -> None:
+    """Files a library wrote private (transformers' safetensors: 0600, through a temporary file of its
+    own) get the user's normal mode, as every other output does."""
+    usual = 0o666 & ~_umask()
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.is_symlink() and f.stat().st_mode & 0o777 == 0o600 and usual != 0o600:
+            os.chmod(f, usual)
 
 
 def _umask() -> int:
