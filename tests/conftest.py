@@ -153,3 +153,12 @@ def server(clf):
 
     with serving(clf, Limits(max_texts=8, max_chars=200, max_body=4000, max_batch=64)) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _notes_said_afresh():
+    """console.note says a remark once per process; each test is a process of its own for that."""
+    from finsent.core import console
+
+    console._said.clear()
+    yield

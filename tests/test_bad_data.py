@@ -85,7 +85,7 @@ def test_a_quote_never_closed_is_an_error_naming_its_line_and_the_lines_it_took(
     with pytest.raises(FinsentError) as e:
         read_file(data, LABELS)
     assert str(e.value).startswith(
-        f"{data}:12: expected 2 fields, got 1: the row runs on to line 31 (a quote opened here never closed?)"
+        f"{data}:12: expected 2 fields, got 1: the row runs on to line 31, the file's end (a quote opened here never closed?)"
     )
     ds = read_file(data, LABELS, skip_invalid=True)  # counted, and the rows it swallowed are visible
     assert len(ds.examples) == 10 and len(ds.invalid) == 1
@@ -203,3 +203,36 @@ def test_a_json_lines_record_without_the_text_or_label_field_says_which(tmp_path
     data.write_text('{"text": "Profit rose .", "label": "positive"}\n{"text": "Sales fell ."}\n')
     with pytest.raises(FinsentError, match=r"k.jsonl:2: no 'label' field"):
         read_file(data, LABELS)
+
+
+def test_a_closed_multi_line_row_with_a_field_too_many_is_one_malformed_row(tmp_path):
+    data = rows_csv(tmp_path / "c.csv", bad={3: '"a text\nover two lines",neutral,extra'})
+    ds = read_file(data, LABELS)  # counted, not a stop: its quote was closed
+    assert len(ds.examples) == 29 and ds.malformed == [f"{data}:5: expected 2 fields, got 3"]
+
+
+def test_exported_splits_are_replaced_together_or_not_at_all(tmp_path, monkeypatch, capsys):
+    """A write that fails on the last split (a full disk) leaves every earlier split as it was."""
+    import os
+
+    import finsent.core.fsio as fsio
+
+    data = rows_csv(tmp_path / "d.csv")
+    out = tmp_path / "o"
+    assert main(["data", "--data", str(data), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    real = fsio.os.replace
+
+    def full_on_test(src, dst, *a, **k):
+        if str(dst).endswith("test.csv"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(fsio.os, "replace", full_on_test)
+    err = one_line_error(
+        capsys, ["data", "--data", str(rows_csv(tmp_path / "e.csv", n=45)), "--out", str(out)]
+    )
+    assert "no space left on device" in err
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []

@@ -112,6 +112,20 @@ def test_a_gguf_without_its_passing_parity_record_for_its_bytes_is_not_pushed(tm
         plan(tmp_path)
     (tmp_path / "m.parity.json").write_text('{"passed": true, "bytes": 10}')
     assert plan(tmp_path).kind == "gguf"
+    # the record names the very file: another of the same size is refused (records without a hash: size)
+    from finsent.core.fsio import sha256_of
+
+    (tmp_path / "m.parity.json").write_text(
+        json.dumps({"passed": True, "bytes": 10, "sha256": sha256_of(tmp_path / "m.gguf")})
+    )
+    assert plan(tmp_path).kind == "gguf"
+    (tmp_path / "m.gguf").write_bytes(b"y" * 10)
+    with pytest.raises(FinsentError, match="not the file its parity record"):
+        plan(tmp_path)
+    # a killed export's hidden, unchecked file is neither pushed nor in the way
+    (tmp_path / "m.gguf").write_bytes(b"x" * 10)
+    touch(tmp_path, ".m.gguf.unchecked.gguf")
+    assert ".m.gguf.unchecked.gguf" not in [p for p, _ in plan(tmp_path).files]
 
 
 def test_other_folders_are_refused_in_one_line(tmp_path, capsys):

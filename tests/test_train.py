@@ -788,3 +788,34 @@ def test_a_refused_run_changes_nothing_in_the_finished_runs_folder(
     code = main(["run", "--model", str(tiny_model_dir), "--data", str(all_data), "--out", str(run)])
     assert code == 2 and "already holds a training run: pass --resume" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_folder_with_someone_elses_runs_folder_is_not_taken_for_a_killed_run(tiny_model_dir, tmp_path):
+    """Only a stamped run's TensorBoard logs are leftovers: a `runs/` folder with no stamp beside it (a
+    project root's runs/) makes the folder a used one, refused without --overwrite, never cleared."""
+    from finsent.training.train import train
+
+    out = tmp_path / "project"
+    (out / "runs" / "demo").mkdir(parents=True)
+    (out / "runs" / "demo" / "summary.json").write_text("{}")
+    with pytest.raises(FinsentError, match="already holds a training run"):
+        train(tiny_config(tiny_model_dir, out, num_train_epochs=1.0), toy_splits(8))
+    assert (out / "runs" / "demo" / "summary.json").is_file()
+
+
+def test_run_resume_with_other_options_is_refused_before_the_folder_changes(
+    tiny_model_dir, tmp_path, all_data, capsys
+):
+    from finsent.cli import main
+
+    run = tmp_path / "r"
+    (run / "train" / "checkpoint-1").mkdir(parents=True)
+    (run / "train" / "run_stamp.json").write_text('{"config_hash": "other", "data_fingerprint": "other"}')
+    (run / "finsent_config.yaml").write_text("the finished run's\n")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code = main(
+        ["run", "--model", str(tiny_model_dir), "--data", str(all_data), "--out", str(run), "--resume"]
+    )
+    assert code == 2 and "was trained with other options" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not (run / "baseline").exists()

@@ -40,17 +40,32 @@ WRITE_ERRNOS = {
 NEARLY_FULL = 1 << 20
 
 
-def out_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+def out_folder(
+    path: str | os.PathLike, option: str = "--out", shown: str | os.PathLike | None = None
+) -> Path:
     """`path` checked as an output folder before any work: refused at once when it, or a folder above it,
-    is a file (otherwise a command that scores first would fail only when it writes)."""
+    is a file (otherwise a command that scores first would fail only when it writes). `shown`: the path
+    the user gave, when `path` is the folder of an output file."""
     path = Path(path)
+    shown = Path(shown) if shown is not None else path
     for p in (path, *path.absolute().parents):
         if p.exists():
             if not p.is_dir():
-                what = "is a file" if p == path else f"lies under {p}, which is a file"
-                raise FinsentError(f"{option} {path}: {what}, not a folder; choose another {option}")
+                what = "is a file" if p == shown else f"lies under {p}, which is a file"
+                raise FinsentError(f"{option} {shown}: {what}, not a folder; choose another {option}")
             break
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """A file's SHA-256, read in 1 MiB blocks (a parity record names the very file it checked)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def cache_root() -> Path:

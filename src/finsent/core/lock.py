@@ -45,7 +45,7 @@ def hold(path: str | os.PathLike, command: str, *, beside: bool = False) -> Iter
 
     # a file where the output folder goes (beside: where the output's folder goes): one line, before the
     # lock is made
-    out_folder(Path(path).parent if beside else path)
+    out_folder(Path(path).parent, shown=path) if beside else out_folder(path)
     lock = lock_path(path, beside)
     key = str(lock)
     if key in _held:  # this process already holds it (a stage of a command that holds it too)

@@ -47,7 +47,7 @@ def resolve_data(spec: str) -> Path:
                 f"{', '.join(corpora.CORPORA)}; on the hub: {', '.join(h.name for h in corpora.HUB_SETS)}; "
                 "or fpb)"
             )
-        if path.is_dir():
+        if path.is_dir() and path.suffix.lower() != ".parquet":  # (a partitioned Parquet set is a folder)
             raise FinsentError(f"{spec}: a folder; pass a data file in it, or a corpus name")
         return path
     subset = spec.split(":", 1)[1].lower() if ":" in spec else "50agree"

@@ -152,6 +152,7 @@ def _records(path: Path, text_column: str, label_column: str | None):
         raise FinsentError(f"{path}: empty file")
     header = [h.strip() for h in header]
     _check_columns(path, header, text_column, label_column)
+    total = sum(1 for _ in io.StringIO(content, newline=""))  # the file's lines, as the reader counts them
     last = reader.line_num
     for i, row in enumerate(reader):
         first, last = last + 1, reader.line_num
@@ -160,18 +161,14 @@ def _records(path: Path, text_column: str, label_column: str | None):
             continue
         if len(row) != len(header):
             error = f"{at}: expected {len(header)} fields, got {len(row)}"
-            # a quote never closed swallows every line after it into one field: say so, and stop (the
-            # lines it took are lost, not one bad row) unless --skip-invalid
-            yield (
-                i,
-                at,
-                None,
-                (
-                    Invalid(f"{error}: the row runs on to line {last} (a quote opened here never closed?)")
-                    if last > first
-                    else error
-                ),
-            )
+            if last > first and last >= total:
+                # a quote never closed swallows every line after it, to the file's end: say so, and stop
+                # (the lines it took are lost, not one bad row) unless --skip-invalid
+                error = Invalid(
+                    f"{error}: the row runs on to line {last}, the file's end (a quote opened here never "
+                    "closed?)"
+                )
+            yield i, at, None, error
             continue
         yield i, at, dict(zip(header, row)), None
 

@@ -65,8 +65,10 @@ def export(
 ) -> dict:
     """Write the GGUF and Modelfile, then compare GGUF and source predictions on the eval split, holding
     the output folder's lock: two exports never write one folder (its Modelfile and parity record)."""
+    from finsent.core.fsio import out_folder
     from finsent.core.lock import hold
 
+    out_folder(Path(out).parent, shown=out)  # (the lock's own check would name only the folder)
     with hold(Path(out).parent, "export"):
         return _export(cfg, model_dir, out, dtype, eval_examples, min_agreement)
 
@@ -75,7 +77,7 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
     import torch
     from transformers import AutoModelForCausalLM
 
-    from finsent.core.fsio import remove_leftovers, write_text
+    from finsent.core.fsio import remove_leftovers, sha256_of, write_text
     from finsent.core.parity import certify, compare, summary_line
     from finsent.core.prompts import PromptCodec
     from finsent.data.splits import make_splits
@@ -89,9 +91,12 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
     out = Path(out)
     if out.is_dir() or out.suffix.lower() != ".gguf":
         raise FinsentError(f"--out {out}: export writes a file named FILE.gguf")
-    # what a killed export left (the folder's lock is ours): its unchecked GGUF, a writer's temporaries
-    remove_leftovers(out.parent)
-    (out.parent / f".{out.name}{UNCHECKED}").unlink(missing_ok=True)
+    # what a killed export of this name left: its unchecked GGUF and its writers' temporaries (only
+    # this export's own names: a merge or predict writing beside it holds another lock)
+    staged = out.with_name(f".{out.name}{UNCHECKED}")
+    for name in (out.name, staged.name, MODELFILE, out.with_suffix(PARITY_SUFFIX).name):
+        remove_leftovers(out.parent, name=name)
+    staged.unlink(missing_ok=True)
     source, tokenizer, device = load_model(cfg.model, dtype=torch.float32)
     codec = PromptCodec.from_config(cfg, tokenizer)
     ollama = modelfile(codec, out.name)  # before the GGUF: a prompt Ollama cannot send fails early
@@ -111,7 +116,6 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
     del source
     # written and checked under a hidden name, then renamed: a GGUF under its real name was checked, and
     # a kill or a failed check leaves the earlier file and its parity record as they were
-    staged = out.with_name(f".{out.name}{UNCHECKED}")
     write_gguf(model_dir, staged, dtype)
     try:
         loaded = AutoModelForCausalLM.from_pretrained(
@@ -119,7 +123,7 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
         ).to(device)
         after = classify(loaded, PromptCodec.from_config(cfg, load_tokenizer_gguf(staged)), texts)
         gate = MIN_AGREEMENT[dtype] if min_agreement is None else min_agreement
-        size = staged.stat().st_size
+        size, digest = staged.stat().st_size, sha256_of(staged)
         passed = compare(before, after, gate, where)["passed"]
         # a failed check's record lies beside the rejected file, never beside an earlier certified one
         report = out.with_suffix(PARITY_SUFFIX if passed else REJECTED_SUFFIX + PARITY_SUFFIX)
@@ -131,7 +135,7 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
         try:
             parity = certify(
                 before, after, report, where=where, what=f"GGUF {dtype} / {model_dir}",
-                min_agreement=gate, extra={"dtype": dtype, "bytes": size},
+                min_agreement=gate, extra={"dtype": dtype, "bytes": size, "sha256": digest},
             )  # fmt: skip
         except FinsentError as e:  # nothing under the accepted name may look certified
             from finsent.core.fsio import reject

@@ -80,7 +80,7 @@ def plan(folder: str | os.PathLike) -> Upload:
         kind = "adapter"
     elif "config.json" in top and any(fnmatch.fnmatch(n, w) for n in top for w in WEIGHTS):
         kind = "merged"
-    elif any(n.endswith(".gguf") for n in top):
+    elif any(n.endswith(".gguf") and not _excluded(n) for n in top):
         kind = "gguf"
     else:
         inside = [
@@ -110,7 +110,9 @@ def _check_certified(root: Path) -> None:
     for a file of the size it checked: a file copied in, cut off or replaced since is not pushed."""
     import json
 
-    for gguf in sorted(root.glob("*.gguf")):
+    from finsent.core.fsio import sha256_of
+
+    for gguf in sorted(p for p in root.glob("*.gguf") if not _excluded(p.name)):
         record = gguf.with_suffix(PARITY_SUFFIX)
         try:
             parity = json.loads(record.read_text())
@@ -124,6 +126,10 @@ def _check_certified(root: Path) -> None:
             raise FinsentError(
                 f"{gguf}: {gguf.stat().st_size} bytes, but its parity record ({record.name}) checked a file of "
                 f"{parity.get('bytes')}; export it again"
+            )
+        if "sha256" in parity and parity["sha256"] != sha256_of(gguf):  # (records before it: size only)
+            raise FinsentError(
+                f"{gguf}: not the file its parity record ({record.name}) checked; export it again"
             )
 
 

@@ -107,8 +107,8 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     from finsent.deploy.merge import certify_merge, copy_full, identical_files, merge_and_save
     from finsent.modeling.load import float32_labels
     from finsent.training.args import check_options
-    from finsent.training.checkpoints import guard
-    from finsent.training.train import train
+    from finsent.training.checkpoints import check_stamp, guard
+    from finsent.training.train import resolved, train
 
     out.mkdir(parents=True, exist_ok=True)
     # what a killed run left half-written under hidden names goes (the lock is ours): a cut-off model
@@ -128,7 +128,9 @@ def _run(cfg: Config, out: Path, batch_size: int) -> dict:
     ds, splits = make_splits(cfg.data)
     for line in [ds.split_line(), *ds.flaws()]:
         print(f"data: {line}")
-    check_options(cfg, len(splits["eval"]))
+    check_options(cfg)
+    # --resume of other options or data: refused before this folder is touched (as train() stamps it)
+    check_stamp(Path(cfg.train.output_dir), resolved(cfg), splits)
     save_config(cfg, out)
     evals = _Evaluations(cfg, out, splits["test"], batch_size)
     timings["data"] = time.perf_counter() - t

@@ -71,7 +71,7 @@ def parse_layers(spec: str) -> list[int] | None:
     return sorted(layers)
 
 
-def check_options(cfg: Config, n_eval: int) -> None:
+def check_options(cfg: Config) -> None:
     """The training options that transformers would refuse only once the model has loaded (and after the
     run's folder was stamped), refused now in one line naming the option."""
     from transformers.trainer_utils import IntervalStrategy, SchedulerType
@@ -86,10 +86,14 @@ def check_options(cfg: Config, n_eval: int) -> None:
         values = [e.value for e in allowed]
         if getattr(tc, field) not in values:
             raise FinsentError(f"train.{field}: {getattr(tc, field)!r} is not one of {', '.join(values)}")
-    sft_config(cfg, on_cuda=False, n_eval=n_eval, quiet=True)
+    from trl import SFTConfig
+
+    # (not by building an SFTConfig: under torchrun its checks would start the process group, on gloo)
+    _check_extra(tc.extra, SFTConfig)
+    report_to(tc.report_to)
 
 
-def sft_config(cfg: Config, on_cuda: bool, n_eval: int, quiet: bool = False):
+def sft_config(cfg: Config, on_cuda: bool, n_eval: int):
     """Map the notebooks' TrainingArguments onto today's SFTConfig (transformers 5, TRL 1.x).
 
     Renamed or dropped upstream, mapped here rather than lost: evaluation_strategy -> eval_strategy,
@@ -101,13 +105,12 @@ def sft_config(cfg: Config, on_cuda: bool, n_eval: int, quiet: bool = False):
 
     tc = cfg.train
     optim, fp16, bf16 = tc.optim, tc.fp16, tc.bf16
-    say = (lambda _line: None) if quiet else note
     if not on_cuda:
         if optim.startswith("paged_") or "8bit" in optim:
-            say(f"optim {optim} needs CUDA + bitsandbytes; using adamw_torch on CPU")
+            note(f"optim {optim} needs CUDA + bitsandbytes; using adamw_torch on CPU")
             optim = "adamw_torch"
         if fp16:
-            say("fp16 mixed precision needs CUDA; training in the model's dtype on CPU")
+            note("fp16 mixed precision needs CUDA; training in the model's dtype on CPU")
             fp16 = False
     save = (
         {"save_strategy": "steps", "save_steps": tc.save_steps}

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from finsent.core.artefacts import ADAPTER_DIR, MODEL_DIR, RUN_STAMP, TRAIN_LOG
+from finsent.core.artefacts import ADAPTER_DIR, MODEL_DIR, RUN_STAMP, TENSORBOARD_DIR, TRAIN_LOG
 from finsent.core.errors import FinsentError
 
 # what a checkpoint needs to be resumed: the trainer writes its state last, but a kill can land anywhere
@@ -27,15 +27,43 @@ CHECKPOINT_FILES = ("trainer_state.json", "scheduler.pt")
 OPTIMIZER_STATES = ("optimizer.pt", "optimizer.bin", "optimizer_0", "global_step*")
 WEIGHTS = ("adapter_model.*", "model*.safetensors", "pytorch_model_fsdp*", "global_step*")
 # the training folder's own outputs (named in train.py) and TensorBoard's logs
-TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, "runs", RUN_STAMP)
+TRAINING_OUTPUTS = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG, TENSORBOARD_DIR, RUN_STAMP)
 # what makes a folder hold a run (with its checkpoints): a run killed or refused before it saved anything
-# leaves only its stamp and logs, which a new run replaces without --resume or --overwrite
+# leaves only its stamp and TensorBoard logs, which a new run replaces without --resume or --overwrite
 SAVED = (ADAPTER_DIR, MODEL_DIR, TRAIN_LOG)
 
 
 def holds_run(out: Path) -> bool:
-    """`out` holds a run that saved something: a checkpoint, the adapter or model, the log."""
-    return out.is_dir() and (bool(_checkpoints(out)) or any((out / n).exists() for n in SAVED))
+    """`out` holds a run to protect: a checkpoint, the adapter or model, the log; or a `runs/` folder
+    with no stamp beside it (then it is not a finsent run's TensorBoard logs, it is somebody's)."""
+    if not out.is_dir():
+        return False
+    unstamped = (out / TENSORBOARD_DIR).exists() and not (out / RUN_STAMP).is_file()
+    return bool(_checkpoints(out)) or any((out / n).exists() for n in SAVED) or unstamped
+
+
+def _clear_unsaved(out: Path) -> None:
+    """A stamped run that saved nothing (killed, or refused after it was stamped): its stamp and logs go."""
+    if not (out / RUN_STAMP).is_file() or holds_run(out):
+        return
+    shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
+    (out / RUN_STAMP).unlink()
+
+
+def check_stamp(out: Path, cfg, splits: dict) -> dict:
+    """The stamp of this run; a FinsentError when `out` holds a run of other options or data (which
+    --resume must not continue). Checked before anything is written, by train and by finsent run."""
+    stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
+    if not holds_run(out):
+        return stamp
+    old = json.loads((out / RUN_STAMP).read_text()) if (out / RUN_STAMP).is_file() else {}
+    for key, what in (("config_hash", "options"), ("data_fingerprint", "training data")):
+        if old.get(key) != stamp[key] and not cfg.train.overwrite:
+            raise FinsentError(
+                f"--resume: {out} was trained with other {what} ({key} {old.get(key)} here, "
+                f"{stamp[key]} now); pass --overwrite to start again, or the same {what}"
+            )
+    return stamp
 
 
 def config_hash(cfg) -> str:
@@ -171,17 +199,13 @@ def prepare(
         complete = [c for c in (_checkpoints(out) if out.is_dir() else []) if is_complete(c) is None]
         return complete[-1] if complete else None
 
-    stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
+    guard(out, resume, overwrite)
+    stamp = check_stamp(out, cfg, splits)  # (--overwrite: no comparison)
     remove_leftovers(out)  # a killed run's hidden temporaries (a cut-off model/ save): the lock is ours
+    _clear_unsaved(out)
     checkpoints = _checkpoints(out) if out.is_dir() else []
     used = holds_run(out)
     last = None
-    if not used:  # a run that saved nothing (killed, or refused after it was stamped): its leftovers go
-        for path in (out / "runs", out / RUN_STAMP):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
     if used and overwrite:
         for path in [*checkpoints, *(out / name for name in TRAINING_OUTPUTS)]:
             if path.is_dir():
@@ -190,14 +214,6 @@ def prepare(
                 path.unlink()
         note(f"--overwrite: cleared the earlier training run in {out}")
     elif used:
-        guard(out, resume, overwrite)
-        old = json.loads((out / RUN_STAMP).read_text()) if (out / RUN_STAMP).is_file() else {}
-        for key, what in (("config_hash", "options"), ("data_fingerprint", "training data")):
-            if old.get(key) != stamp[key]:
-                raise FinsentError(
-                    f"--resume: {out} was trained with other {what} ({key} {old.get(key)} here, "
-                    f"{stamp[key]} now); pass --overwrite to start again, or the same {what}"
-                )
         for checkpoint in reversed(checkpoints):
             why = is_complete(checkpoint)
             if why is None:

@@ -107,7 +107,7 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    check_options(cfg, n_eval=1)  # what a real run would refuse, the dry run refuses too
+    check_options(cfg)  # what a real run would refuse, the dry run refuses too
     par = par or Parallelism()
     model_cfg = _architecture(cfg.model.model, cfg.model.cache_dir)
     with torch.device("meta"):

@@ -34,7 +34,7 @@ def train(cfg: Config, splits=None) -> Path:
     from finsent.training.checkpoints import saving
 
     # --- setup: the resolved options, data, model, LoRA
-    cfg = cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    cfg = resolved(cfg)
     owns_folder = int(os.environ.get("RANK", "0")) == 0  # under DDP, rank 0 checks, stamps and saves
     out = Path(cfg.train.output_dir)
     # one run at a time writes the folder: a second is refused at once (before torch is imported), in
@@ -42,8 +42,6 @@ def train(cfg: Config, splits=None) -> Path:
     with hold(out, "train") if owns_folder else contextlib.nullcontext():
         from transformers import set_seed
 
-        if cfg.train.method == "full":
-            full_precision(cfg)
         set_seed(cfg.train.seed)
         splits, last = _prepare_run(cfg, splits, owns_folder)
         trainer, codec, tokenizer = build_trainer(cfg, splits)
@@ -61,6 +59,15 @@ def train(cfg: Config, splits=None) -> Path:
         return _save(cfg, trainer, codec, tokenizer, splits, result, last)
 
 
+def resolved(cfg: Config) -> Config:
+    """The options as this run trains with them (and stamps them): validated for the world size, and
+    with train.method=full the precision full_precision picks."""
+    cfg = cfg.validate(world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    if cfg.train.method == "full":
+        full_precision(cfg)
+    return cfg
+
+
 def _finished(trainer, last: Path | None):
     """Resuming from a checkpoint already at train.max_steps (a kill while the model was saved): its
     weights and state as they are. The Trainer would train one step more before it checks the count
@@ -70,7 +77,8 @@ def _finished(trainer, last: Path | None):
     from transformers.trainer_utils import TrainOutput
 
     max_steps = trainer.args.max_steps
-    if last is None or max_steps <= 0:
+    # (FSDP and DeepSpeed load a checkpoint only once the model is wrapped: left to the Trainer there)
+    if last is None or max_steps <= 0 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
         return None
     state = json.loads((Path(last) / "trainer_state.json").read_text())
     if state.get("global_step", 0) < max_steps:
@@ -97,7 +105,7 @@ def _prepare_run(cfg: Config, splits, owns_folder: bool):
     if splits is None:  # (`finsent run` splits and reports the data itself)
         ds, splits = make_splits(cfg.data)
         flaws = [ds.split_line(), *ds.flaws()]
-    check_options(cfg, len(splits["eval"]))  # before the folder is stamped and the model loads
+    check_options(cfg)  # before the folder is stamped and the model loads
     last = prepare(
         out, cfg, splits, tc.resume, tc.overwrite, owns_folder
     )  # refuses to train over another run
