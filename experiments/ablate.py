@@ -33,6 +33,9 @@ RECORD = RESULTS / "ablation.jsonl"
 # (full fine-tuning, 3 epochs), and each experiment's own overrides come after these and win
 BASE = ["--config", str(ROOT / "configs" / "smollm2-cpu.yaml"), "--train.method", "lora"]
 BASE += ["--train.num_train_epochs", "2"]
+# every epoch's checkpoint, as when these ran (the demo config now keeps the newest only): average.py
+# averages them
+BASE += ["--train.save_total_limit", "0"]
 
 FULL = ["--train.method", "full"]
 # name -> (what changes, finsent overrides); order = the order they ran in
