@@ -182,10 +182,14 @@ def create_app(clf, limits: Limits | None = None):
         info["model"] = model_name(info.get("model", ""))
         return info | {"limits": asdict(limits) | {"max_tokens": max_tokens}, "context": context}
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: curl -I, balancers; 503 after SIGTERM
+    @app.get("/health")  # 503 after SIGTERM
     async def health():
         body = {"status": "shutting down" if batcher.closed else "ok", "batches": batcher.batches}
         return JSONResponse(body | {"queued": batcher.queued}, status_code=503 if batcher.closed else 200)
+
+    # HEAD too (curl -I, balancers), out of the OpenAPI schema, where one function on two methods gave
+    # two operations of one id
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
