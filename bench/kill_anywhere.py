@@ -342,11 +342,12 @@ def bench_argv(data: str, out: Path) -> list[str]:
 
 
 def bench_points(duration: float, n: int, seed: int) -> list[KillPoint]:
-    """`n` points: targeted writes (a checkpoint, the model's save, the copy, an evaluation's predictions,
-    the report) in turns with moments drawn uniformly over the uninterrupted run's `duration`."""
+    """`n` points: targeted writes (a checkpoint, an old one's removal, the model's save, the copy, an
+    evaluation's predictions, the report) in turns with moments drawn over the run's `duration`."""
     rng = random.Random(seed)
     targeted = [
         KillPoint("inside checkpoint-2's save", watch="train/checkpoint-2", delay=rng.uniform(0, 1.5)),
+        KillPoint("inside checkpoint-1's removal (save_total_limit 1)", hook=("remove", "optimizer.pt", 1)),
         KillPoint("inside the trained model's save", watch="train/.model.partial-*", delay=rng.uniform(0, 0.3)),
         KillPoint("inside the copy to merged_model/", watch=".merged_model.partial-*", delay=rng.uniform(0, 0.3)),
         KillPoint("inside finetuned/ predictions.csv", watch="finetuned/.predictions.csv.*"),

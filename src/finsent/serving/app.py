@@ -107,12 +107,9 @@ def create_app(clf, limits: Limits | None = None):
     # the model pass batches texts across requests; prior correction ('auto': EM) runs per request.
     # The heap is trimmed after passes (at most once a second): without it glibc's arenas keep the freed
     # activations of every shape and RSS creeps (batcher.release_memory); FINSENT_MALLOC_TRIM_EVERY=0 is off.
+    trim = _trim_every()
     batcher = MicroBatcher(
-        clf.probabilities,
-        limits.max_batch,
-        limits.max_request_tokens,
-        limits.max_queue,
-        trim_every=_trim_every(),
+        clf.probabilities, limits.max_batch, limits.max_request_tokens, limits.max_queue, trim_every=trim
     )
     # A copy of the tokenizer for the checks, so they never share the Rust tokenizer with the model thread.
     codec = copy.copy(clf.codec)
@@ -182,13 +179,12 @@ def create_app(clf, limits: Limits | None = None):
         info["model"] = model_name(info.get("model", ""))
         return info | {"limits": asdict(limits) | {"max_tokens": max_tokens}, "context": context}
 
-    @app.get("/health")  # 503 after SIGTERM
+    @app.get("/health")  # and HEAD (curl -I, balancers); 503 after SIGTERM
     async def health():
         body = {"status": "shutting down" if batcher.closed else "ok", "batches": batcher.batches}
         return JSONResponse(body | {"queued": batcher.queued}, status_code=503 if batcher.closed else 200)
 
-    # HEAD too (curl -I, balancers), out of the OpenAPI schema, where one function on two methods gave
-    # two operations of one id
+    # HEAD kept out of the OpenAPI schema: GET and HEAD of one function gave two operations of one id
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
