@@ -344,10 +344,10 @@ def read_file(
             problem = f"{at}: text {text!r:.60} is not a string"
         elif problem is None:
             try:
-                label = mapper(score_label(raw_label, cuts) if scores else raw_label)
-                if scores:
+                if scores:  # the score read once: its label, and the range it widens
                     x = score_value(raw_label)
                     lo, hi = min(lo, x), max(hi, x)
+                label = mapper(score_label(x, cuts) if scores else raw_label)
             except ValueError:
                 label = None
             if label is None:

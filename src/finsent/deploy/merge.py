@@ -48,7 +48,7 @@ def _check_out(out: Path, adapter: Path) -> None:
     out_folder(out)
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if adapter.absolute() == out.absolute() or out.absolute() in adapter.absolute().parents:
+    if adapter.resolve() == out.resolve() or out.resolve() in adapter.resolve().parents:
         raise FinsentError(
             f"--out {out} holds the adapter {adapter}: merging would replace it; choose another --out"
         )
@@ -65,9 +65,8 @@ def _merge(cfg: Config, adapter, out, min_agreement: float, eval_examples, batch
     from finsent.data.splits import make_splits
     from finsent.modeling.scoring import classify
 
-    remove_leftovers(
-        Path(out).parent, name=Path(out).name
-    )  # a killed merge's staging copy (the lock is ours)
+    # a killed merge's staging copy (the lock beside `out` is ours)
+    remove_leftovers(Path(out).parent, name=Path(out).name)
     if eval_examples is None:
         eval_examples = make_splits(cfg.data)[1]["eval"]
     texts = [e.text for e in eval_examples]

@@ -54,11 +54,11 @@ def check_stamp(out: Path, cfg, splits: dict) -> dict:
     """The stamp of this run; a FinsentError when `out` holds a run of other options or data (which
     --resume must not continue). Checked before anything is written, by train and by finsent run."""
     stamp = {"config_hash": config_hash(cfg), "data_fingerprint": data_fingerprint(splits)}
-    if not holds_run(out):
+    if cfg.train.overwrite or not holds_run(out):
         return stamp
     old = json.loads((out / RUN_STAMP).read_text()) if (out / RUN_STAMP).is_file() else {}
     for key, what in (("config_hash", "options"), ("data_fingerprint", "training data")):
-        if old.get(key) != stamp[key] and not cfg.train.overwrite:
+        if old.get(key) != stamp[key]:
             raise FinsentError(
                 f"--resume: {out} was trained with other {what} ({key} {old.get(key)} here, "
                 f"{stamp[key]} now); pass --overwrite to start again, or the same {what}"

@@ -34,7 +34,6 @@ def train(cfg: Config, splits=None) -> Path:
     from finsent.training.checkpoints import saving
 
     # --- setup: the resolved options, data, model, LoRA
-    cfg = resolved(cfg)
     owns_folder = int(os.environ.get("RANK", "0")) == 0  # under DDP, rank 0 checks, stamps and saves
     out = Path(cfg.train.output_dir)
     # one run at a time writes the folder: a second is refused at once (before torch is imported), in
@@ -42,6 +41,7 @@ def train(cfg: Config, splits=None) -> Path:
     with hold(out, "train") if owns_folder else contextlib.nullcontext():
         from transformers import set_seed
 
+        cfg = resolved(cfg)  # (full_precision imports torch to pick the precision)
         set_seed(cfg.train.seed)
         splits, last = _prepare_run(cfg, splits, owns_folder)
         trainer, codec, tokenizer = build_trainer(cfg, splits)
