@@ -106,6 +106,29 @@ def test_a_failed_or_killed_re_export_leaves_the_certified_file_as_it_was(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".m.gguf")) == []
 
 
+def test_two_exports_in_one_folder_share_one_card(tiny_model_dir, tmp_path):
+    """f16 and q8_0 exported side by side: the card lists both checked files and says which one the
+    Modelfile builds; a file whose record no longer matches its bytes is left out of the list."""
+    from finsent.data.dataset import Example
+    from finsent.deploy.export import export
+
+    cfg = Config()
+    cfg.model.model, cfg.model.dtype = str(tiny_model_dir), "float32"
+    examples = [Example(i, t, "neutral") for i, t in enumerate(["Profit rose .", "Sales fell ."] * 3)]
+    export(cfg, tiny_model_dir, tmp_path / "m-f16.gguf", "f16", eval_examples=examples)
+    assert "other checked GGUF" not in (tmp_path / "README.md").read_text()
+    export(cfg, tiny_model_dir, tmp_path / "m-q8_0.gguf", "q8_0", eval_examples=examples)
+    card = (tmp_path / "README.md").read_text()
+    assert "- file: m-q8_0.gguf" in card and "- tensor type: q8_0" in card
+    assert "other checked GGUF files here: `m-f16.gguf` (f16, " in card
+    assert "- Modelfile: builds `m-q8_0.gguf`, the latest export" in card
+    assert "FROM ./m-q8_0.gguf" in (tmp_path / "Modelfile").read_text()
+    with open(tmp_path / "m-f16.gguf", "ab") as fh:  # changed since its check: no longer listed
+        fh.write(b"x")
+    export(cfg, tiny_model_dir, tmp_path / "m-q8_0.gguf", "q8_0", eval_examples=examples)
+    assert "m-f16.gguf" not in (tmp_path / "README.md").read_text()
+
+
 def test_gguf_logits_match_the_source(tiny_model_dir, tmp_path):
     """The q/k permutation and every tensor name are right: f16 logits match float32 closely."""
     import torch

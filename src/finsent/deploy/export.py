@@ -25,6 +25,7 @@ from finsent.core.artefacts import METRICS_FILE, MODELFILE, PARITY_SUFFIX, REJEC
 from finsent.core.errors import FinsentError
 from finsent.deploy.gguf import DTYPES, load_tokenizer_gguf, write_gguf
 from finsent.deploy.ollama import modelfile
+from finsent.deploy.records import certified_in
 from finsent.deploy.sentences import PARITY_SENTENCES
 
 # the share of identical predictions each --quant must keep (the gate; --min-agreement overrides). 16-bit
@@ -144,14 +145,15 @@ def _export(cfg, model_dir, out, dtype: str, eval_examples, min_agreement: float
             raise FinsentError(f"{e}; the GGUF was moved to {moved}") from None
     finally:
         staged.unlink(missing_ok=True)
-    write_model_card(
-        out.parent,
-        cfg,
-        "gguf",
-        metrics=_saved_metrics(model_dir),
-        file=str(out),
-        extra={"file": out.name, "tensor type": dtype, "parity": summary_line(parity)},
-    )
+    extra = {"file": out.name, "tensor type": dtype, "parity": summary_line(parity)}
+    others = {k: v for k, v in certified_in(out.parent).items() if k != out.name}
+    if others:  # one card for the folder: every export in it, and which one the Modelfile builds
+        extra["other checked GGUF files here"] = "; ".join(
+            f"`{k}` ({v.get('dtype', '?')}, {v['bytes'] / 1e6:.0f} MB, {summary_line(v)})"
+            for k, v in others.items()
+        )
+        extra[MODELFILE] = f"builds `{out.name}`, the latest export; change its FROM line for another file"
+    write_model_card(out.parent, cfg, "gguf", metrics=_saved_metrics(model_dir), file=str(out), extra=extra)
     return parity
 
 

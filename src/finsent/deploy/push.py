@@ -107,30 +107,11 @@ def plan(folder: str | os.PathLike) -> Upload:
 
 def _check_certified(root: Path) -> None:
     """Every GGUF in `root` has its passing parity record (export writes it once the file is in place),
-    for a file of the size it checked: a file copied in, cut off or replaced since is not pushed."""
-    import json
-
-    from finsent.core.fsio import sha256_of
+    for a file of the size and bytes it checked: a file copied in, cut off or replaced since is not pushed."""
+    from finsent.deploy.records import certified
 
     for gguf in sorted(p for p in root.glob("*.gguf") if not _excluded(p.name)):
-        record = gguf.with_suffix(PARITY_SUFFIX)
-        try:
-            parity = json.loads(record.read_text())
-        except (OSError, ValueError):
-            parity = None
-        if not isinstance(parity, dict) or not parity.get("passed"):
-            raise FinsentError(
-                f"{gguf}: no passing parity record ({record.name}); export it with finsent export"
-            )
-        if parity.get("bytes") != gguf.stat().st_size:
-            raise FinsentError(
-                f"{gguf}: {gguf.stat().st_size} bytes, but its parity record ({record.name}) checked a file of "
-                f"{parity.get('bytes')}; export it again"
-            )
-        if "sha256" in parity and parity["sha256"] != sha256_of(gguf):  # (records before it: size only)
-            raise FinsentError(
-                f"{gguf}: not the file its parity record ({record.name}) checked; export it again"
-            )
+        certified(gguf)
 
 
 def _walk(root: Path, top_only: bool):
