@@ -236,3 +236,67 @@ def test_exported_splits_are_replaced_together_or_not_at_all(tmp_path, monkeypat
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == before
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("command", ["data", "evaluate", "bench"])
+def test_an_out_that_holds_a_model_an_empty_out_and_an_unwritable_out_are_refused_first(
+    command, tmp_path, capsys, tiny_model_dir
+):
+    """evaluate/bench/data write finsent_config.yaml (and metrics.json) into --out: a model folder's own
+    files. Refused before any work, as are '' (the working folder) and a place no file can be made."""
+    data = rows_csv(tmp_path / "d.csv")
+    args = {
+        "data": ["data", "--data", str(data)],
+        "evaluate": ["evaluate", "--model", str(tiny_model_dir), "--data", str(data)],
+        "bench": ["bench", "--model", str(tiny_model_dir), "--sets", "semeval-headlines"],
+    }[command]
+    before = {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()}
+    err = one_line_error(capsys, [*args, "--out", str(tiny_model_dir)])
+    assert f"--out {tiny_model_dir}: holds a model (config.json)" in err
+    assert {p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()} == before
+    if command != "data":  # (data without --out only prints its split)
+        assert one_line_error(capsys, [*args, "--out", ""]).endswith("--out is empty: name a folder")
+    err = one_line_error(capsys, [*args, "--out", "/proc/finsent-test/x"])
+    assert (
+        "cannot write /proc/finsent-test/x: No such file or directory (in /proc); choose another --out" in err
+    )
+
+
+def test_a_misspelt_phrasebank_name_is_no_phrasebank(capsys):
+    """Any name starting with 'fpb' read the PhraseBank's 50% file; only fpb and fpb:SUBSET do now."""
+    err = one_line_error(capsys, ["data", "--data", "fpb-notebok"])
+    assert "fpb-notebok: no such file, nor a corpus name" in err
+    from finsent.data.phrasebank import is_phrasebank
+
+    assert is_phrasebank("fpb:75agree", "x") and not is_phrasebank("fpb_mine.csv", "fpb_mine.csv")
+
+
+def test_a_saved_config_names_its_local_files_absolutely(tmp_path, monkeypatch):
+    """A relative --data in a saved config named another file (or none) when read from another working
+    folder: bench's overlap check then scored the model's own training texts with only a note."""
+    from finsent.core.config import load_saved_config, save_config
+    from finsent.core.options import Config
+
+    monkeypatch.chdir(tmp_path)
+    rows_csv(tmp_path / "d.csv")
+    (tmp_path / "m").mkdir()
+    cfg = Config()
+    cfg.data.data, cfg.data.test_data, cfg.model.model = "d.csv", "", "m"
+    cfg.data.sources = ["d.csv cap=5", "sentfin", "fpb:50agree"]
+    save_config(cfg, tmp_path / "out")
+    monkeypatch.chdir("/")
+    saved = load_saved_config(tmp_path / "out")
+    assert saved.data.data == str(tmp_path / "d.csv") and saved.model.model == str(tmp_path / "m")
+    assert saved.data.sources == [f"{tmp_path / 'd.csv'} cap=5", "sentfin", "fpb:50agree"]
+    assert cfg.data.data == "d.csv"  # the caller's config is not changed
+    cfg.data.data = "missing/x.csv"  # not there: kept as given
+    save_config(cfg, tmp_path / "out")
+    assert load_saved_config(tmp_path / "out").data.data == "missing/x.csv"
+
+
+def test_leak_normalisation_ignores_underscores():
+    """all-data.csv writes one PhraseBank sentence's '-' as '-_': the same sentence once normalised."""
+    from finsent.data.mixture import normalised
+
+    assert normalised("DMASIA-16 ASMobile -_ 2006") == normalised("DMASIA-16 ASMobile - 2006")
+    assert normalised("Diageo_Shares_Surge") == "diageo shares surge"

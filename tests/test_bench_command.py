@@ -177,6 +177,28 @@ def test_against_joins_an_earlier_bench_on_the_rows_both_scored(
     with open(second / BENCH_PREDICTIONS.format(test_set="semeval-headlines"), newline="") as fh:
         assert not {r["text"] for r in csv.DictReader(fh)} & set(PLANTED)
     assert "--against: semeval-headlines: 2 test rows" in stdout and "fpb was not scored in" in stdout
+    assert not table["overlap_checked"]  # (the tiny model records no training data)
+    # the adapter against the adapter's bench: both checked
+    code, _, _ = bench(capsys, "--adapter", str(adapter), *common, "--against", str(first),
+                       "--out", str(tmp_path / "third"))  # fmt: skip
+    assert (
+        code == 0
+        and json.loads((tmp_path / "third" / f"{BENCHMARK_STEM}.json").read_text())["overlap_checked"]
+    )
+    # against a bench that could not check its model: this table says so, and strict refuses
+    code, stdout, _ = bench(capsys, "--adapter", str(adapter), *common, "--against", str(second),
+                            "--out", str(tmp_path / "fourth"))  # fmt: skip
+    table = json.loads((tmp_path / "fourth" / f"{BENCHMARK_STEM}.json").read_text())
+    assert code == 0 and not table["overlap_checked"]
+    assert any("rows were not checked against its training data" in n for n in table["notes"])
+    fpb_only = ["--sets", "fpb", *common[2:]]  # (the adapter's own planted overlap is in SemEval's set)
+    code, _, err = bench(capsys, "--adapter", str(adapter), *fpb_only, "--against", str(second),
+                         "--strict-overlap", "--out", str(tmp_path / "fifth"))  # fmt: skip
+    assert code == 2 and "--strict-overlap: --against" in err
+    # rows the other bench left out because of its --limit are not called its training data
+    code, stdout, _ = bench(capsys, "--model", str(tiny_model_dir), *common[:3], "10", *common[4:],
+                            "--against", str(first), "--out", str(tmp_path / "sixth"))  # fmt: skip
+    assert code == 0 and "(its training data, or its --limit 8 against 10 here)" in stdout
     # not a bench folder: one line, exit 2
     code, _, err = bench(capsys, "--model", str(tiny_model_dir), *common, "--against", str(tmp_path),
                          "--out", str(tmp_path / "x"))  # fmt: skip
@@ -237,10 +259,51 @@ def test_limit_takes_rows_evenly_spaced_through_the_test_split(monkeypatch, data
     monkeypatch.setenv(DATA_DIR_ENV, str(data_dir))
     notes: list[str] = []
     (s,) = load_sets(["semeval-headlines"], None, 5, None, False, notes)
-    assert [e.text.split()[1] for e in s.test] == ["0", "2", "4", "6", "8"] and s.considered == 5
-    assert {e.label for e in s.test} == {"positive", "neutral", "negative"} and notes == []
+    assert [e.text.split()[1] for e in s.test] == ["0", "2", "5", "8", "11"] and s.considered == 5
+    assert notes == []
     (s,) = load_sets(["semeval-headlines"], None, 100, None, False, notes)
     assert len(s.test) == 14  # a limit above the split's size: all of it
+    # more than half of a split ordered by label: every label keeps its share (a step of
+    # len // limit = 1 took the first 600 of 900: no negative at all)
+    from finsent.data.splits import spread
+
+    ordered = ["positive"] * 300 + ["neutral"] * 300 + ["negative"] * 300
+    for limit, each in ((600, 200), (450, 150), (3, 1)):
+        picked = spread(ordered, limit)
+        assert len(picked) == limit and {x: picked.count(x) for x in set(picked)} == dict.fromkeys(
+            ("positive", "neutral", "negative"), each
+        )
+    assert spread(ordered, 0) == ordered == spread(ordered, 901)
+
+
+def test_baselines_never_train_on_a_test_text(monkeypatch, tmp_path):
+    """The PhraseBank repeats sentences, and FPB's split keeps its rows: a repeat on both sides was in
+    the baselines' training. Those training rows are left out, counted in a note."""
+    fpb = tmp_path / "financial_phrasebank" / "Sentences_50Agree.txt"
+    fpb.parent.mkdir()
+    rows = _rows("Sentence", 40) + [("Sentence 1 the company held its annual meeting", "neutral")] * 6
+    fpb.write_bytes("".join(f"{t} .@{lab}\n" for t, lab in rows).encode("latin-1"))
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    notes: list[str] = []
+    (s,) = load_sets(["fpb"], None, 0, None, False, notes)
+    tested = {normalise(e.text) for e in s.test}
+    assert tested and not [e for e in s.train if normalise(e.text) in tested]
+    assert any("training rows whose text is also a test text left out of the baselines" in n for n in notes)
+
+
+def test_a_wide_legend_is_not_cut_off(tmp_path):
+    """One test set, five long model names: the saved plot grows to hold the legend below the axes."""
+    import matplotlib.image
+
+    from finsent.evaluation.benchtable import plot_table
+
+    models = [f"runs/a-rather-long-run-name-{i}/merged_model" for i in range(5)]
+    row = {"value": 0.8, "low": 0.7, "high": 0.9}
+    table = {"models": models, "test_sets": ["fpb"], "confidence": 0.95,
+             "rows": [{"model": m, "test_set": "fpb", "weighted_f1": row} for m in models]}  # fmt: skip
+    plot_table(table, tmp_path / "p.png")
+    height, width = matplotlib.image.imread(tmp_path / "p.png").shape[:2]
+    assert width > 700 and height > 400  # the figure alone: 500 x 400 pixels
 
 
 @pytest.mark.parametrize(

@@ -165,3 +165,12 @@ def test_evaluate_writes_errors_calibration_and_priors(tiny_model_dir, tmp_path,
     assert conf == sorted(conf, reverse=True)
     assert len(rows) - len(errors) == round(m["accuracy"] * len(rows))
     assert "most confident mistakes" in (out / "report.txt").read_text()
+    # the ECE of the probabilities written (the priors move them), beside those before the priors
+    written = [[float(r[f"p_{lab}"]) for lab in LABELS] for r in rows]
+    gold = [LABELS.index(r["label"]) for r in rows]
+    assert c["ece_with_priors"] == pytest.approx(ece(written, gold), abs=1e-5)
+    assert f"{c['ece_with_priors']:.3f} with the priors" in (out / "report.txt").read_text()
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert (
+        "ece_with_priors" not in json.loads((tmp_path / "plain" / "metrics.json").read_text())["calibration"]
+    )

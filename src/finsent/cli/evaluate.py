@@ -25,20 +25,24 @@ class Args:
     )
     batch_size: int = common.batch_size()
     priors: str | None = common.priors()
-    limit: int = opt(0, "only the first N sentences of the split (0 = all)", at_least=0)
+    limit: int = opt(
+        0,
+        "only N sentences, evenly spaced through the split: each label keeps its share (0 = all)",
+        at_least=0,
+    )
     out: str = common.out("output folder")
 
 
 def main(args: Args, cfg: Config) -> int:
     from finsent.core.config import save_config
-    from finsent.data.splits import make_splits
+    from finsent.data.splits import make_splits, spread
     from finsent.evaluation.evaluate import evaluate
     from finsent.modeling.calibration import parse_priors
 
     ds, splits = make_splits(cfg.data)
     for line in [ds.split_line(), *ds.flaws()]:
         print(f"data: {line}", file=sys.stderr)
-    examples = splits[args.subset][: args.limit or None]
+    examples = spread(splits[args.subset], args.limit)
     priors = parse_priors(args.priors, cfg.data.labels)  # a bad --priors fails before the model loads
     title = (
         f"{cfg.model.model}{' + ' + args.adapter if args.adapter else ''} on {args.subset} ({args.method})"

@@ -91,13 +91,38 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
 
 
 def save_config(cfg: Config, folder: str | Path) -> Path:
+    """cfg as `folder`/finsent_config.yaml, with its local paths made absolute (portable)."""
     import yaml
 
     from finsent.core.fsio import write_text
 
     path = Path(folder) / CONFIG_FILE
-    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text(path, yaml.safe_dump(portable(cfg).to_dict(), sort_keys=False))
     return path
+
+
+def portable(cfg: Config) -> Config:
+    """A copy whose relative paths to existing files and folders (data, test data, each source's file, a
+    model folder) are absolute: a saved config is read from other working folders (bench's overlap
+    check, evaluate, an adapter's base), where `../data/x.csv` would name another file or none."""
+    from finsent.core.registry import EMBEDDED
+
+    def absolute(spec: str, data: bool = True) -> str:
+        path = Path(spec).expanduser()
+        # data is a path only with a folder or a suffix (`sentfin`, `fpb:50agree` and the hub sets' names
+        # are corpus names first); a model, any folder that is there (but an embedded model's name)
+        if spec in EMBEDDED or (data and not (len(path.parts) > 1 or path.suffix)):
+            return spec
+        return str(path.resolve()) if spec and path.exists() and not path.is_absolute() else spec
+
+    cfg = copy.deepcopy(cfg)
+    cfg.data.data, cfg.data.test_data = absolute(cfg.data.data), absolute(cfg.data.test_data)
+    cfg.model.model = absolute(cfg.model.model, data=False)
+    cfg.data.sources = [
+        " ".join([absolute(s.split()[0]), *s.split()[1:]]) if isinstance(s, str) and s.split() else s
+        for s in cfg.data.sources
+    ]
+    return cfg
 
 
 def load_saved_config(folder: str | Path) -> Config | None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from finsent.core.artefacts import REJECTED_NOTE, REJECTED_SUFFIX
+from finsent.core.artefacts import MODEL_MARKERS, REJECTED_NOTE, REJECTED_SUFFIX
 from finsent.core.errors import FinsentError
 
 # the failures of a write that are the machine's state, not a bug: (what happened, what to do)
@@ -41,11 +41,18 @@ NEARLY_FULL = 1 << 20
 
 
 def out_folder(
-    path: str | os.PathLike, option: str = "--out", shown: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    option: str = "--out",
+    shown: str | os.PathLike | None = None,
+    model_ok: bool = True,
 ) -> Path:
-    """`path` checked as an output folder before any work: refused at once when it, or a folder above it,
-    is a file (otherwise a command that scores first would fail only when it writes). `shown`: the path
-    the user gave, when `path` is the folder of an output file."""
+    """`path` checked as an output folder before any work (otherwise a command that scores first would
+    fail only when it writes): refused at once when it is empty, when it or a folder above it is a file,
+    or when no file can be made in the nearest folder that exists; with `model_ok=False`, also when it
+    holds a model (MODEL_MARKERS). `shown`: the path the user gave, when `path` is the folder of an
+    output file."""
+    if not str(path).strip():
+        raise FinsentError(f"{option} is empty: name a folder")
     path = Path(path)
     shown = Path(shown) if shown is not None else path
     for p in (path, *path.absolute().parents):
@@ -53,8 +60,30 @@ def out_folder(
             if not p.is_dir():
                 what = "is a file" if p == shown else f"lies under {p}, which is a file"
                 raise FinsentError(f"{option} {shown}: {what}, not a folder; choose another {option}")
+            _probe(p, option, shown)
             break
+    marker = next((m for m in MODEL_MARKERS if (path / m).is_file()), None)
+    if not model_ok and marker:
+        raise FinsentError(
+            f"{option} {shown}: holds a model ({marker}), whose own files this output would replace; "
+            f"choose another {option}"
+        )
     return path
+
+
+def _probe(folder: Path, option: str, shown: Path) -> None:
+    """A file made and removed in `folder`: a read-only, forbidden or virtual (/proc) place is refused
+    before any work, not after it (the check a later mkdir or write would otherwise make)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".finsent-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:  # as write_failure words it, with ENOENT's /proc and the like too
+        reason, advice = WRITE_ERRNOS.get(e.errno, (e.strerror or type(e).__name__, _IN_THE_WAY))
+        where = "" if folder == shown else f" (in {folder})"
+        raise FinsentError(
+            f"cannot write {shown}: {reason}{where}; {advice.replace('--out', option)}"
+        ) from None
 
 
 def sha256_of(path: str | os.PathLike) -> str:

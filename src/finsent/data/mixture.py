@@ -107,8 +107,9 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
 
 
 def normalised(text: str) -> str:
-    """A text as compared for leaks: case folded, only letters and digits, single spaces."""
-    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
+    """A text as compared for leaks: case folded, only letters and digits, single spaces (`\\w` alone
+    keeps '_', and all-data.csv writes one PhraseBank sentence's '-' as '-_')."""
+    return " ".join(re.sub(r"[\W_]+", " ", text.casefold()).split())
 
 
 def make_mixture(

@@ -180,6 +180,13 @@ def make_splits(dc, ds: LabelledData | None = None) -> tuple[LabelledData, dict[
     return ds, splits
 
 
+def spread(rows: list, limit: int) -> list:
+    """`limit` rows evenly spaced through `rows` (all of them for 0 or at least their number): a split
+    ordered by label keeps each label's share, where its first N rows would hold one label only."""
+    n = len(rows)
+    return list(rows) if not limit or limit >= n else [rows[i * n // limit] for i in range(limit)]
+
+
 def counts_table(splits: dict[str, list[Example]], labels: list[str]) -> str:
     """Label counts per split; for a mixture, per source within each split too."""
     width = max([8, *(len(n) + len(e.source) + 3 for n, exs in splits.items() for e in exs)])
@@ -201,7 +208,7 @@ def export_splits(splits: dict[str, list[Example]], folder: str | Path) -> list[
     first, and only then renamed into place, so a failed write leaves the earlier set whole."""
     from finsent.core.fsio import atomic_path, out_folder
 
-    out_folder(folder)
+    out_folder(folder, model_ok=False)
     paths = [Path(folder) / f"{name}.csv" for name in splits]
     for path in paths:  # the one failure a rename would meet after the others were done
         if path.is_dir():

@@ -235,9 +235,10 @@ def plot_table(table: Mapping, path: str | Path) -> None:
     ax.set_title(f"weighted F1 with {table['confidence']:.0%} bootstrap interval")
     ax.legend(fontsize="small", ncols=min(len(models), 4), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        # tight (not tight_layout, which cannot widen the figure): the legend sits below the axes, and on a
+        # narrow figure (one set, five long model names) is wider than it
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -72,7 +72,7 @@ def evaluate(
     from finsent.core.fsio import out_folder
     from finsent.modeling.scoring import dtype_note
 
-    out_folder(out)  # before the model loads and scores
+    out_folder(out, model_ok=False)  # before the model loads and scores
     model_cfg = model_cfg or cfg.model
 
     model, codec, device, calibration, recheck = load_for_evaluation(cfg, model_cfg, adapter, priors)
@@ -140,7 +140,8 @@ def run_evaluation(
         }
         if calibration or priors is not None:
             probs, preds, used = adjust(probs, codec.labels, calibration, priors)
-            if used is not None:
+            if used is not None:  # the priors move the probabilities written: their ECE too
+                extra["calibration"]["ece_with_priors"] = ece(probs, gold)
                 extra["priors"] = {
                     "mode": "auto (EM)" if priors == "auto" else "given",
                     **dict(zip(codec.labels, used)),
@@ -248,6 +249,8 @@ def format_calibration(cal: dict) -> str:
     line = f"calibration: ECE {cal['ece_before']:.3f}"
     if cal.get("ece_after") is not None:
         line += f" -> {cal['ece_after']:.3f} after temperature {cal['temperature']:.3f} (fitted on {cal['fitted_on']})"
+    if cal.get("ece_with_priors") is not None:
+        line += f"; {cal['ece_with_priors']:.3f} with the priors (the probabilities written)"
     return line
 
 

@@ -120,7 +120,7 @@ def hub_dataset(spec: str) -> tuple[str, str | None] | None:
     from finsent.data.phrasebank import FPB_FILES, HUB_DATASET
 
     low = spec.strip().lower()
-    if low.startswith("fpb"):
+    if low == "fpb" or low.startswith("fpb:"):
         subset = low.split(":", 1)[1] if ":" in low else "50agree"
         return HUB_DATASET, f"sentences_{subset}" if subset in FPB_FILES else None
     name = Path(low).name

@@ -26,6 +26,7 @@ from finsent.core.errors import FinsentError
 from finsent.core.options import Config, ModelConfig
 from finsent.data.bench import LABELS, bench_set, hub_source, load_bench_set, missing
 from finsent.data.corpora import BENCH_SETS, DATA_DIR_ENV
+from finsent.data.splits import spread
 
 MAJORITY, TFIDF = "majority class", "TF-IDF + LR"
 
@@ -43,7 +44,7 @@ HOW_TO_GET = {
 class _Set:
     name: str
     train: list
-    test: list  # the rows scored: the first --limit test rows, less those the model was trained on
+    test: list  # the rows scored: --limit test rows (data.splits.spread), less those the model was trained on
     considered: int  # test rows before the overlap guard
     exact: int = 0  # left out: the same text is in the model's training data
     normalised: int = 0  # left out: the same text once case, spacing and punctuation are ignored
@@ -79,8 +80,15 @@ def load_sets(names: list[str] | None, data_dir, limit: int, seen, strict: bool,
     sets = []
     for bs in found:
         train, test = load_bench_set(bs.name, data_dir)
-        # --limit: N rows evenly spaced through the test split (the notebooks' split is ordered by label)
-        test = test[:: max(1, len(test) // limit)][:limit] if limit else test
+        # the baselines train on `train`: never on a test text, which the PhraseBank's repeated sentences
+        # (FPB's and the notebooks' splits keep their sources' rows) put on both sides
+        tested = {normalise(e.text) for e in test}
+        kept = [e for e in train if normalise(e.text) not in tested]
+        if len(kept) < len(train):
+            _note(notes, f"{bs.name}: {len(train) - len(kept)} training rows whose text is also a test text "
+                         "left out of the baselines' training")  # fmt: skip
+        train = kept
+        test = spread(test, limit)  # (the notebooks' split is ordered by label)
         s = _Set(bs.name, train, test, len(test))
         guard_overlap(s, seen, strict, notes)
         sets += [s] if s.test else []
@@ -127,11 +135,14 @@ def guard_overlap(s: _Set, seen: tuple[set, set] | None, strict: bool, notes: li
     s.test = kept
 
 
-def against_rows(folder: str | Path, sets: list[_Set], notes: list[str]) -> tuple[str, dict[str, list[str]]]:
+def against_rows(
+    folder: str | Path, sets: list[_Set], notes: list[str], strict: bool = False, limit: int = 0
+) -> tuple[str, dict[str, list[str]], bool]:
     """An earlier `finsent bench` output in `folder` (another model on the same suite) joins the table:
     each set's test rows become those both benches scored (its model was kept off its own training texts,
     this one off this model's), so every row and paired test compares the same sentences. Returns its
-    model's row name and {set: its predictions, in the order of `s.test`}."""
+    model's row name, {set: its predictions, in the order of `s.test`}, and whether that bench checked its
+    model's overlap (a row it did not check is noted, and refused under `strict`)."""
     folder = Path(folder)
     try:
         table = json.loads((folder / f"{BENCHMARK_STEM}.json").read_text(encoding="utf-8"))
@@ -140,6 +151,17 @@ def against_rows(folder: str | Path, sets: list[_Set], notes: list[str]) -> tupl
         raise FinsentError(
             f"--against {folder}: not a finsent bench output ({type(e).__name__}: {e})"
         ) from None
+    checked = table.get("overlap_checked") is True
+    if not checked:
+        unchecked = f"--against {folder}: {name}'s rows were not checked against its training data"
+        if strict:
+            raise FinsentError(f"--strict-overlap: {unchecked}")
+        _note(notes, unchecked + " (its notes: " + "; ".join(table.get("notes") or ["none"]) + ")")
+    why = "its training data" + (
+        f", or its --limit {table.get('limit')} against {limit} here"
+        if table.get("limit", 0) != limit
+        else ""
+    )
     preds: dict[str, list[str]] = {}
     for s in sets:
         path = folder / BENCH_PREDICTIONS.format(test_set=s.name)
@@ -153,8 +175,8 @@ def against_rows(folder: str | Path, sets: list[_Set], notes: list[str]) -> tupl
         preds[s.name] = [theirs[str(e.source_row), e.text] for e in s.test]
         if len(s.test) < before:
             _note(notes, f"--against: {s.name}: {before - len(s.test)} test rows that {name} did not score "
-                         f"(its training data) left out, scored on the other {len(s.test)}")  # fmt: skip
-    return name, preds
+                         f"({why}) left out, scored on the other {len(s.test)}")  # fmt: skip
+    return name, preds, checked
 
 
 def zero_shot_base(model_cfg: ModelConfig, adapter: str | None) -> tuple[ModelConfig | None, str]:
@@ -266,7 +288,7 @@ def bench(
     from finsent.core.labels import normalise_label
     from finsent.evaluation.benchtable import build_table
 
-    out_folder(out)  # before any scoring
+    out_folder(out, model_ok=False)  # before any scoring
     labels = [normalise_label(x) for x in cfg.data.labels]
     if sorted(labels) != sorted(LABELS):  # a model answering other labels cannot be scored on these sets
         raise FinsentError(f"the model's labels {labels} are not the benchmark's {LABELS}")
@@ -276,7 +298,9 @@ def bench(
         raise FinsentError(f"--strict-overlap: {note}")
     _note(notes, note)
     chosen = load_sets(sets, data_dir, limit, seen, strict_overlap, notes)
-    other, other_preds = against_rows(against, chosen, notes) if against else (None, {})
+    other, other_preds, other_checked = (
+        against_rows(against, chosen, notes, strict_overlap, limit) if against else (None, {}, True)
+    )
     chosen = [s for s in chosen if s.test]
     if not chosen:
         raise FinsentError("no test rows left to score: " + "; ".join(notes))
@@ -306,7 +330,7 @@ def bench(
                **{k: v if baselines else None for k, v in (("majority", MAJORITY), ("tfidf", TFIDF))}},
         overlap={s.name: {"considered": s.considered, "exact": s.exact, "normalised": s.normalised,
                           "removed": s.exact + s.normalised, "scored": len(s.test)} for s in chosen},
-        overlap_checked=seen is not None, limit=limit, notes=notes,
+        overlap_checked=seen is not None and other_checked, limit=limit, notes=notes,
         sets={s.name: {"train": len(s.train), "split": bench_set(s.name).about} for s in chosen},
     )  # fmt: skip
     _write(table, out, cfg)
