@@ -208,3 +208,82 @@ def test_strict_to_stdout_prints_nothing_before_its_error(tiny_model_dir, capsys
     assert capsys.readouterr().out == ""
     assert main([*args, "Profit rose ."]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "text,predicted,p_positive,p_neutral,p_negative"
+
+
+def _args(model, src, out=None) -> list[str]:
+    return ["predict", "--model", str(model), "--dtype", "float32", "--input", str(src)] + (
+        ["--out", str(out)] if out else []
+    )
+
+
+def test_a_quote_never_closed_is_reported_even_when_the_field_count_looks_right(
+    tiny_model_dir, tmp_path, capsys
+):
+    """With the text in the last column, the row that swallowed the rest of the file had the right
+    number of fields: 5 rows gave 3 predictions and '0 bad rows skipped'."""
+    src = tmp_path / "q.csv"
+    src.write_text(
+        'id,text\n1,Profit rose .\n2,Sales fell .\n3,"Buy rating on Nokia\n4,Sales fell .\n5,Loss .\n'
+    )
+    assert main(_args(tiny_model_dir, src, tmp_path / "o.csv")) == 0
+    err = capsys.readouterr().err
+    assert f"{src}:4: the row runs on to line 6, the file's end (a quote opened here never closed?)" in err
+    assert "2 predicted, 1 bad rows skipped" in err
+    # a quoted field that closes, even across lines at the file's end, is one good row
+    src.write_text('id,text\n1,Profit rose .\n2,"Sales\nfell ."\n')
+    assert main(_args(tiny_model_dir, src, tmp_path / "o.csv")) == 0
+    assert "2 predicted, 0 bad rows skipped" in capsys.readouterr().err
+
+
+def test_long_fields_and_unicode_line_separators_are_read(tiny_model_dir, tmp_path, capsys):
+    """A 200,000-character CSV field was a csv traceback; a JSONL text holding U+2028 or U+0085 (raw, as
+    json.dumps(ensure_ascii=False) writes them) was cut in two 'invalid JSON' lines."""
+    from finsent.data.readers import iter_records
+
+    src = tmp_path / "long.csv"
+    src.write_text("id,text\n1," + "x" * 200_000 + "\n2,Profit rose .\n")
+    rows = list(iter_records(src))
+    assert [len(r["text"]) for _, r, _ in rows] == [200_000, 13] and not any(e for *_, e in rows)
+    src = tmp_path / "sep.jsonl"
+    src.write_text('{"id": 1, "text": "Profit\u2028rose ."}\n{"id": 2, "text": "Sales\x85fell ."}\n')
+    rows = list(iter_records(src))
+    assert [(w, r["id"]) for w, r, _ in rows] == [(f"{src}:1", 1), (f"{src}:2", 2)]
+
+
+def test_the_output_options_predict_is_given(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """--out - is stdout (it wrote a file named '-'); a folder as --out is refused before the model
+    loads; a killed predict's hidden partial file is removed by the next; the id column comes from the
+    first good row (a broken first line took it from every row)."""
+    monkeypatch.chdir(tmp_path)
+    assert (
+        main(["predict", "--model", str(tiny_model_dir), "--dtype", "float32", "--out", "-", "Profit rose ."])
+        == 0
+    )
+    assert capsys.readouterr().out.startswith("text,predicted") and not (tmp_path / "-").exists()
+    (tmp_path / "folder.csv").mkdir()
+    assert main(["predict", "--model", str(tmp_path / "no-model"), "--out", "folder.csv", "hi"]) == 2
+    assert "--out folder.csv: is a folder; name a .csv or .jsonl file" in capsys.readouterr().err
+    (tmp_path / ".o.csv.abc123.tmp").write_text("1,cut off")  # what a SIGKILL left
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 7, "text": \n{"id": 8, "text": "Profit rose ."}\n')
+    assert main(_args(tiny_model_dir, src, tmp_path / "o.csv")) == 0
+    assert [r["id"] for r in csv.DictReader((tmp_path / "o.csv").open())] == ["8"]
+    assert not (tmp_path / ".o.csv.abc123.tmp").exists()
+
+
+def test_fewer_labels_with_priors_use_those_labels_training_shares(tiny_model_dir, tmp_path, capsys):
+    """--labels positive,negative with --priors on a model whose calibration.json holds three training
+    shares: a broadcasting traceback in predict, a 500 for every request in serve."""
+    import shutil
+
+    from finsent.modeling.calibration import Calibration
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    Calibration(1.5, [0.5, 0.3, 0.2], ["positive", "neutral", "negative"]).save(model)
+    args = ["predict", "--model", str(model), "--dtype", "float32", "--labels", "positive,negative"]
+    assert main([*args, "--priors", "0.5,0.5", "Profit rose ."]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "text,predicted,p_positive,p_negative"
+    cal = Calibration.load(model).for_labels(["negative", "positive"])
+    assert cal.train_priors == pytest.approx([0.2 / 0.7, 0.5 / 0.7]) and cal.temperature == 1.5
+    assert Calibration.load(model).for_labels(["bullish", "bearish"]).train_priors == []  # uniform

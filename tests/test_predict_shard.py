@@ -202,3 +202,35 @@ def test_sharding_needs_a_file_input_and_output(clf, tmp_path):
         predict(clf, Input(["Profit rose ."]), str(tmp_path / "o.csv"), shard_rows=10)
     with pytest.raises(FinsentError, match="needs --input FILE and --out FILE"):
         predict(clf, Input(path=str(tmp_path / "missing.csv")), None, shard_rows=10)
+
+
+def test_a_model_replaced_in_place_is_refused_on_resume(tiny_model_dir, all_data, tmp_path, monkeypatch):
+    """The manifest named the model by its path only: a folder replaced between a kill and the rerun had
+    its predictions mixed with the old model's (512 of 1,500 rows in the review)."""
+    import shutil
+
+    from finsent.serving.api import Classifier
+    from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    clf = Classifier.load(str(model), dtype="float32")
+    inp = write_input(all_data, tmp_path / "in.csv")
+    interrupted_run(clf, inp, tmp_path / "out.csv", monkeypatch)
+    weights = next(model.glob("*.safetensors"))
+    shutil.copyfile(weights, tmp_path / "w")
+    os.replace(tmp_path / "w", weights)  # another file under the same name
+    with pytest.raises(FinsentError, match=r"holds a partial run with another model_files"):
+        predict(clf, Input(path=str(inp)), str(tmp_path / "out.csv"), shard_rows=256)
+
+
+def test_every_row_bad_leaves_no_sharded_output(clf, tmp_path):
+    from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
+
+    inp = tmp_path / "bad.jsonl"
+    inp.write_text('{"text": ""}\n' * 12)
+    with pytest.raises(FinsentError, match="every one of the 12 input rows was bad"):
+        predict(clf, Input(path=str(inp)), str(tmp_path / "x.csv"), shard_rows=5)
+    assert not (tmp_path / "x.csv").exists()

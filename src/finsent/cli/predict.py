@@ -58,11 +58,14 @@ def main(args: Args, cfg: Config) -> int:
         if not Path(args.input).is_file():
             raise FinsentError(f"{args.input}: file not found")
         file_kind(args.input)
-    if args.out and args.out != "-" and FILE_KINDS.get(Path(args.out).suffix.lower()) not in ("csv", "jsonl"):
-        raise FinsentError(f"--out {args.out}: write a .csv or a .jsonl file (by its suffix)")
+    out = None if args.out == "-" else args.out  # '-': stdout, as for --input
+    if out and FILE_KINDS.get(Path(out).suffix.lower()) not in ("csv", "jsonl"):
+        raise FinsentError(f"--out {out}: write a .csv or a .jsonl file (by its suffix)")
+    if out and Path(out).is_dir():  # (found otherwise only when the rows are written)
+        raise FinsentError(f"--out {out}: is a folder; name a .csv or .jsonl file")
     use_local_gpu()  # under torchrun: this process's own GPU (LOCAL_RANK), before the model loads
-    with output_lock(args.out):  # a second predict into the same file is refused before the model loads
+    with output_lock(out):  # a second predict into the same file is refused before the model loads
         clf = Classifier.from_config(cfg, args.adapter, args.batch_size, args.priors)
         source = Input(args.texts, args.input, args.text_column, args.id_column, args.strict, args.max_tokens)
-        predict(clf, source, args.out, shard_rows=args.shard_rows, adapter=args.adapter)
+        predict(clf, source, out, shard_rows=args.shard_rows, adapter=args.adapter)
     return 0  # (predict() refuses an input whose every row is bad)

@@ -128,7 +128,10 @@ def _records(path: Path, text_column: str, label_column: str | None):
     content = _decode_any(path)
     if kind == "jsonl":
         seen_cols = False
-        for i, line in enumerate(content.splitlines()):
+        # lines end at \n only: str.splitlines also breaks at U+2028 and U+0085, which json.dumps leaves raw
+        # inside strings (ensure_ascii=False)
+        for i, line in enumerate(content.split("\n")):
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             at = f"{path}:{i + 1}"
@@ -146,24 +149,28 @@ def _records(path: Path, text_column: str, label_column: str | None):
             yield i, at, rec, None
         return
     delimiter = "\t" if kind == "tsv" else ","
+    csv.field_size_limit(1 << 30)  # (the default, 131,072 characters, made a long field a traceback)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     header = next(reader, None)
     if header is None:
         raise FinsentError(f"{path}: empty file")
     header = [h.strip() for h in header]
     _check_columns(path, header, text_column, label_column)
-    total = sum(1 for _ in io.StringIO(content, newline=""))  # the file's lines, as the reader counts them
+    lines = list(io.StringIO(content, newline=""))  # the file's lines, as the reader counts them
     last = reader.line_num
     for i, row in enumerate(reader):
         first, last = last + 1, reader.line_num
         at = f"{path}:{first}"
         if not row:
             continue
-        if len(row) != len(header):
-            error = f"{at}: expected {len(header)} fields, got {len(row)}"
-            if last > first and last >= total:
-                # a quote never closed swallows every line after it, to the file's end: say so, and stop
-                # (the lines it took are lost, not one bad row) unless --skip-invalid
+        # a quote never closed swallows every line after it, to the file's end, whether or not the field
+        # count then looks right: say so, and stop (the lines it took are lost, not one bad row) unless
+        # --skip-invalid
+        runs_off = last > first and last >= len(lines)
+        unclosed = runs_off and _quote_never_closed("".join(lines[first - 1 :]), delimiter)
+        if len(row) != len(header) or unclosed:
+            error = f"{at}: expected {len(header)} fields, got {len(row)}" if len(row) != len(header) else at
+            if runs_off:
                 error = Invalid(
                     f"{error}: the row runs on to line {last}, the file's end (a quote opened here never "
                     "closed?)"
@@ -171,6 +178,16 @@ def _records(path: Path, text_column: str, label_column: str | None):
             yield i, at, None, error
             continue
         yield i, at, dict(zip(header, row)), None
+
+
+def _quote_never_closed(row_text: str, delimiter: str) -> bool:
+    """Whether a row's text ends inside a quoted field (csv's strict mode says "unexpected end of data";
+    the lenient reader used for the file keeps such a row, whatever lines it swallowed)."""
+    try:
+        list(csv.reader(io.StringIO(row_text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _rows_table(path: Path, text_column: str, label_column: str | None):

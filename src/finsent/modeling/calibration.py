@@ -17,6 +17,7 @@ scikit-learn has no temperature scaling or prior-shift EM for precomputed probab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -53,6 +54,19 @@ class Calibration:
             return None
         raw = json.loads(path.read_text())
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+    def for_labels(self, labels: Sequence[str]) -> Calibration:
+        """This calibration for a model asked for `labels` (--labels), whose order or number may differ
+        from those it was fitted with: the training shares of those labels, renormalised, in their order
+        (none, so uniform, when a label is new to it); the temperature holds either way."""
+        labels = list(labels)
+        if not self.labels or labels == self.labels:
+            return self
+        known = self.labels if len(self.train_priors) == len(self.labels) else []
+        shares = [self.train_priors[known.index(x)] for x in labels if x in known]
+        total = sum(shares)
+        fitted = [s / total for s in shares] if len(shares) == len(labels) and total > 0 else []
+        return dataclasses.replace(self, train_priors=fitted, labels=labels)
 
 
 def _log(probs):

@@ -71,6 +71,7 @@ class Classifier:
 
         shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
         calibration = Calibration.load(adapter or cfg.model.model)
+        calibration = calibration.for_labels(cfg.data.labels) if calibration else None  # (--labels)
         offsets = prior_offsets(cfg.data.labels, calibration, shares)
         m, tokenizer, device, recheck = load_scorer(cfg.model, adapter, offsets)
         if not adapter:  # once it has loaded: a model that does not load gets its error alone
@@ -103,6 +104,9 @@ class Classifier:
         from finsent.modeling.calibration import adjust
         from finsent.modeling.scoring import classify
 
+        # the text as every other path scores it: the readers behind train, evaluate and predict strip
+        # each text, and 'Sales fell .  ' could otherwise get another label here and from the server
+        texts = [t.strip() for t in texts]
         _, probs = classify(
             self.model, self.codec, texts, self.batch_size, prefix_kv=self._prefix(), recheck=self.recheck
         )

@@ -25,12 +25,11 @@ written, and a changed input or option is refused instead of mixed in.
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 
 from finsent.core.errors import FinsentError
-from finsent.serving.rows import Input, Writer, _limit, classify_rows, default_id_column
+from finsent.serving.rows import Input, Writer, _limit, all_bad, classify_rows, settle_id_column
 from finsent.serving.sharded import SHARD_ROWS, _rank_env, predict_sharded
 
 
@@ -40,14 +39,16 @@ def predict(
     """Classify every row of `source` into `output` (stdout when None), holding the output's lock: two
     predictions never write one file (under torchrun rank 0 holds it for every rank). See _predict."""
     with output_lock(output):
+        if output and output != "-" and _rank_env()[0] == 0:  # a killed predict's `.NAME.*.tmp` (our lock)
+            from pathlib import Path
+
+            from finsent.core.fsio import remove_leftovers
+
+            remove_leftovers(Path(output).parent, name=Path(output).name)
         summary = _predict(clf, source, output, shard_rows, adapter)
     if summary["bad"] and not summary["predicted"]:  # (the sharded path's check; see _predict's)
         raise all_bad(summary["bad"])
     return summary
-
-
-def all_bad(n: int) -> FinsentError:
-    return FinsentError(f"every one of the {n} input rows was bad (each reported above)")
 
 
 def output_lock(output: str | None):
@@ -79,17 +80,15 @@ def _predict(clf, source: Input, output: str | None, shard_rows: int | None, ada
     from finsent.core.console import progress_bar
 
     # one shard of the sharded loop, streamed: the whole input, into the output itself
-    rows = source.rows()
-    first = next(rows, None)
-    if first is None:
+    id_column, rows = settle_id_column(source.id_column, source.rows())
+    if rows is None:
         if source.path not in (None, "-"):
             raise FinsentError(f"{source.path}: no rows to classify")
         raise FinsentError("no input: pass texts, --input FILE, or pipe text on stdin")
-    id_column = default_id_column(source.id_column, first[1])
     limit = _limit(clf, source.max_tokens)
     start = time.perf_counter()
     with Writer(output, clf.labels, id_column) as writer, progress_bar(0, "predicting") as bar:
-        numbered = enumerate(itertools.chain([first], rows))
+        numbered = enumerate(rows)
         done, bad = classify_rows(clf, numbered, writer, source.text_column, source.strict, limit, bar)
         if bad and not done:  # raised inside the writer's block: no output file of a header alone
             raise all_bad(bad)

@@ -60,6 +60,26 @@ def iter_rows(path: str | None, text_column: str, texts: list[str]) -> Iterator[
         yield where, rec, error or ""
 
 
+def all_bad(n: int) -> FinsentError:
+    return FinsentError(f"every one of the {n} input rows was bad (each reported above)")
+
+
+def settle_id_column(id_column: str | None, rows: Iterator[Row], look: int = 1000):
+    """(the output's id column, the same rows): --id-column, else that of the first good row among the
+    first `look` (a broken first line must not take every row's id away). None rows: an empty input."""
+    import itertools
+
+    seen: list[Row] = []
+    for row in rows:
+        seen.append(row)
+        if row[1] is not None or len(seen) >= look:
+            break
+    if not seen:
+        return None, None
+    first = next((rec for _, rec, _ in seen if rec is not None), None)
+    return default_id_column(id_column, first), itertools.chain(seen, rows)
+
+
 def default_id_column(id_column: str | None, first: dict | None) -> str | None:
     """--id-column when given (an error if the first row has no such column), else the first row's id,
     ID or source_row column when it has one."""

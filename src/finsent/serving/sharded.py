@@ -13,7 +13,7 @@ from pathlib import Path
 from finsent.core.artefacts import SHARD_MANIFEST
 from finsent.core.errors import FinsentError
 from finsent.data.readers import FILE_KINDS
-from finsent.serving.rows import CHUNK, Input, Writer, _limit, classify_rows, default_id_column
+from finsent.serving.rows import CHUNK, Input, Writer, _limit, all_bad, classify_rows, default_id_column
 
 SHARD_ROWS = 10_000  # rows per shard: what a kill can cost at most, per process
 
@@ -70,6 +70,9 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
     known = {"model", "codec", "config", "device", "batch_size", "recheck"}
     return {
         "model": cfg["model"],
+        # the folders' files, not only their names: a model replaced in place must not be mixed in
+        "model_files": _files_of(clf.config.model.model),
+        "adapter_files": _files_of(adapter) if adapter else None,
         "adapter": str(Path(adapter).resolve()) if adapter else None,
         "prompt": cfg["prompt"],
         "labels": list(clf.labels),
@@ -85,6 +88,20 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
         "max_tokens": source.max_tokens,
         # bf16's float32 recheck (model.guard); absent without one, so shards made before it still match
         **({"guard": clf.recheck.margin} if clf.recheck else {}),
+    }
+
+
+def _files_of(folder) -> dict | None:
+    """{name: [bytes, mtime in ns]} of the files a model folder is loaded from (weights, configs,
+    tokenizer, calibration); None when `folder` is not a local folder (a hub id)."""
+    path = Path(str(folder)).expanduser()
+    if not path.is_dir():
+        return None
+    wanted = (".safetensors", ".bin", ".json", ".model", ".jinja")
+    return {
+        f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(path.iterdir())
+        if f.is_file() and f.suffix in wanted
     }
 
 
@@ -245,11 +262,11 @@ def _settle_plan(clf, source: Input, output, shard_rows: int, adapter, rank: int
     # every rank reads the whole input once to count its rows: the shard plan needs the total
     rows, first = 0, None
     for row in source.rows():
-        first = first or row
+        first = first if first is not None else row[1]  # the first good row's columns
         rows += 1
     if not rows:
         raise FinsentError(f"--input {input_path}: no rows")
-    source = dataclasses.replace(source, id_column=default_id_column(source.id_column, first[1]))
+    source = dataclasses.replace(source, id_column=default_id_column(source.id_column, first))
     jsonl = FILE_KINDS.get(Path(output).suffix.lower()) == "jsonl"
     shards = _Shards(output, jsonl)
     want = {
@@ -314,6 +331,8 @@ def _concatenate(
         raise FinsentError(
             f"{len(missing)} shard(s) missing after every rank finished ({', '.join(missing[:3])}); rerun to resume"
         )
+    if not sum(m["predicted"] for m in marks):  # every row bad: no output file of a header alone
+        raise all_bad(rows)
     with Writer(str(shards.output), labels, id_column) as writer:
         writer.write_header()  # before the shards' bytes, which carry none
         for j in range(n):
