@@ -130,8 +130,10 @@ def serving(clf, limits=None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(clf, limits or Limits()), host="127.0.0.1", port=port, log_level="warning"
+    from finsent.serving.connections import uvicorn_config
+
+    config = uvicorn_config(
+        create_app(clf, limits or Limits()), "127.0.0.1", port, limits or Limits(), log_level="warning"
     )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -3,6 +3,7 @@ refused while it streams in, bad texts failing only their own request, a bounded
 exit on SIGTERM, no server paths shown, one error shape. All traffic on 127.0.0.1, every loop bounded."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,10 @@ def running(clf, limits: Limits):
     """A real uvicorn server for create_app(clf, limits) on a free loopback port, in a thread."""
     import uvicorn
 
+    from finsent.serving.connections import uvicorn_config
+
     srv = uvicorn.Server(
-        uvicorn.Config(create_app(clf, limits), host="127.0.0.1", port=free_port(), log_level="warning")
+        uvicorn_config(create_app(clf, limits), "127.0.0.1", free_port(), limits, log_level="warning")
     )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -441,3 +444,91 @@ def test_health_answers_head_and_says_when_the_server_is_shutting_down(clf):
             time.sleep(0.01)
         answer = client.get("/health")
         assert answer.status_code == 503 and answer.json()["status"] == "shutting down"
+
+
+def test_a_large_request_takes_turns_with_the_requests_behind_it():
+    """One request within every limit (16 texts of about 1,000 tokens) was one micro-batch that held the
+    model for 53 s on 2 cores: a short request behind it got 504 after 30 s. Micro-batches now hold at
+    most --max-batch-tokens, and a request that does not fit goes on behind the others; a request that
+    timed out is not scored further."""
+    import pytest
+
+    from finsent.serving.batcher import MicroBatcher
+    from finsent.serving.errors import ServeError
+
+    calls: list[list[str]] = []
+
+    def model(texts):
+        calls.append(list(texts))
+        time.sleep(0.05 * len(texts))
+        return [t.upper() for t in texts]
+
+    async def go():
+        b = MicroBatcher(model, max_batch=64, max_batch_tokens=2000)
+        b.start()
+        big = asyncio.ensure_future(b.classify([f"big{i}" for i in range(8)], [1000] * 8, timeout=30))
+        await asyncio.sleep(0.01)
+        small = await b.classify(["small"], [20], timeout=30)
+        assert not big.done()  # answered while the large request still had texts to go
+        assert await big == [f"BIG{i}" for i in range(8)]
+        # a large request that times out stops using the model after its micro-batch in flight
+        calls.clear()
+        with pytest.raises(ServeError, match="no answer within"):
+            await b.classify([f"late{i}" for i in range(8)], [1000] * 8, timeout=0.15)
+        await asyncio.sleep(0.5)
+        await b.stop()
+        return small
+
+    assert asyncio.run(go()) == ["SMALL"]
+    assert sum(len(c) for c in calls) <= 4  # at most two micro-batches of two, not all 8 texts
+
+
+def test_connections_that_never_finish_their_headers_are_closed(clf):
+    """Slowloris: connections that send part of a header, or trickle it, were held forever (400 of them
+    starved a good client). After --header-timeout they are closed; a good client is answered meanwhile,
+    and a request whose headers arrived is not cut off by the deadline."""
+    limits = Limits(header_timeout=1.0)
+    with running(clf, limits) as url:
+        port = int(url.rsplit(":", 1)[1])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for s in idle:
+            s.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+        trickle = socket.create_connection(("127.0.0.1", port))
+        good = httpx.post(f"{url}/v1/classify", json={"texts": ["Profit rose ."]}, timeout=10)
+        assert good.status_code == 200
+        start, cut = time.time(), None
+        while cut is None and time.time() - start < 5:  # a byte every 0.2 s does not move the deadline
+            try:
+                trickle.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                cut = time.time() - start
+            time.sleep(0.2)
+        assert cut is not None and 0.8 < cut < 2.5, cut
+        for s in [*idle, trickle]:
+            s.settimeout(2)
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(100) == b""  # closed by the server
+            s.close()
+        # the deadline counts from a connection's opening or its last answer, never a request in flight
+        with httpx.Client(timeout=10) as client:
+            for _ in range(2):
+                assert client.post(f"{url}/v1/classify", json={"texts": ["Sales fell ."]}).status_code == 200
+                time.sleep(0.6)
+
+
+def test_serve_runs_uvicorn_with_the_deadline_and_a_connection_limit(clf, monkeypatch):
+    import uvicorn
+
+    from finsent.serving.app import serve
+
+    seen = {}
+    real = uvicorn.Config.__init__
+
+    def config(self, app, **kw):
+        seen.update(kw)
+        real(self, app, **kw)
+
+    monkeypatch.setattr(uvicorn.Config, "__init__", config)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: None)
+    serve(clf, limits=Limits(max_connections=77))
+    assert seen["limit_concurrency"] == 77 and seen["http"].__name__ == "HeaderDeadline"

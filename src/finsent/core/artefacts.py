@@ -16,9 +16,6 @@ from __future__ import annotations
 CONFIG_FILE = "finsent_config.yaml"
 # a model card, in every model folder (also PEFT's name for its own card)
 MODEL_CARD = "README.md"
-# what makes a folder a model (transformers' and PEFT's configs): no evaluation, bench or split export
-# writes into one, since its finsent_config.yaml and metrics.json would replace the model's own
-MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 # finsent train --out DIR
 ADAPTER_DIR = "adapter"  # train.method=lora: the adapter

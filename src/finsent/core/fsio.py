@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from finsent.core.artefacts import MODEL_MARKERS, REJECTED_NOTE, REJECTED_SUFFIX
+from finsent.core.artefacts import REJECTED_NOTE, REJECTED_SUFFIX
 from finsent.core.errors import FinsentError
 
 # the failures of a write that are the machine's state, not a bug: (what happened, what to do)
@@ -35,6 +35,10 @@ WRITE_ERRNOS = {
     errno.ENOTDIR: ("a file is in the way of a folder", _IN_THE_WAY),
     errno.EISDIR: ("it is a folder, where a file goes", _IN_THE_WAY),
 }
+# what makes a folder a model (transformers' and PEFT's configs, not finsent's names): no evaluation,
+# bench or split export writes into one, since its finsent_config.yaml and metrics.json would replace
+# the model's own
+MODEL_MARKERS = ("config.json", "adapter_config.json")
 # below this many free bytes, an unexplained failure of a writer is taken for a full disk: torch.save
 # reports ENOSPC as "RuntimeError: ... unexpected pos 576 vs 534", with no errno anywhere
 NEARLY_FULL = 1 << 20

@@ -109,7 +109,7 @@ def create_app(clf, limits: Limits | None = None):
     # activations of every shape and RSS creeps (batcher.release_memory); FINSENT_MALLOC_TRIM_EVERY=0 is off.
     trim = _trim_every()
     batcher = MicroBatcher(
-        clf.probabilities, limits.max_batch, limits.max_request_tokens, limits.max_queue, trim_every=trim
+        clf.probabilities, limits.max_batch, limits.max_batch_tokens, limits.max_queue, trim_every=trim
     )
     # A copy of the tokenizer for the checks, so they never share the Rust tokenizer with the model thread.
     codec = copy.copy(clf.codec)
@@ -250,6 +250,8 @@ def _version() -> str:
 def serve(clf, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
     import uvicorn
 
+    from finsent.serving.connections import uvicorn_config
+
     limits = limits or Limits()
     app = create_app(clf, limits)
     batcher = app.state.batcher
@@ -263,5 +265,4 @@ def serve(clf, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None 
     # flight is answered within its own --timeout (else 504), so the backstop waits that long and more:
     # a 5 s backstop cut off a 40-text request mid-pass with no answer at all
     grace = limits.timeout + 5
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=grace)
-    Server(config).run()
+    Server(uvicorn_config(app, host, port, limits, log_level="info", timeout_graceful_shutdown=grace)).run()

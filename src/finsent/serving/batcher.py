@@ -1,8 +1,8 @@
 """The server's micro-batcher: texts from concurrent requests wait briefly and are scored together.
 
 How the model's passes are formed, exactly: the batcher hands the model one micro-batch at a time, at
-most --max-batch texts and --max-request-tokens prompt tokens taken from the waiting requests in arrival
-order. The classifier then scores that micro-batch as the scorer scores any list (scoring.classify):
+most --max-batch texts and --max-batch-tokens prompt tokens taken from the waiting requests in arrival
+order (a request that does not fit takes turns with those behind it). The classifier then scores that micro-batch as the scorer scores any list (scoring.classify):
 sorted by length and cut into forward passes of at most --batch-size texts, with the instruction
 prefix's key/value states computed once per model and shared by every pass. With the defaults (64 and
 32) a full micro-batch is two forward passes; --batch-size equal to --max-batch makes it one.
@@ -157,7 +157,9 @@ class MicroBatcher:
         self.queued -= len(job.texts) - job.sent
 
     def _take(self) -> list[tuple[_Job, int, int]]:
-        """The next micro-batch: (job, start, end) slices of the waiting requests, in arrival order."""
+        """The next micro-batch: (job, start, end) slices of the waiting requests, in arrival order; a
+        request that does not fit goes on in a later micro-batch, behind the requests that wait (turns:
+        one client's large request may not hold the others past their timeout)."""
         batch, n, tokens = [], 0, 0
         for job in list(self.jobs):
             if job.fut.done():  # timed out or cancelled, its finally has not run yet
@@ -176,6 +178,9 @@ class MicroBatcher:
                 self.queued -= job.sent - start
             if job.sent == len(job.texts):
                 self.jobs.remove(job)
+            elif job.sent > start:  # part of it went: the rest waits its next turn, behind the others
+                self.jobs.remove(job)
+                self.jobs.append(job)
             if n >= self.max_batch or job.sent < len(job.texts):
                 break
         return batch

@@ -39,9 +39,19 @@ class Limits:
     max_tokens: int = opt(
         MAX_TOKENS, "prompt tokens per text (also capped by the model's context length)", at_least=1
     )
-    max_request_tokens: int = opt(16384, "prompt tokens per request and per micro-batch", at_least=1)
+    max_request_tokens: int = opt(16384, "prompt tokens per request", at_least=1)
+    max_batch_tokens: int = opt(
+        4096,
+        "prompt tokens per micro-batch: a larger request is scored over several, taking turns with the "
+        "requests behind it (one micro-batch of 16,384 tokens took 53 s on 2 cores, past --timeout)",
+        at_least=1,
+    )
     max_queue: int = opt(512, "texts waiting for the model", at_least=1)
     timeout: float = opt(30.0, "seconds a request may wait for its answer (then 504)", at_least=0.001)
+    header_timeout: float = opt(
+        10.0, "seconds a connection may take to send a request's headers (then it is closed)", at_least=0.001
+    )
+    max_connections: int = opt(1000, "open connections, beyond which new requests get 503", at_least=1)
 
 
 class ServeError(Exception):
