@@ -300,3 +300,18 @@ def test_leak_normalisation_ignores_underscores():
 
     assert normalised("DMASIA-16 ASMobile -_ 2006") == normalised("DMASIA-16 ASMobile - 2006")
     assert normalised("Diageo_Shares_Surge") == "diageo shares surge"
+
+
+def test_one_bad_byte_in_a_utf8_file_is_pointed_at(tmp_path, capsys):
+    """A UTF-8 file with one stray byte is read as Latin-1 whole, garbling every 'é' and '€' silently:
+    a note names the byte's line. A Latin-1 file (the PhraseBank's encoding) gets no note."""
+    from finsent.data.readers import iter_records
+
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_bytes("text\nSociété Générale rose € 5\n".encode() + b"bad \xff byte\n")
+    assert [r["text"] for _, r, _ in iter_records(mixed)][0].startswith("SociÃ©tÃ©")
+    assert f"note: {mixed}: not UTF-8 (line 3: byte 0xff), so read as Latin-1" in capsys.readouterr().err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text\nSociété Générale rose\n".encode("latin-1"))
+    assert [r["text"] for _, r, _ in iter_records(latin)] == ["Société Générale rose"]
+    assert "not UTF-8" not in capsys.readouterr().err

@@ -185,3 +185,34 @@ def test_the_classifier_refuses_what_the_server_and_predict_refuse(clf):
         clf.predict(["Profit rose .", "  "])
     with pytest.raises(TypeError, match=r"texts\[0\]: not a string \(int\)"):
         clf.predict([5])
+
+
+def test_the_dry_run_refuses_what_a_run_refuses_and_counts_steps_as_the_trainer(
+    capsys, tmp_path, tiny_model_dir, all_data
+):
+    """--dry-run skipped Config.validate (full + 4-bit passed), a PEFT error was a traceback, and its
+    step count rounded fractional epochs up to whole ones."""
+    base = ["train", "--model", str(tiny_model_dir), "--data", str(all_data), "--dry-run"]
+    err = one_line_error(capsys, *base, "--train.method", "full", "--load-in-4bit")
+    assert "a 4-bit base cannot" in err
+    err = one_line_error(capsys, *base, "--lora.target_modules", "nonexistent_proj")
+    assert "lora: Target modules {'nonexistent_proj'} not found" in err
+    assert main([*base, "--train.num_train_epochs", "1.5"]) == 0
+    assert "optimizer steps  170 (900 examples, 1.5 epochs" in capsys.readouterr().out  # ceil(1.5 * 113)
+
+
+def test_4_bit_on_a_cpu_and_a_bad_device_are_refused_before_the_folder_is_touched(
+    capsys, tmp_path, tiny_model_dir, all_data
+):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: 4-bit would train")
+    out = tmp_path / "r4"
+    err = one_line_error(capsys, "train", "--model", str(tiny_model_dir), "--data", str(all_data),
+                         "--load-in-4bit", "--out", str(out))  # fmt: skip
+    assert "--load-in-4bit needs a CUDA GPU" in err and not out.exists()
+    err = one_line_error(
+        capsys, "predict", "--model", str(tiny_model_dir), "--device", "gpu", "Profit rose ."
+    )
+    assert "--device gpu: use auto, cpu, cuda, cuda:N, mps or xpu" in err

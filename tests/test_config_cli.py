@@ -103,3 +103,89 @@ def test_validate_returns_a_resolved_copy_and_never_mutates():
     cfg.train.packing = True
     with pytest.raises(FinsentError, match="exclude each other"):
         cfg.validate()
+
+
+def one_line(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        parse(COMMANDS, list(argv))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_flag_spellings_review(capsys):
+    """Every spelling's --no- form; no value after --no-; no silent abbreviations; a bad boolean is a
+    usage line; an unknown flag is named by the command's own parser."""
+    assert parsed("train", "--no-data.dedupe") == {"data.dedupe": False}
+    assert parsed("train", "--no-train.group-by-length") == {"train.group_by_length": False}
+    assert "--no-train.fast takes no value" in one_line(capsys, "train", "--no-train.fast", "false")
+    assert "cannot read 'maybe' as bool" in one_line(capsys, "train", "--train.fast", "maybe")
+    err = one_line(capsys, "train", "--train.max_step", "2")
+    assert err.startswith("finsent train: error: unrecognized arguments: --train.max_step 2")
+
+
+def test_wrong_types_are_refused_not_truncated(tmp_path):
+    for key, value in (("lora.r", True), ("train.learning_rate", True), ("lora.r", "1.5e0"), ("lora.r", 1.5)):
+        with pytest.raises(FinsentError, match="cannot read"):
+            build_config(overrides={key: value})
+    assert build_config(overrides={"lora.r": "1e1"}).lora.r == 10
+    with pytest.raises(FinsentError, match="train.extra: not a YAML mapping"):
+        build_config(overrides={"train.extra": "{a: [1"})
+
+
+def test_a_saved_config_fed_back_neither_clears_nor_resumes_nor_moves_the_run(tmp_path, monkeypatch):
+    """A saved config held train.overwrite: true, so `--config saved.yaml` cleared the run's checkpoints
+    without --overwrite; and a model folder's config sent a new training into that model's run folder."""
+    from finsent.core.config import load_saved_config, resolve, save_config
+
+    cfg = Config()
+    cfg.train.overwrite = cfg.train.resume = True
+    cfg.train.output_dir = str(tmp_path / "old-run" / "train")
+    save_config(cfg, tmp_path / "model")
+    saved = load_saved_config(tmp_path / "model")
+    assert not saved.train.overwrite and not saved.train.resume
+    assert (
+        resolve(overrides={"model.model": str(tmp_path / "model")}).train.output_dir
+        == Config().train.output_dir
+    )
+    # a --config file still says where its run goes
+    assert resolve(str(tmp_path / "model" / "finsent_config.yaml")).train.output_dir == cfg.train.output_dir
+
+
+def test_a_template_file_travels_as_its_text(tmp_path, monkeypatch):
+    """The saved config named a template file by a relative path: read elsewhere, or with the model
+    moved or pushed, the prompt was gone. It carries the file's text, which build_template reads."""
+    from finsent.core.config import load_saved_config, save_config
+    from finsent.core.prompts import build_template
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("Headline: {text}\nSentiment:")
+    cfg = Config()
+    cfg.prompt.template = "t.txt"
+    save_config(cfg, tmp_path / "m")
+    monkeypatch.chdir("/")
+    saved = load_saved_config(tmp_path / "m")
+    assert saved.prompt.template == "Headline: {text}\nSentiment:"
+    t = build_template(saved.prompt.template, ["positive", "neutral", "negative"])
+    assert t == build_template(str(tmp_path / "t.txt"), ["positive", "neutral", "negative"])
+    cfg.prompt.template = "notebook"  # a name stays a name
+    save_config(cfg, tmp_path / "m")
+    assert load_saved_config(tmp_path / "m").prompt.template == "notebook"
+
+
+def test_a_test_file_is_never_ignored(tmp_path):
+    from finsent.data.splits import make_splits
+
+    rows = "".join(
+        f"Profit {i} rose .,positive\nSales {i} fell .,negative\nHe {i} said .,neutral\n" for i in range(10)
+    )
+    (tmp_path / "train.csv").write_text("text,label\n" + rows)
+    (tmp_path / "test.csv").write_text("text,label\nA new sentence .,neutral\n")
+    cfg = build_config(
+        overrides={"data.data": str(tmp_path / "train.csv"), "data.test_data": str(tmp_path / "test.csv")}
+    )
+    assert [e.text for e in make_splits(cfg.data)[1]["test"]] == ["A new sentence ."]  # auto: the file
+    cfg.data.split = "random"
+    with pytest.raises(FinsentError, match="a test file is the test split with --split file, not random"):
+        make_splits(cfg.data)

@@ -33,10 +33,17 @@ class _Bool(argparse.Action):
     (`--train.fast false`), as a YAML file would say it."""
 
     def __call__(self, parser, namespace, values, option_string=None):
+        from finsent.core.errors import FinsentError
+
         if option_string and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value (got {values!r})")
             value = False
         else:
-            value = True if values is None else coerce(values, bool, option_string or self.dest)
+            try:
+                value = True if values is None else coerce(values, bool, option_string or self.dest)
+            except FinsentError as e:  # (raised inside argparse: its one-line usage error, exit 2)
+                parser.error(str(e))
         setattr(namespace, self.dest, value)
 
 
@@ -140,11 +147,11 @@ def add_config_flags(
         if not (full or short):
             help_text = argparse.SUPPRESS
         if f.type in ("bool", bool):
-            negated = [f"--no-{x[2:]}" for x in (short or dotted[:1])]
+            shown = [f"--no-{x[2:]}" for x in (short or dotted[:1])]
             p.add_argument(
                 *dotted,
                 *short,
-                *negated,
+                *shown,
                 dest=dest,
                 action=_Bool,
                 nargs="?",
@@ -152,6 +159,17 @@ def add_config_flags(
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
+            # every other spelling's --no- form works too (--no-data.dedupe), unlisted
+            hidden = [n for n in dict.fromkeys(f"--no-{x[2:]}" for x in (*dotted, *short)) if n not in shown]
+            if hidden:
+                p.add_argument(
+                    *hidden,
+                    dest=dest,
+                    action=_Bool,
+                    nargs="?",
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
             continue
         kwargs: dict = {"dest": dest, "default": argparse.SUPPRESS, "metavar": f.name.upper()}
         if meta.get("choices"):
@@ -167,6 +185,7 @@ def build_parser(commands: dict[str, str], full: bool = False) -> argparse.Argum
     modules = {name: importlib.import_module(path) for name, path in commands.items()}
     parser = _Parser(
         prog="finsent",
+        allow_abbrev=False,
         description="Fine-tune Llama-family models with LoRA/QLoRA for financial sentiment; evaluate, merge, "
         "export, serve.",
         epilog="example:\n  " + modules["run"].EXAMPLE + "\n\nfinsent COMMAND --help: its options",
@@ -178,6 +197,7 @@ def build_parser(commands: dict[str, str], full: bool = False) -> argparse.Argum
     for name, mod in modules.items():
         p = sub.add_parser(
             name,
+            allow_abbrev=False,  # --train.max_step must not silently mean --train.max_steps
             help=mod.HELP,
             description=mod.HELP,
             epilog="example:\n  " + mod.EXAMPLE,
@@ -203,7 +223,10 @@ def _keys() -> set[str]:
 
 def parse(commands: dict[str, str], argv: list[str] | None = None) -> tuple[str, ModuleType, object, dict]:
     """(command, its module, its Args, config overrides) from the command line."""
-    ns = build_parser(commands).parse_args(argv)
+    parser = build_parser(commands)
+    ns, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser: `finsent train: error: ...`, its --help
+        parser.commands[ns.command].error(f"unrecognized arguments: {' '.join(extra)}")
     mod = importlib.import_module(commands[ns.command])
     own = {k[4:]: v for k, v in vars(ns).items() if k.startswith("arg:")}
     overrides = {k[4:]: v for k, v in vars(ns).items() if k.startswith("cfg:")}

@@ -12,7 +12,7 @@ EXAMPLE = (
     "finsent train --config configs/smollm2-cpu.yaml --data my.csv --out runs/train      # full fine-tuning\n"
     "  finsent train --config configs/smollm2-cpu.yaml --data my.csv --train.method lora "
     "--train.learning_rate 1e-3 --out runs/train   # LoRA\n"
-    "  finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run"
+    "  finsent train --config configs/llama-3.2-1b-notebook.yaml --data fpb --dry-run"
 )
 SECTIONS = ("model", "data", "prompt", "lora", "train")
 

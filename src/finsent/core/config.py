@@ -103,8 +103,10 @@ def save_config(cfg: Config, folder: str | Path) -> Path:
 
 def portable(cfg: Config) -> Config:
     """A copy whose relative paths to existing files and folders (data, test data, each source's file, a
-    model folder) are absolute: a saved config is read from other working folders (bench's overlap
-    check, evaluate, an adapter's base), where `../data/x.csv` would name another file or none."""
+    model folder) are absolute, a template file is its text, and --resume/--overwrite are off: a saved
+    config is read from other working folders (bench's overlap check, evaluate, an adapter's base), where
+    `../data/x.csv` would name another file or none, and fed back with --config."""
+    from finsent.core.fields import EARLIER_NAMES
     from finsent.core.registry import EMBEDDED
 
     def absolute(spec: str, data: bool = True) -> str:
@@ -116,7 +118,17 @@ def portable(cfg: Config) -> Config:
         return str(path.resolve()) if spec and path.exists() and not path.is_absolute() else spec
 
     cfg = copy.deepcopy(cfg)
+    # how a command was run, not what it made: a saved config fed back (--config) must not clear or
+    # resume a run by itself
+    cfg.train.overwrite = cfg.train.resume = False
     cfg.data.data, cfg.data.test_data = absolute(cfg.data.data), absolute(cfg.data.test_data)
+    # a template file as its text (build_template reads a text with {text} as the template): a model
+    # folder moved or pushed keeps its prompt
+    template = Path(cfg.prompt.template).expanduser()
+    spec = cfg.prompt.template
+    named = spec in ("notebook", "chat") or spec in EARLIER_NAMES or "{text}" in spec  # (or already text)
+    text = template.read_text(encoding="utf-8") if not named and template.is_file() else ""
+    cfg.prompt.template = text if "{text}" in text else cfg.prompt.template
     cfg.model.model = absolute(cfg.model.model, data=False)
     cfg.data.sources = [
         " ".join([absolute(s.split()[0]), *s.split()[1:]]) if isinstance(s, str) and s.split() else s
@@ -169,6 +181,8 @@ def resolve(
             model = section.get("model") if isinstance(section, dict) else None
         saved = load_saved_config(model) if model and Path(str(model)).is_dir() else None
     cfg = saved or Config()
+    if saved:  # a model's own run folder is not where the next training goes (--out, or the default)
+        cfg.train.output_dir = Config().train.output_dir
     if trained_on and not saved:
         cfg.model.model = trained_on
     if config_file:

@@ -104,10 +104,13 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
             if s in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
+        if typ in (int, float) and isinstance(value, bool):  # YAML `r: true` is no number (int(True) is 1)
+            raise ValueError(value)
         if typ is int:
-            if isinstance(value, float) and not value.is_integer():
+            number = float(value) if isinstance(value, str) and "e" in value.lower() else value
+            if isinstance(number, float) and not number.is_integer():  # 1.5 or 1.5e0 is no int
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return int(number)
         if typ is float:
             return float(value)
         if typ is list:
@@ -118,7 +121,10 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
             if isinstance(value, str):
                 import yaml
 
-                value = yaml.safe_load(value) if value.strip() else {}
+                try:
+                    value = yaml.safe_load(value) if value.strip() else {}
+                except yaml.YAMLError as e:
+                    raise FinsentError(f"{where}: not a YAML mapping ({str(e).splitlines()[0]})") from None
             if not isinstance(value, dict):
                 raise ValueError(value)
             return {str(k): v for k, v in value.items()}

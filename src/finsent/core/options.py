@@ -54,7 +54,9 @@ class ModelConfig:
     )
     bnb_4bit_quant_type: str = opt("nf4", "4-bit quantisation type", choices=("nf4", "fp4"))
     bnb_4bit_use_double_quant: bool = opt(True, "nested quantisation of the 4-bit constants")
-    bnb_4bit_compute_dtype: str = opt("float16", "compute dtype of 4-bit layers")
+    bnb_4bit_compute_dtype: str = opt(
+        "float16", "compute dtype of 4-bit layers", choices=("float16", "bfloat16", "float32")
+    )
     bnb_4bit_quant_storage: str = opt(
         "uint8",
         "dtype the packed 4-bit weights are stored in: uint8 (bitsandbytes' default), or a float type for "
@@ -143,7 +145,7 @@ class PromptConfig:
     template: str = opt(
         "notebook",
         "notebook (the notebooks' prompt; 'seed' is its earlier name), chat (the tokenizer's chat "
-        "template), or a file with {text}",
+        "template), a file with {text}, or the template's text itself (saved configs carry a file's text)",
         alias="--template",
         renamed=EARLIER_NAMES,
     )
@@ -158,7 +160,9 @@ class LoraConfig:
     lora_alpha: int = opt(16, "LoRA scaling numerator (scale = lora_alpha / r)", at_least=1)
     lora_dropout: float = opt(0.1, "dropout on the LoRA input", at_least=0, below=1)
     bias: str = opt("none", "which biases train", choices=("none", "all", "lora_only"))
-    task_type: str = opt("CAUSAL_LM", "PEFT task type")
+    task_type: str = opt(
+        "CAUSAL_LM", "PEFT task type (finsent's models are causal LMs)", choices=("CAUSAL_LM",)
+    )
     use_rslora: bool = opt(False, "rank-stabilised LoRA: scale = lora_alpha / sqrt(r) (PEFT use_rslora)")
     use_dora: bool = opt(False, "weight-decomposed LoRA (PEFT use_dora); merges like LoRA")
     target_modules: str = opt("all-linear", "all-linear, or comma-separated module names")

@@ -60,8 +60,8 @@ def split_template(raw: str, where: str) -> Template:
 
 
 def build_template(spec: str, label_words: list[str], tokenizer=None) -> Template:
-    """`notebook`, `chat` (the tokenizer's chat template) or a file containing {text} (and optionally
-    {label})."""
+    """`notebook`, `chat` (the tokenizer's chat template), a file containing {text} (and optionally
+    {label}), or such a text itself."""
     from finsent.core.fields import EARLIER_NAMES
 
     listed, quoted = _choices(label_words)
@@ -83,9 +83,13 @@ def build_template(spec: str, label_words: list[str], tokenizer=None) -> Templat
         )
         prefix, suffix = rendered.split(marker)
         return Template(prefix, suffix, "")
+    if "{text}" in spec:  # the template itself: how a saved config carries a template file's text
+        return split_template(spec, "prompt.template")
     path = Path(spec)
     if not path.is_file():
-        raise FinsentError(f"--template {spec}: not 'notebook', 'chat' or an existing file")
+        raise FinsentError(
+            f"--template {spec}: not 'notebook', 'chat', an existing file or a text with {{text}}"
+        )
     return split_template(path.read_text(encoding="utf-8"), str(path))
 
 

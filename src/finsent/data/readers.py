@@ -95,8 +95,19 @@ def _decode_any(path: Path) -> str:
     raw = _check_binary(path, _read_bytes(path))
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")  # every byte string is valid Latin-1: the PhraseBank's own encoding
+    except UnicodeDecodeError as e:
+        # every byte string is valid Latin-1, the PhraseBank's own encoding; but a UTF-8 file with one bad
+        # byte is then read wrong everywhere ('€' as 'â\x82¬'): say where the first one is
+        lenient = raw.decode("utf-8", errors="replace")
+        if any(ord(c) > 127 and c != "\ufffd" for c in lenient):  # (pure Latin-1 has no UTF-8 pairs)
+            from finsent.core.console import note
+
+            line = raw[: e.start].count(b"\n") + 1
+            note(
+                f"{path}: not UTF-8 (line {line}: byte 0x{raw[e.start]:02x}), so read as Latin-1: its other "
+                "UTF-8 characters (é, €, ...) come out garbled; fix that byte, or save the file as UTF-8"
+            )
+        return raw.decode("latin-1")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -203,7 +203,7 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
             else ""
         ),
         f"- labels: {', '.join(dc.labels)}",
-        f"- prompt template: `{cfg.prompt.template}`"
+        f"- prompt template: {_template_name(cfg)}"
         + (f", answer words `{cfg.prompt.label_words}`" if cfg.prompt.label_words else ""),
         f"- LoRA: r={lc.r}, lora_alpha={lc.lora_alpha}, lora_dropout={lc.lora_dropout}, bias={lc.bias}, "
         f"target_modules={lc.target_modules}",
@@ -235,7 +235,7 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
         "",
         "## Prompt",
         "",
-        f"Template `{cfg.prompt.template}` (`prompt.template` in `{CONFIG_FILE}`); answer words "
+        f"Template {_template_name(cfg)} (`prompt.template` in `{CONFIG_FILE}`); answer words "
         + ", ".join(f"`{w}`" for w in words.values())
         + ". The model is not a classification head: the label is the answer word most likely to follow "
         "the prompt (finsent sums the log-probabilities of each answer word's tokens and takes the best).",
@@ -253,3 +253,10 @@ def _body(folder: Path, cfg, kind, metrics, extra, file, prompt_example) -> str:
     if kind != "gguf":
         lines += ["", f"The full resolved configuration is in `{CONFIG_FILE}`."]
     return "\n".join(lines) + "\n"
+
+
+def _template_name(cfg) -> str:
+    """`notebook`, `chat` or a file name as code; a template carried as its text (a saved config's
+    copy of a template file) is shown whole below, not on one line."""
+    spec = cfg.prompt.template
+    return "of its own (shown below)" if "{text}" in spec else f"`{spec}`"

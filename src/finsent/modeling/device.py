@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
@@ -41,6 +42,8 @@ def pick_device(device: str = "auto") -> str:
     import torch
 
     if device != "auto":
+        if not re.fullmatch(r"(cpu|cuda|xpu)(:\d+)?|mps", device):  # (torch's own error is a traceback)
+            raise FinsentError(f"--device {device}: use auto, cpu, cuda, cuda:N, mps or xpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise FinsentError(f"--device {device}: CUDA is not available on this machine")
         return device

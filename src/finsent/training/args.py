@@ -71,12 +71,20 @@ def parse_layers(spec: str) -> list[int] | None:
     return sorted(layers)
 
 
-def check_options(cfg: Config) -> None:
+def check_options(cfg: Config, dry_run: bool = False) -> None:
     """The training options that transformers would refuse only once the model has loaded (and after the
-    run's folder was stamped), refused now in one line naming the option."""
+    run's folder was stamped or an earlier run cleared by --overwrite), refused now in one line naming
+    the option. `dry_run`: an estimate for another machine, so 4-bit needs no GPU here."""
     from transformers.trainer_utils import IntervalStrategy, SchedulerType
     from transformers.training_args import OptimizerNames
 
+    if cfg.model.load_in_4bit and not dry_run:
+        from finsent.modeling.device import pick_device
+
+        if not pick_device(cfg.model.device).startswith("cuda"):
+            raise FinsentError(
+                "--load-in-4bit needs a CUDA GPU and bitsandbytes (pip install 'finsent[gpu]')"
+            )
     tc = cfg.train
     for field, allowed in (
         ("lr_scheduler_type", SchedulerType),

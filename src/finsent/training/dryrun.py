@@ -1,6 +1,6 @@
 """`finsent train --dry-run`: parameters, optimizer steps and per-device memory, without any weights.
 
-    finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run
+    finsent train --config configs/llama-3.2-1b-notebook.yaml --data fpb --dry-run
     finsent train --config configs/llama-2-7b-notebook.yaml --dry-run --num-processes 8 --strategy fsdp
     finsent train --config configs/llama-2-7b-notebook.yaml --dry-run --accelerate-config configs/accelerate/fsdp.yaml
 
@@ -107,8 +107,9 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    check_options(cfg)  # what a real run would refuse, the dry run refuses too
     par = par or Parallelism()
+    cfg = cfg.validate(par.processes)  # what a real run would refuse, the dry run refuses too
+    check_options(cfg, dry_run=True)
     model_cfg = _architecture(cfg.model.model, cfg.model.cache_dir)
     with torch.device("meta"):
         base = AutoModelForCausalLM.from_config(model_cfg)
@@ -122,12 +123,16 @@ def dry_run(cfg: Config, par: Parallelism | None = None) -> dict:
     if full:
         trainable = total
     else:
-        peft_model = get_peft_model(base, lora_config(cfg, base))
+        try:
+            peft_model = get_peft_model(base, lora_config(cfg, base))
+        except ValueError as e:  # PEFT's words for modules or layers this model does not have
+            raise FinsentError(f"lora: {str(e).splitlines()[0][:300]}") from None
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     n_train = _train_size(cfg)
     per_step = tc.per_device_train_batch_size * tc.gradient_accumulation_steps * par.processes
+    # as the Trainer counts: whole update steps an epoch, times a possibly fractional epoch count
     steps = (
-        tc.max_steps if tc.max_steps > 0 else math.ceil(n_train / per_step) * math.ceil(tc.num_train_epochs)
+        tc.max_steps if tc.max_steps > 0 else math.ceil(tc.num_train_epochs * math.ceil(n_train / per_step))
     )
     dense = 2 if cfg.model.dtype in ("bfloat16", "float16") or cfg.model.dtype == "auto" and not full else 4
     # (train.method=full with dtype auto keeps float32 weights: train.full_precision)

@@ -1,7 +1,7 @@
 """LoRA fine-tuning with TRL's SFTTrainer and PEFT: the notebooks' recipe as one function.
 
     finsent train --config configs/smollm2-cpu.yaml --out runs/train
-    finsent train --config configs/llama-3.2-1b-notebook.yaml --dry-run      # no weights needed (training/dryrun.py)
+    finsent train --config configs/llama-3.2-1b-notebook.yaml --data fpb --dry-run      # no weights needed (training/dryrun.py)
 
 Reads top to bottom: setup (options, data, model, LoRA), train, save. The loss is on the answer only
 (label tokens + EOS), never on the prompt or padding. How finsent's options become PEFT's and TRL's
