@@ -216,3 +216,21 @@ def test_4_bit_on_a_cpu_and_a_bad_device_are_refused_before_the_folder_is_touche
         capsys, "predict", "--model", str(tiny_model_dir), "--device", "gpu", "Profit rose ."
     )
     assert "--device gpu: use auto, cpu, cuda, cuda:N, mps or xpu" in err
+
+
+def test_a_run_or_training_folder_as_model_names_the_model_inside(tmp_path):
+    from finsent.core.errors import FinsentError
+    from finsent.modeling.load import resolve_model
+
+    (tmp_path / "run" / "merged_model").mkdir(parents=True)
+    (tmp_path / "run" / "merged_model" / "config.json").write_text("{}")
+    (tmp_path / "lora" / "adapter").mkdir(parents=True)
+    (tmp_path / "lora" / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(FinsentError, match=f"it holds a model: --model {tmp_path / 'run' / 'merged_model'}$"):
+        resolve_model(str(tmp_path / "run"))
+    with pytest.raises(
+        FinsentError, match=f"it holds an adapter: --adapter {tmp_path / 'lora' / 'adapter'}$"
+    ):
+        resolve_model(str(tmp_path / "lora"))
+    with pytest.raises(FinsentError, match=r"not a Hugging Face model folder\)$"):
+        resolve_model(str(tmp_path))

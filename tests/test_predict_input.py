@@ -287,3 +287,14 @@ def test_fewer_labels_with_priors_use_those_labels_training_shares(tiny_model_di
     cal = Calibration.load(model).for_labels(["negative", "positive"])
     assert cal.train_priors == pytest.approx([0.2 / 0.7, 0.5 / 0.7]) and cal.temperature == 1.5
     assert Calibration.load(model).for_labels(["bullish", "bearish"]).train_priors == []  # uniform
+
+
+def test_a_json_array_of_records_is_predicted_as_data_reads_it(tiny_model_dir, tmp_path, capsys):
+    """`finsent data` read a .json array of records, `finsent predict` called it one bad row."""
+    src = tmp_path / "in.json"
+    src.write_text(
+        '[{"id": 1, "text": "Profit rose ."},\n {"id": 2, "text": 5},\n {"id": 3, "text": "Sales fell ."}]'
+    )
+    assert main(_args(tiny_model_dir, src, tmp_path / "o.csv")) == 0
+    assert [r["id"] for r in csv.DictReader((tmp_path / "o.csv").open())] == ["1", "3"]
+    assert f"{src}:2: 'text' is not a string (int)" in capsys.readouterr().err

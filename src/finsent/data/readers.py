@@ -240,13 +240,21 @@ def is_missing(value: object) -> bool:
 
 def iter_records(path: str | os.PathLike, text_column: str = "text"):
     """Unlabelled rows for prediction, through the same readers and decoding as labelled data:
-    (where, record with every column, error) for CSV/TSV/JSONL/Parquet (header row), or a .txt file
-    (one text a line, record {text_column: line}). UTF-8, else Latin-1; other suffixes are an error."""
+    (where, record with every column, error) for CSV/TSV (header row), JSONL or a JSON array of records,
+    Parquet, or a .txt file (one text a line, record {text_column: line}). UTF-8, else Latin-1; other
+    suffixes are an error."""
     path = Path(path)
     kind = file_kind(path)
     if kind == "txt":
         with open(path, "rb", buffering=1 << 16) as fh:  # peek() sees the first 64 KiB
             yield from text_lines(fh, str(path), text_column)
+    elif kind == "jsonl" and (content := _decode_any(path)).lstrip().startswith("["):  # a JSON array
+        for i, line, _key, rec, error in json_items(path, content):
+            at = f"{path}:{line}"
+            if error or not isinstance(rec, dict):
+                yield at, None, f"{at}: record {i}: {error or 'expected a JSON object'}"
+            else:
+                yield at, rec, None
     else:
         for _i, at, rec, error in _records(path, text_column, None):
             yield at, rec, error

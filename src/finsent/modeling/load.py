@@ -30,7 +30,9 @@ def resolve_model(spec: str, cache_dir: str = "") -> str:
         return str(out)
     if path.exists():
         if not (path / "config.json").is_file():
-            raise FinsentError(f"--model {spec}: folder has no config.json (not a Hugging Face model folder)")
+            raise FinsentError(
+                f"--model {spec}: folder has no config.json (not a Hugging Face model folder){_inside(path)}"
+            )
         return str(path)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return spec  # a hub id: transformers fetches it (online) or finds it in the HF cache
@@ -183,3 +185,13 @@ def load_scorer(mc, adapter: str | None = None, priors=None):
     inner = fast.get_base_model() if hasattr(fast, "get_base_model") else fast
     inner.set_output_embeddings(exact.get_output_embeddings())
     return fast, tokenizer, device, Recheck(exact, mc.guard, offsets=priors)
+
+
+def _inside(folder: Path) -> str:
+    """A hint for a run or training folder given as --model: the model folders finsent wrote inside it."""
+    from finsent.core.artefacts import ADAPTER_DIR, MERGED_MODEL_DIR, MODEL_DIR
+
+    found = [folder / n for n in (MERGED_MODEL_DIR, MODEL_DIR) if (folder / n / "config.json").is_file()]
+    if (folder / ADAPTER_DIR / "adapter_config.json").is_file():
+        return f"; it holds an adapter: --adapter {folder / ADAPTER_DIR}"
+    return f"; it holds a model: --model {found[0]}" if found else ""
