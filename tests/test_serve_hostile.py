@@ -371,13 +371,11 @@ def test_sigterm_stops_a_busy_server_promptly(tiny_model_dir, clf, tmp_path):
     assert len(statuses) == 24 and statuses.count(503) >= 10, statuses
 
 
-def test_the_shutdown_backstop_outlasts_a_requests_own_timeout(clf, monkeypatch):
-    """SIGTERM answers the pass in flight: uvicorn's backstop must not cancel it before the request's own
-    --timeout would have answered 504 (a 5 s backstop left a slow pass's client with no answer)."""
+def served_config(clf, monkeypatch, limits: Limits) -> dict:
+    """The keyword arguments `finsent serve` gives uvicorn.Config (the server itself is not started)."""
     import uvicorn
 
     from finsent.serving.app import serve
-    from finsent.serving.errors import Limits
 
     seen = {}
     real = uvicorn.Config.__init__
@@ -388,8 +386,14 @@ def test_the_shutdown_backstop_outlasts_a_requests_own_timeout(clf, monkeypatch)
 
     monkeypatch.setattr(uvicorn.Config, "__init__", config)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: None)
-    serve(clf, limits=Limits(timeout=42.0))
-    assert seen["timeout_graceful_shutdown"] > 42.0
+    serve(clf, limits=limits)
+    return seen
+
+
+def test_the_shutdown_backstop_outlasts_a_requests_own_timeout(clf, monkeypatch):
+    """SIGTERM answers the pass in flight: uvicorn's backstop must not cancel it before the request's own
+    --timeout would have answered 504 (a 5 s backstop left a slow pass's client with no answer)."""
+    assert served_config(clf, monkeypatch, Limits(timeout=42.0))["timeout_graceful_shutdown"] > 42.0
 
 
 # ---- what the service shows ----
@@ -517,18 +521,5 @@ def test_connections_that_never_finish_their_headers_are_closed(clf):
 
 
 def test_serve_runs_uvicorn_with_the_deadline_and_a_connection_limit(clf, monkeypatch):
-    import uvicorn
-
-    from finsent.serving.app import serve
-
-    seen = {}
-    real = uvicorn.Config.__init__
-
-    def config(self, app, **kw):
-        seen.update(kw)
-        real(self, app, **kw)
-
-    monkeypatch.setattr(uvicorn.Config, "__init__", config)
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: None)
-    serve(clf, limits=Limits(max_connections=77))
+    seen = served_config(clf, monkeypatch, Limits(max_connections=77))
     assert seen["limit_concurrency"] == 77 and seen["http"].__name__ == "HeaderDeadline"
