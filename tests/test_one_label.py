@@ -94,3 +94,7 @@ def test_whitespace_around_a_text_is_scored_as_every_reader_scores_it(clf):
     with serving(clf) as url:
         got = httpx.post(f"{url}/v1/classify", json={"texts": padded}, timeout=60).json()["predictions"]
     assert got == clf(texts)
+    # the server's token limits count the text it scores: trailing spaces are no tokens
+    with serving(clf) as url:
+        r = httpx.post(f"{url}/v1/classify", json={"texts": [texts[1] + " " * 1500]}, timeout=60)
+    assert r.status_code == 200 and r.json()["predictions"] == clf([texts[1]])

@@ -248,6 +248,10 @@ def test_long_fields_and_unicode_line_separators_are_read(tiny_model_dir, tmp_pa
     src.write_text('{"id": 1, "text": "Profit\u2028rose ."}\n{"id": 2, "text": "Sales\x85fell ."}\n')
     rows = list(iter_records(src))
     assert [(w, r["id"]) for w, r, _ in rows] == [(f"{src}:1", 1), (f"{src}:2", 2)]
+    src.write_bytes(
+        b'{"id": 1, "text": "a"}\r{"id": 2, "text": "b"}\r\n{"id": 3, "text": "c"}\r'
+    )  # lone CRs end lines
+    assert [r["id"] for _, r, _ in iter_records(src)] == [1, 2, 3]
 
 
 def test_the_output_options_predict_is_given(tiny_model_dir, tmp_path, capsys, monkeypatch):
@@ -287,6 +291,9 @@ def test_fewer_labels_with_priors_use_those_labels_training_shares(tiny_model_di
     cal = Calibration.load(model).for_labels(["negative", "positive"])
     assert cal.train_priors == pytest.approx([0.2 / 0.7, 0.5 / 0.7]) and cal.temperature == 1.5
     assert Calibration.load(model).for_labels(["bullish", "bearish"]).train_priors == []  # uniform
+    assert Calibration.load(model).for_labels(
+        ["Positive", "Neutral", "Negative"]
+    ).train_priors == pytest.approx([0.5, 0.3, 0.2])  # label names compare as everywhere else
 
 
 def test_a_json_array_of_records_is_predicted_as_data_reads_it(tiny_model_dir, tmp_path, capsys):

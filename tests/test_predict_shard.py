@@ -225,6 +225,20 @@ def test_a_model_replaced_in_place_is_refused_on_resume(tiny_model_dir, all_data
         predict(clf, Input(path=str(inp)), str(tmp_path / "out.csv"), shard_rows=256)
 
 
+def test_a_run_started_before_model_files_were_recorded_resumes(clf, all_data, tmp_path, monkeypatch, capsys):
+    from finsent.serving.predict import predict
+    from finsent.serving.rows import Input
+
+    inp = write_input(all_data, tmp_path / "in.csv")
+    folder = interrupted_run(clf, inp, tmp_path / "out.csv", monkeypatch)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in ("model_files", "adapter_files"):  # as an older finsent wrote it
+        del manifest["options"][key]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    predict(clf, Input(path=str(inp)), str(tmp_path / "out.csv"), shard_rows=256)
+    assert "started by an older finsent" in capsys.readouterr().err and not folder.exists()
+
+
 def test_every_row_bad_leaves_no_sharded_output(clf, tmp_path):
     from finsent.serving.predict import predict
     from finsent.serving.rows import Input

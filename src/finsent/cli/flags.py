@@ -35,9 +35,7 @@ class _Bool(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from finsent.core.errors import FinsentError
 
-        if option_string and option_string.startswith("--no-"):
-            if values is not None:
-                parser.error(f"{option_string} takes no value (got {values!r})")
+        if option_string and option_string.startswith("--no-"):  # (nargs=0: it takes no value)
             value = False
         else:
             try:
@@ -147,29 +145,16 @@ def add_config_flags(
         if not (full or short):
             help_text = argparse.SUPPRESS
         if f.type in ("bool", bool):
-            shown = [f"--no-{x[2:]}" for x in (short or dotted[:1])]
             p.add_argument(
-                *dotted,
-                *short,
-                *shown,
-                dest=dest,
-                action=_Bool,
-                nargs="?",
-                metavar="BOOL",
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-            # every other spelling's --no- form works too (--no-data.dedupe), unlisted
-            hidden = [n for n in dict.fromkeys(f"--no-{x[2:]}" for x in (*dotted, *short)) if n not in shown]
-            if hidden:
-                p.add_argument(
-                    *hidden,
-                    dest=dest,
-                    action=_Bool,
-                    nargs="?",
-                    default=argparse.SUPPRESS,
-                    help=argparse.SUPPRESS,
-                )
+                *dotted, *short, dest=dest, action=_Bool, nargs="?", metavar="BOOL",
+                default=argparse.SUPPRESS, help=help_text,
+            )  # fmt: skip
+            # the --no- form of every spelling, taking no value (`--no-load-in-4bit TEXT`: TEXT is a text)
+            negated = list(dict.fromkeys(f"--no-{x[2:]}" for x in (*short, *dotted)))
+            p.add_argument(
+                *negated, dest=dest, action=_Bool, nargs=0, default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS if help_text == argparse.SUPPRESS else f"the same as {(short or dotted)[0]} false",
+            )  # fmt: skip
             continue
         kwargs: dict = {"dest": dest, "default": argparse.SUPPRESS, "metavar": f.name.upper()}
         if meta.get("choices"):

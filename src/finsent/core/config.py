@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,8 @@ def portable(cfg: Config) -> Config:
         # are corpus names first); a model, any folder that is there (but an embedded model's name)
         if spec in EMBEDDED or (data and not (len(path.parts) > 1 or path.suffix)):
             return spec
-        return str(path.resolve()) if spec and path.exists() and not path.is_absolute() else spec
+        # abspath, not resolve: a symlink keeps its name (all-data.csv's name picks the notebook split)
+        return os.path.abspath(path) if spec and path.exists() and not path.is_absolute() else spec
 
     cfg = copy.deepcopy(cfg)
     # how a command was run, not what it made: a saved config fed back (--config) must not clear or
@@ -130,10 +132,7 @@ def portable(cfg: Config) -> Config:
     text = template.read_text(encoding="utf-8") if not named and template.is_file() else ""
     cfg.prompt.template = text if "{text}" in text else cfg.prompt.template
     cfg.model.model = absolute(cfg.model.model, data=False)
-    cfg.data.sources = [
-        " ".join([absolute(s.split()[0]), *s.split()[1:]]) if isinstance(s, str) and s.split() else s
-        for s in cfg.data.sources
-    ]
+    cfg.data.sources = [_absolute_source(s, absolute) for s in cfg.data.sources]
     return cfg
 
 
@@ -145,6 +144,16 @@ def load_saved_config(folder: str | Path) -> Config | None:
     cfg = Config()
     apply_mapping(cfg, load_yaml(path), str(path))
     return cfg
+
+
+def _absolute_source(entry, absolute) -> str:
+    """A data.sources entry with its SPEC absolute, unless that path holds whitespace (entries are split
+    on it: data.mixture.parse_source)."""
+    if not isinstance(entry, str) or not entry.split():
+        return entry
+    spec, *rest = entry.split()
+    path = absolute(spec)
+    return " ".join([spec if any(c.isspace() for c in path) else path, *rest])
 
 
 def resolve(

@@ -174,7 +174,7 @@ def _split_source(dc, src: Source, split_one) -> tuple[LabelledData, Splits]:
     from finsent.data import corpora
 
     one = copy.deepcopy(dc)
-    one.sources, one.data = [], src.spec
+    one.sources, one.data, one.test_data = [], src.spec, ""  # (a source's test file is its own)
     one.split = src.split or dc.split
     one.test_size = src.test_size or dc.test_size
     whole = ":" not in src.spec  # NAME, not NAME:test

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from finsent.core.errors import FinsentError
@@ -139,10 +140,9 @@ def _records(path: Path, text_column: str, label_column: str | None):
     content = _decode_any(path)
     if kind == "jsonl":
         seen_cols = False
-        # lines end at \n only: str.splitlines also breaks at U+2028 and U+0085, which json.dumps leaves raw
-        # inside strings (ensure_ascii=False)
-        for i, line in enumerate(content.split("\n")):
-            line = line.removesuffix("\r")
+        # lines end at \n, \r\n or a lone \r (text_lines' rule): str.splitlines also breaks at U+2028 and
+        # U+0085, which json.dumps leaves raw inside strings (ensure_ascii=False)
+        for i, line in enumerate(re.split(r"\r\n|\r|\n", content)):
             if not line.strip():
                 continue
             at = f"{path}:{i + 1}"

@@ -137,9 +137,11 @@ def make_splits(dc, ds: LabelledData | None = None) -> tuple[LabelledData, dict[
     labels = [normalise_label(x) for x in dc.labels]
     ds.thin_eval = {}  # (a LabelledData split again with other options keeps no stale report)
     split = dc.split
-    if dc.test_data and split not in ("auto", "file"):  # (it was read with --split file only, silently)
-        raise FinsentError(
-            f"--test-data {dc.test_data}: a test file is the test split with --split file, not {split}"
+    if dc.test_data and split not in ("auto", "file"):  # (a note: configs saved so before still load)
+        from finsent.core.console import note
+
+        note(
+            f"--test-data {dc.test_data} is not read: a test file is the test split with --split file, not {split}"
         )
     if split == "auto" and dc.test_data:  # a test file given: it is the test split
         split = "file"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from finsent.core.artefacts import CALIBRATION_FILE
 from finsent.core.errors import FinsentError
-from finsent.core.labels import best_label
+from finsent.core.labels import best_label, normalise_label
 
 BINS = 15
 
@@ -62,8 +62,9 @@ class Calibration:
         labels = list(labels)
         if not self.labels or labels == self.labels:
             return self
-        known = self.labels if len(self.train_priors) == len(self.labels) else []
-        shares = [self.train_priors[known.index(x)] for x in labels if x in known]
+        mine = [normalise_label(x) for x in self.labels] if len(self.train_priors) == len(self.labels) else []
+        asked = [normalise_label(x) for x in labels]  # (Positive is positive, as everywhere else)
+        shares = [self.train_priors[mine.index(x)] for x in asked if x in mine]
         total = sum(shares)
         fitted = [s / total for s in shares] if len(shares) == len(labels) and total > 0 else []
         return dataclasses.replace(self, train_priors=fitted, labels=labels)

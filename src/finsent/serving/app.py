@@ -4,7 +4,7 @@
     curl -s localhost:8000/v1/classify -H 'content-type: application/json' -d '{"texts": ["Profit rose."]}'
 
 Concurrent requests are micro-batched: a single worker takes the texts waiting in the queue (at most
---max-batch texts and --max-request-tokens prompt tokens), scores them together in length-sorted forward
+--max-batch texts and --max-batch-tokens prompt tokens), scores them together in length-sorted forward
 passes of at most --batch-size texts (batcher.py says exactly how), and answers each request with its own
 slice; a larger request is split over several micro-batches. OpenAPI docs at /docs.
 

@@ -40,7 +40,7 @@ class RequestCheck:
                 ) from None
         counts, total = [], 0
         for i, t in enumerate(texts):
-            n = len(codec.prompt_ids(t))
+            n = len(codec.prompt_ids(t.strip()))  # the text the Classifier scores (it strips)
             if n > max_tokens:
                 raise ServeError(422, f"texts.{i}: its prompt is {n} tokens, over {why_max}", f"texts.{i}")
             total += n

@@ -5,8 +5,10 @@ client that opens connections and sends a partial header, or trickles one byte e
 (slowloris), held them all: with 400 such connections a good client timed out, and accept() flooded
 the log with "Too many open files". A connection whose headers are not complete within
 --header-timeout seconds of its opening (or of its previous answer) is closed, as nginx's
-client_header_timeout does; a request whose headers arrived is never cut off here (the batcher's
---timeout answers it). uvicorn has no such option, so this subclasses its h11 protocol; where that
+client_header_timeout does; a request whose headers arrived is never cut off here. Its body has no
+deadline of its own (--max-body bounds its size, not its time: a body sent a byte at a time holds its
+connection until it ends, and such clients count against --max-connections): a server on the open
+internet belongs behind a reverse proxy that times request bodies too. uvicorn has no such option, so this subclasses its h11 protocol; where that
 class is not found, uvicorn's own protocol serves, without the deadline.
 """
 

@@ -93,8 +93,10 @@ def _options(clf, source: Input, jsonl: bool, adapter) -> dict:
 
 def _files_of(folder) -> dict | None:
     """{name: [bytes, mtime in ns]} of the files a model folder is loaded from (weights, configs,
-    tokenizer, calibration); None when `folder` is not a local folder (a hub id)."""
+    tokenizer, calibration), or of a .gguf file; None for a hub id."""
     path = Path(str(folder)).expanduser()
+    if path.is_file():  # a .gguf given as --model
+        return {path.name: [path.stat().st_size, path.stat().st_mtime_ns]}
     if not path.is_dir():
         return None
     wanted = (".safetensors", ".bin", ".json", ".model", ".jinja")
@@ -182,7 +184,15 @@ class _Shards:
             changed = []
             if have.get("input", {}).get("sha256") != want["input"]["sha256"]:
                 changed.append(f"input (was {have.get('input', {}).get('path')})")
-            changed += _differences(have.get("options", {}), want["options"])
+            options = have.get("options", {})
+            unknown = [k for k in ("model_files", "adapter_files") if k not in options]
+            if unknown:  # a manifest written before finsent recorded the model's files: the name must do
+                from finsent.core.console import note
+
+                note(f"{self.folder}/ was started by an older finsent, which did not record the model's "
+                     "files: resumed on the model's name alone")  # fmt: skip
+                options = options | {k: want["options"][k] for k in unknown}
+            changed += _differences(options, want["options"])
             if changed:
                 raise FinsentError(
                     f"{self.folder}/ holds a partial run with another {', '.join(changed)}: rerun with the "

@@ -57,6 +57,8 @@ def check_stamp(out: Path, cfg, splits: dict) -> dict:
     if cfg.train.overwrite or not holds_run(out):
         return stamp
     old = json.loads((out / RUN_STAMP).read_text()) if (out / RUN_STAMP).is_file() else {}
+    if old.get("config_hash") == config_hash(cfg, as_saved=False):  # a run stamped before saved-config
+        old["config_hash"] = stamp["config_hash"]  # hashing: its options as then spelled
     for key, what in (("config_hash", "options"), ("data_fingerprint", "training data")):
         if old.get(key) != stamp[key]:
             raise FinsentError(
@@ -66,12 +68,16 @@ def check_stamp(out: Path, cfg, splits: dict) -> dict:
     return stamp
 
 
-def config_hash(cfg) -> str:
+def config_hash(cfg, as_saved: bool = True) -> str:
     """A hash of the options that change what is trained: those marked `affects_outputs=False` (a
-    device, a log interval, the output folder) may change between a run and its resumption."""
+    device, a log interval, the output folder) may change between a run and its resumption. `as_saved`:
+    the options as the run's saved config spells them (core.config.portable: absolute paths, a template
+    file's text), so `--config RUN/finsent_config.yaml --resume` is the same run as the command that
+    started it."""
+    from finsent.core.config import portable
     from finsent.core.options import outputs_only
 
-    d = outputs_only(cfg.to_dict())
+    d = outputs_only((portable(cfg) if as_saved else cfg).to_dict())
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
