@@ -32,6 +32,7 @@ from pathlib import Path
 from finsent.core.errors import FinsentError
 from finsent.core.fields import current_name, not_a_choice, out_of_range
 from finsent.data.dataset import Example, LabelledData
+from finsent.data.phrasebank import is_fpb_name
 
 Splits = dict[str, list[Example]]
 
@@ -98,7 +99,7 @@ def parse_source(text: str, field: str = "data.sources") -> Source:
         problem = out_of_range(SOURCE_RANGES.get(key) or _data_field(key), options[key])
         if problem or not math.isfinite(options[key]):
             raise FinsentError(f"{field}: {text!r}: {key}={problem or value}")
-    named = corpora.is_named(spec) or corpora.is_hub(spec) or spec.lower().split(":")[0] == "fpb"
+    named = corpora.is_named(spec) or corpora.is_hub(spec) or is_fpb_name(spec)
     name = options.get("name") or (spec.split(":")[0].lower() if named else Path(spec).stem or spec)
     return Source(
         spec, name, options.get("cap"), options.get("weight", 1.0), options.get("split"),

@@ -39,7 +39,7 @@ def resolve_data(spec: str) -> Path:
         return corpora.resolve(spec)
     if corpora.is_hub(spec):
         return hub.resolve_hub(spec)
-    if not _is_fpb_name(spec):
+    if not is_fpb_name(spec):
         path = Path(spec).expanduser()
         if not path.exists() and not path.suffix:  # a misspelt corpus name more often than a file
             raise FinsentError(
@@ -79,10 +79,10 @@ def is_phrasebank(spec: str, path: str | os.PathLike) -> bool:
     (the Kaggle copy of the 50% agreement subset the notebooks read): what `--split auto` gives the
     notebooks' split, so their figures stay comparable. Any other file is split stratified."""
     name = Path(path).name
-    return _is_fpb_name(spec) or name in FPB_FILES.values() or name == "all-data.csv"
+    return is_fpb_name(spec) or name in FPB_FILES.values() or name == "all-data.csv"
 
 
-def _is_fpb_name(spec: str) -> bool:
+def is_fpb_name(spec: str) -> bool:
     """`fpb` or `fpb:SUBSET` (not `fpb-notebok`: a misspelt name is an error, never the 50% subset)."""
     return spec.lower() == "fpb" or spec.lower().startswith("fpb:")
 

@@ -117,10 +117,10 @@ def _demote(text: str, by: int = 2) -> str:
 def hub_dataset(spec: str) -> tuple[str, str | None] | None:
     """(hub dataset id, config) of the Financial PhraseBank (`fpb[:subset]`, a Sentences_*.txt file,
     the notebooks' all-data.csv); None for other data."""
-    from finsent.data.phrasebank import FPB_FILES, HUB_DATASET
+    from finsent.data.phrasebank import FPB_FILES, HUB_DATASET, is_fpb_name
 
     low = spec.strip().lower()
-    if low == "fpb" or low.startswith("fpb:"):
+    if is_fpb_name(low):
         subset = low.split(":", 1)[1] if ":" in low else "50agree"
         return HUB_DATASET, f"sentences_{subset}" if subset in FPB_FILES else None
     name = Path(low).name
