@@ -100,7 +100,7 @@ def _decode_any(path: Path) -> str:
         # every byte string is valid Latin-1, the PhraseBank's own encoding; but a UTF-8 file with one bad
         # byte is then read wrong everywhere ('€' as 'â\x82¬'): say where the first one is
         lenient = raw.decode("utf-8", errors="replace")
-        if any(ord(c) > 127 and c != "\ufffd" for c in lenient):  # (pure Latin-1 has no UTF-8 pairs)
+        if re.search("[^\x00-\x7f\ufffd]", lenient):  # a UTF-8 character decoded (pure Latin-1 has none)
             from finsent.core.console import note
 
             line = raw[: e.start].count(b"\n") + 1
@@ -167,7 +167,7 @@ def _records(path: Path, text_column: str, label_column: str | None):
         raise FinsentError(f"{path}: empty file")
     header = [h.strip() for h in header]
     _check_columns(path, header, text_column, label_column)
-    lines = list(io.StringIO(content, newline=""))  # the file's lines, as the reader counts them
+    total = sum(1 for _ in io.StringIO(content, newline=""))  # the file's lines, as the reader counts them
     last = reader.line_num
     for i, row in enumerate(reader):
         first, last = last + 1, reader.line_num
@@ -177,8 +177,8 @@ def _records(path: Path, text_column: str, label_column: str | None):
         # a quote never closed swallows every line after it, to the file's end, whether or not the field
         # count then looks right: say so, and stop (the lines it took are lost, not one bad row) unless
         # --skip-invalid
-        runs_off = last > first and last >= len(lines)
-        unclosed = runs_off and _quote_never_closed("".join(lines[first - 1 :]), delimiter)
+        runs_off = last > first and last >= total
+        unclosed = runs_off and _quote_never_closed(content, first, delimiter)
         if len(row) != len(header) or unclosed:
             error = f"{at}: expected {len(header)} fields, got {len(row)}" if len(row) != len(header) else at
             if runs_off:
@@ -191,9 +191,13 @@ def _records(path: Path, text_column: str, label_column: str | None):
         yield i, at, dict(zip(header, row)), None
 
 
-def _quote_never_closed(row_text: str, delimiter: str) -> bool:
-    """Whether a row's text ends inside a quoted field (csv's strict mode says "unexpected end of data";
-    the lenient reader used for the file keeps such a row, whatever lines it swallowed)."""
+def _quote_never_closed(content: str, first: int, delimiter: str) -> bool:
+    """Whether the row starting on line `first` ends inside a quoted field (csv's strict mode says
+    "unexpected end of data"; the lenient reader used for the file keeps such a row, whatever lines it
+    swallowed). Only asked of the row that runs to the file's end."""
+    import itertools
+
+    row_text = "".join(itertools.islice(io.StringIO(content, newline=""), first - 1, None))
     try:
         list(csv.reader(io.StringIO(row_text, newline=""), delimiter=delimiter, strict=True))
     except csv.Error as e:
@@ -248,8 +252,8 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
     if kind == "txt":
         with open(path, "rb", buffering=1 << 16) as fh:  # peek() sees the first 64 KiB
             yield from text_lines(fh, str(path), text_column)
-    elif kind == "jsonl" and (content := _decode_any(path)).lstrip().startswith("["):  # a JSON array
-        for i, line, _key, rec, error in json_items(path, content):
+    elif kind == "jsonl" and _starts_an_array(path):  # a JSON array of records, not JSON Lines
+        for i, line, _key, rec, error in json_items(path, _decode_any(path)):
             at = f"{path}:{line}"
             if error or not isinstance(rec, dict):
                 yield at, None, f"{at}: record {i}: {error or 'expected a JSON object'}"
@@ -258,6 +262,14 @@ def iter_records(path: str | os.PathLike, text_column: str = "text"):
     else:
         for _i, at, rec, error in _records(path, text_column, None):
             yield at, rec, error
+
+
+def _starts_an_array(path: Path) -> bool:
+    """Whether the file's first character (past a BOM and white space) opens a JSON array: decided on
+    its first bytes, so that JSON Lines is not read and decoded twice."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096).removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"[")
 
 
 def text_lines(stream, name: str, text_column: str = "text"):

@@ -45,8 +45,7 @@ def load_for_evaluation(cfg: Config, model_cfg: ModelConfig, adapter: str | None
     from finsent.modeling.calibration import Calibration, prior_offsets
     from finsent.modeling.load import load_scorer
 
-    calibration = Calibration.load(adapter or model_cfg.model)
-    calibration = calibration.for_labels(cfg.data.labels) if calibration else None  # (--labels)
+    calibration = Calibration.load(adapter or model_cfg.model, cfg.data.labels)
     offsets = prior_offsets(cfg.data.labels, calibration, priors)
     model, tokenizer, device, recheck = load_scorer(model_cfg, adapter, offsets)
     return model, PromptCodec.from_config(cfg, tokenizer), device, calibration, recheck

@@ -48,12 +48,15 @@ class Calibration:
         return write_json(Path(folder) / CALIBRATION_FILE, asdict(self))
 
     @classmethod
-    def load(cls, folder: str | Path | None) -> Calibration | None:
+    def load(cls, folder: str | Path | None, labels: Sequence[str] | None = None) -> Calibration | None:
+        """The calibration saved in `folder` (None without one); with `labels`, for those labels
+        (for_labels: --labels may name fewer, or reorder them)."""
         path = Path(folder) / CALIBRATION_FILE if folder else None
         if not path or not path.is_file():
             return None
         raw = json.loads(path.read_text())
-        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        loaded = cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+        return loaded.for_labels(labels) if labels is not None else loaded
 
     def for_labels(self, labels: Sequence[str]) -> Calibration:
         """This calibration for a model asked for `labels` (--labels), whose order or number may differ

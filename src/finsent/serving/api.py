@@ -70,8 +70,7 @@ class Classifier:
         from finsent.modeling.load import load_scorer, warn_if_untuned
 
         shares = parse_priors(priors, cfg.data.labels)  # a bad --priors fails before the model loads
-        calibration = Calibration.load(adapter or cfg.model.model)
-        calibration = calibration.for_labels(cfg.data.labels) if calibration else None  # (--labels)
+        calibration = Calibration.load(adapter or cfg.model.model, cfg.data.labels)
         offsets = prior_offsets(cfg.data.labels, calibration, shares)
         m, tokenizer, device, recheck = load_scorer(cfg.model, adapter, offsets)
         if not adapter:  # once it has loaded: a model that does not load gets its error alone
